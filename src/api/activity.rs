@@ -1,0 +1,24 @@
+//! Stats and the events feed of a project.
+
+use super::{list_response, Call};
+use crate::error::ApiError;
+use crate::http::response::Response;
+
+pub fn stats(c: &Call<'_>) -> Result<Response, ApiError> {
+    Ok(Response::json(200, &c.app.store.stats(c.params.id())?))
+}
+
+/// `?after=<event id>&limit=`: oldest first; `next_cursor` is the `after` of the next page.
+pub fn events(c: &Call<'_>) -> Result<Response, ApiError> {
+    let q = c.query()?;
+    let after = match (q.id("after")?, q.id("cursor")?) {
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => 0,
+    };
+    let page = c.app.store.list_events(c.params.id(), after, q.limit()?)?;
+    let next = page
+        .more
+        .then(|| page.items.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(list_response(&page.items, next))
+}

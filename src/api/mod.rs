@@ -1,0 +1,166 @@
+//! Handlers, one file per resource, and what they share: the call context, paging
+//! with opaque cursors, `ETag` / `If-Match`. A handler is parse → validate → one
+//! store call → respond; it never sees SQL.
+
+pub mod activity;
+pub mod claim;
+pub mod ops;
+pub mod projects;
+pub mod tasks;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::model::ApiKey;
+use crate::router::Params;
+
+/// Everything a handler gets.
+pub struct Call<'a> {
+    pub app: &'a App,
+    pub req: &'a Request,
+    pub params: Params,
+    /// The authenticated key; `None` with `AUTH_DISABLED` (and on public routes).
+    pub key: Option<&'a ApiKey>,
+}
+
+impl Call<'_> {
+    /// Who is acting, for the activity feed: the key's name.
+    pub fn actor(&self) -> Option<String> {
+        self.key.map(|k| k.name.clone())
+    }
+
+    /// The body as JSON (size, content type and syntax checked).
+    pub fn json(&self) -> Result<Value, ApiError> {
+        Ok(self.req.json()?)
+    }
+
+    /// The version named by `If-Match`: `None` when absent or `*`. A value that is not
+    /// one of our ETags can never match, so it becomes a version no row has.
+    pub fn if_match(&self) -> Option<i64> {
+        let v = self.req.header("if-match")?.trim();
+        if v == "*" {
+            return None;
+        }
+        let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
+        Some(v.parse().unwrap_or(-1))
+    }
+
+    /// Decoded query parameters.
+    pub fn query(&self) -> Result<Query, ApiError> {
+        Ok(Query(self.req.query_pairs()?))
+    }
+}
+
+/// Query parameters with typed accessors that answer `bad_request` on bad values.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `limit` in 1..=500, default 50.
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(50),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=500).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad_request(
+                    "limit must be an integer from 1 to 500",
+                )),
+            },
+        }
+    }
+
+    /// An optional string of at most `max` characters.
+    pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if !v.is_empty() && v.chars().count() <= max => Ok(Some(v.to_string())),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{name} must be 1 to {max} characters"
+            ))),
+        }
+    }
+
+    /// An optional non-negative integer.
+    pub fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(ApiError::bad_request(format!(
+                    "{name} must be a non-negative integer"
+                ))),
+            },
+        }
+    }
+}
+
+/// `"3"`: a resource's version as an entity tag.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Opaque cursor: hex of `tag:key:id`. Only this server makes or reads it.
+pub fn encode_cursor(tag: char, key: i64, id: i64) -> String {
+    format!("{tag}:{key}:{id}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads a cursor made by `encode_cursor` with the same `tag`; anything else is 400.
+pub fn decode_cursor(s: &str, tag: char) -> Result<(i64, i64), ApiError> {
+    let bad = || ApiError::bad_request("cursor is not valid for this listing");
+    if s.len() > 200 || s.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = text.split(':');
+    let (t, k, i) = (parts.next(), parts.next(), parts.next());
+    if parts.next().is_some() || t != Some(tag.encode_utf8(&mut [0; 4])) {
+        return Err(bad());
+    }
+    let key = k.and_then(|k| k.parse().ok()).ok_or_else(bad)?;
+    let id = i.and_then(|i| i.parse().ok()).ok_or_else(bad)?;
+    Ok((key, id))
+}
+
+/// A list page: `{"items":[…],"next_cursor":null|"…"}`.
+pub fn list_response<T: Serialize>(items: &[T], next_cursor: Option<String>) -> Response {
+    #[derive(Serialize)]
+    struct List<'a, T> {
+        items: &'a [T],
+        next_cursor: Option<String>,
+    }
+    Response::json(200, &List { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_foreign_input() {
+        let c = encode_cursor('p', -5, 42);
+        assert_eq!(decode_cursor(&c, 'p').expect("ok"), (-5, 42));
+        assert!(decode_cursor(&c, 'c').is_err());
+        for bad in ["", "zz", "7", "ffff", &"a".repeat(400), "70"] {
+            assert!(decode_cursor(bad, 'p').is_err(), "{bad}");
+        }
+    }
+}

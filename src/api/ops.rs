@@ -1,0 +1,130 @@
+//! Operational endpoints (SPEC §4): health, readiness, liveness, metrics, OpenAPI,
+//! and `OPTIONS /` for HAProxy's bare `option httpchk`. No auth.
+
+use serde_json::json;
+
+use super::Call;
+use crate::error::ApiError;
+use crate::http::response::Response;
+use crate::lifecycle::Phase;
+use crate::metrics::{self, Gauges, Process, SERVICE};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
+    let checks = c.app.health.checks(&c.app.store);
+    let draining = matches!(c.app.life.phase(), Phase::Draining | Phase::Stopping);
+    let status = if draining {
+        "draining"
+    } else {
+        checks.overall()
+    };
+    let code = if draining || status == "error" {
+        503
+    } else {
+        200
+    };
+    Ok(Response::json(
+        code,
+        &json!({
+            "status": status,
+            "timestamp": crate::clock::now_rfc3339(),
+            "uptime": crate::clock::uptime_secs(),
+            "service": SERVICE,
+            "version": VERSION,
+            "checks": checks,
+        }),
+    ))
+}
+
+pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
+    Ok(match c.app.store.ping() {
+        Ok(d) => Response::json(
+            200,
+            &json!({
+                "status": "ok",
+                "database": "connected",
+                "latency_ms": d.as_secs_f64() * 1000.0,
+                "timestamp": crate::clock::now_rfc3339(),
+            }),
+        ),
+        Err(e) => Response::json(
+            503,
+            &json!({"status": "error", "database": "disconnected", "error": e.to_string()}),
+        ),
+    })
+}
+
+pub fn ready(c: &Call<'_>) -> Result<Response, ApiError> {
+    let reason = match c.app.life.phase() {
+        Phase::Starting => Some("starting"),
+        Phase::Draining | Phase::Stopping => Some("draining"),
+        Phase::Ready if c.app.health.checks(&c.app.store).database.status == "error" => {
+            Some("database")
+        }
+        Phase::Ready => None,
+    };
+    Ok(match reason {
+        None => Response::json(
+            200,
+            &json!({"status": "ready", "timestamp": crate::clock::now_rfc3339()}),
+        ),
+        Some(r) => Response::json(503, &json!({"status": "not_ready", "reason": r}))
+            .with_header("Retry-After", "1"),
+    })
+}
+
+pub fn live(_: &Call<'_>) -> Result<Response, ApiError> {
+    Ok(Response::json(
+        200,
+        &json!({"status": "alive", "timestamp": crate::clock::now_rfc3339()}),
+    ))
+}
+
+pub fn options_root(_: &Call<'_>) -> Result<Response, ApiError> {
+    Ok(Response::json(200, &json!({"status": "ok"})).with_header("Allow", "GET, HEAD, OPTIONS"))
+}
+
+fn gauges(c: &Call<'_>) -> Gauges {
+    let path = c.app.store.path();
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    Gauges {
+        db_size_bytes: size(path) + size(std::path::Path::new(&wal)),
+        tasks_by_status: c
+            .app
+            .store
+            .count_by_status()
+            .map(|v| v.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
+            .unwrap_or_default(),
+        ..Gauges::default()
+    }
+}
+
+pub fn metrics(c: &Call<'_>) -> Result<Response, ApiError> {
+    let text = metrics::render_text(&gauges(c), &Process::read());
+    Ok(Response::raw(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text.into_bytes(),
+    ))
+}
+
+pub fn metrics_json(c: &Call<'_>) -> Result<Response, ApiError> {
+    Ok(Response::json(
+        200,
+        &metrics::render_json(&gauges(c), &Process::read()),
+    ))
+}
+
+/// The OpenAPI 3.1 document, compiled in.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub fn openapi(_: &Call<'_>) -> Result<Response, ApiError> {
+    Ok(Response::raw(
+        200,
+        crate::http::response::JSON,
+        OPENAPI.as_bytes().to_vec(),
+    ))
+}

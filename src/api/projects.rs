@@ -1,0 +1,55 @@
+//! Projects: list, create, get, update, delete.
+
+use super::{decode_cursor, encode_cursor, etag, list_response, Call};
+use crate::error::ApiError;
+use crate::http::response::Response;
+use crate::model::{Project, PROJECT_STATUSES};
+use crate::validate;
+
+fn one(status: u16, p: &Project) -> Response {
+    Response::json(status, p).with_header("ETag", etag(p.version))
+}
+
+pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
+    let q = c.query()?;
+    let status = q.text("status", 32)?;
+    if let Some(s) = &status {
+        if !PROJECT_STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::bad_request("status must be active or archived"));
+        }
+    }
+    let after = match q.get("cursor") {
+        Some(cur) => decode_cursor(cur, 'p')?.1,
+        None => 0,
+    };
+    let page = c.app.store.list_projects(status, after, q.limit()?)?;
+    let next = page
+        .more
+        .then(|| page.items.last().map(|p| encode_cursor('p', 0, p.id)))
+        .flatten();
+    Ok(list_response(&page.items, next))
+}
+
+pub fn create(c: &Call<'_>) -> Result<Response, ApiError> {
+    let new = validate::new_project(&c.json()?).map_err(ApiError::validation)?;
+    let p = c.app.store.create_project(new, c.actor())?;
+    Ok(one(201, &p).with_header("Location", format!("/projects/{}", p.id)))
+}
+
+pub fn get(c: &Call<'_>) -> Result<Response, ApiError> {
+    Ok(one(200, &c.app.store.get_project(c.params.id())?))
+}
+
+pub fn update(c: &Call<'_>) -> Result<Response, ApiError> {
+    let patch = validate::project_patch(&c.json()?).map_err(ApiError::validation)?;
+    let p = c
+        .app
+        .store
+        .update_project(c.params.id(), patch, c.if_match(), c.actor())?;
+    Ok(one(200, &p))
+}
+
+pub fn delete(c: &Call<'_>) -> Result<Response, ApiError> {
+    c.app.store.delete_project(c.params.id(), c.if_match())?;
+    Ok(Response::empty(204))
+}

@@ -1,0 +1,109 @@
+//! Tasks: list (filters, sort, cursor paging), create (one or bulk), get, update,
+//! delete. Reachable as `/tasks/{id}` and `/projects/{pid}/tasks/{id}`.
+
+use super::{decode_cursor, encode_cursor, etag, list_response, Call};
+use crate::error::ApiError;
+use crate::http::response::Response;
+use crate::model::{Task, TaskCursor, TaskQuery, TaskSort, TaskStatus};
+use crate::{metrics, validate};
+
+/// One task with its `ETag`.
+pub fn one(status: u16, t: &Task) -> Response {
+    Response::json(status, t).with_header("ETag", etag(t.version))
+}
+
+fn sort_tag(s: TaskSort) -> char {
+    match s {
+        TaskSort::CreatedAt => 'c',
+        TaskSort::Priority => 'p',
+        TaskSort::UpdatedAt => 'u',
+    }
+}
+
+fn sort_key(s: TaskSort, t: &Task) -> i64 {
+    match s {
+        TaskSort::CreatedAt => 0,
+        TaskSort::Priority => t.priority,
+        TaskSort::UpdatedAt => t.updated_at,
+    }
+}
+
+pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
+    let q = c.query()?;
+    let mut statuses = Vec::new();
+    if let Some(list) = q.get("status") {
+        for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let st = TaskStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?} in filter")))?;
+            if !statuses.contains(&st) {
+                statuses.push(st);
+            }
+        }
+    }
+    let sort = match q.get("sort") {
+        None => TaskSort::CreatedAt,
+        Some(s) => TaskSort::parse(s).ok_or_else(|| {
+            ApiError::bad_request("sort must be priority, created_at or updated_at")
+        })?,
+    };
+    let after = match q.get("cursor") {
+        Some(cur) => {
+            let (key, id) = decode_cursor(cur, sort_tag(sort))?;
+            Some(TaskCursor { key, id })
+        }
+        None => None,
+    };
+    let query = TaskQuery {
+        statuses,
+        assignee: q.text("assignee", validate::AGENT_MAX)?,
+        label: q.text("label", validate::LABEL_MAX)?,
+        sort,
+        after,
+        limit: q.limit()?,
+    };
+    let page = c.app.store.list_tasks(c.params.id(), query)?;
+    let next = if page.more {
+        page.items
+            .last()
+            .map(|t| encode_cursor(sort_tag(sort), sort_key(sort, t), t.id))
+    } else {
+        None
+    };
+    Ok(list_response(&page.items, next))
+}
+
+pub fn create(c: &Call<'_>) -> Result<Response, ApiError> {
+    let (new, bulk) = validate::new_tasks(&c.json()?).map_err(ApiError::validation)?;
+    let tasks = c.app.store.create_tasks(c.params.id(), new, c.actor())?;
+    metrics::tasks_created(tasks.len());
+    if bulk {
+        return Ok(list_response(&tasks, None).with_status(201));
+    }
+    let t = tasks.first().ok_or_else(ApiError::internal)?;
+    Ok(one(201, t).with_header("Location", format!("/tasks/{}", t.id)))
+}
+
+pub fn get(c: &Call<'_>) -> Result<Response, ApiError> {
+    let t = c.app.store.get_task(c.params.id(), c.params.parent())?;
+    Ok(one(200, &t))
+}
+
+pub fn update(c: &Call<'_>) -> Result<Response, ApiError> {
+    let patch = validate::task_patch(&c.json()?).map_err(ApiError::validation)?;
+    let t = c.app.store.update_task(
+        c.params.id(),
+        c.params.parent(),
+        patch,
+        c.if_match(),
+        c.actor(),
+    )?;
+    metrics::tasks_updated(1);
+    Ok(one(200, &t))
+}
+
+pub fn delete(c: &Call<'_>) -> Result<Response, ApiError> {
+    c.app
+        .store
+        .delete_task(c.params.id(), c.params.parent(), c.if_match(), c.actor())?;
+    Ok(Response::empty(204))
+}

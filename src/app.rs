@@ -1,0 +1,16 @@
+//! `App`: the state every request can reach — configuration, store, lifecycle,
+//! health cache and access log. Built once by `server`, shared read-only by workers.
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::lifecycle::Lifecycle;
+use crate::logging::AccessLog;
+use crate::store::Store;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub life: Lifecycle,
+    pub health: Health,
+    pub access_log: AccessLog,
+}

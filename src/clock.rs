@@ -1,0 +1,91 @@
+//! Time: the one place that reads the wall clock and formats it.
+//!
+//! The store keeps instants as integer milliseconds since the Unix epoch (cheap to
+//! index and compare); the API shows them as RFC 3339 UTC with milliseconds
+//! (`2025-10-20T14:37:31.176Z`, SPEC §4). Formatting is a few lines of civil-date
+//! arithmetic, so no date crate is needed.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC with milliseconds for an epoch-milliseconds instant.
+pub fn rfc3339(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    write_rfc3339(&mut out, ms);
+    out
+}
+
+/// Appends the RFC 3339 form of `ms` to `out` (no allocation of its own).
+pub fn write_rfc3339(out: &mut String, ms: i64) {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss) = (sod / 3600, sod % 3600 / 60, sod % 60);
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z"
+    );
+}
+
+/// Current time as RFC 3339.
+pub fn now_rfc3339() -> String {
+    rfc3339(now_ms())
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Process start, for uptime. Set once by `init`.
+static START: std::sync::OnceLock<(Instant, i64)> = std::sync::OnceLock::new();
+
+/// Records the process start; call first thing in `main`.
+pub fn init() {
+    START.get_or_init(|| (Instant::now(), now_ms()));
+}
+
+/// Whole seconds since start.
+pub fn uptime_secs() -> u64 {
+    START
+        .get_or_init(|| (Instant::now(), now_ms()))
+        .0
+        .elapsed()
+        .as_secs()
+}
+
+/// Epoch milliseconds at process start.
+pub fn start_ms() -> i64 {
+    START.get_or_init(|| (Instant::now(), now_ms())).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_760_971_051_176), "2025-10-20T14:37:31.176Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

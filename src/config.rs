@@ -1,0 +1,402 @@
+//! Configuration (SPEC §2) in two stages, as ripgrep does with its flags: raw values
+//! with where each came from (default, environment, flag), then a validated `Config`.
+//! Every variable name is spelled here and only here. A bad value is one sentence
+//! naming the variable and the value, and exit code 78, before anything is opened.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Env,
+    Flag,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::Env => "environment",
+            Source::Flag => "flag",
+        }
+    }
+}
+
+/// Every variable, its default and a one-line meaning (also used by `--help`).
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("PORT", "3000", "TCP port"),
+    (
+        "HOST",
+        "0.0.0.0",
+        "bind address (IPv4 or IPv6 literal, or a name)",
+    ),
+    (
+        "DATABASE_PATH",
+        "./data/dashboard.db",
+        "SQLite file; parent directory created if missing",
+    ),
+    ("LOG_LEVEL", "info", "error, warn, info, debug or trace"),
+    ("LOG_FORMAT", "json", "json (one object a line) or pretty"),
+    (
+        "ACCESS_LOG",
+        "",
+        "path of an access log file (JSON lines), reopened on SIGHUP",
+    ),
+    (
+        "WORKERS",
+        "",
+        "request worker threads (default 2 x cores, at least 4)",
+    ),
+    ("AUTH_DISABLED", "false", "true turns API-key auth off"),
+    ("CORS_ORIGINS", "", "comma list of allowed origins, or *"),
+    (
+        "RATE_LIMIT_PER_MINUTE",
+        "6000",
+        "requests per minute per API key or client address; 0 = off",
+    ),
+    ("MAX_BODY_BYTES", "1048576", "larger request bodies get 413"),
+    (
+        "SHUTDOWN_DRAIN_SECONDS",
+        "5",
+        "on SIGTERM: time readiness reports 503 before the listener closes",
+    ),
+    (
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        "25",
+        "hard bound for in-flight requests to finish",
+    ),
+    ("BACKUP_DIR", "./data/backups", "where backup writes"),
+    (
+        "BACKUP_RETENTION_DAYS",
+        "30",
+        "backups older than this are deleted by backup",
+    ),
+    (
+        "HEALTH_DISK_MIN_FREE_BYTES",
+        "104857600",
+        "below this free space health is degraded",
+    ),
+    (
+        "HEALTH_DB_RESPONSE_TIME_THRESHOLD",
+        "500",
+        "slower DB probe (ms) means degraded",
+    ),
+];
+
+/// One raw value and its source.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub name: &'static str,
+    pub value: String,
+    pub source: Source,
+}
+
+/// `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub host: String,
+    pub database_path: PathBuf,
+    pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
+    pub access_log: Option<PathBuf>,
+    pub workers: usize,
+    pub auth_disabled: bool,
+    // Read by the hardening and backup work (issues 5 and 8); validated now.
+    #[allow(dead_code)]
+    pub cors_origins: Vec<String>,
+    // Read by the hardening and backup work (issues 5 and 8); validated now.
+    #[allow(dead_code)]
+    pub rate_limit_per_minute: u32,
+    pub max_body_bytes: usize,
+    pub shutdown_drain: Duration,
+    pub shutdown_timeout: Duration,
+    // Read by the hardening and backup work (issues 5 and 8); validated now.
+    #[allow(dead_code)]
+    pub backup_dir: PathBuf,
+    // Read by the hardening and backup work (issues 5 and 8); validated now.
+    #[allow(dead_code)]
+    pub backup_retention_days: u32,
+    pub health_disk_min_free_bytes: u64,
+    pub health_db_threshold: Duration,
+    /// The raw values with their sources, for `dashboard-backend config`.
+    pub settings: Vec<Setting>,
+}
+
+/// A value that cannot be used: names the variable, the value and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The flag spelling of a variable: `DATABASE_PATH` → `--database-path`.
+pub fn flag_name(var: &str) -> String {
+    format!("--{}", var.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// The variable a flag names, if any.
+pub fn var_for_flag(flag: &str) -> Option<&'static str> {
+    VARIABLES.iter().map(|v| v.0).find(|v| flag_name(v) == flag)
+}
+
+/// Collects raw values: flags override the environment, which overrides defaults.
+pub fn gather(
+    env: impl Fn(&str) -> Option<String>,
+    flags: &[(&'static str, String)],
+) -> Vec<Setting> {
+    VARIABLES
+        .iter()
+        .map(|&(name, default, _)| {
+            if let Some((_, v)) = flags.iter().rev().find(|(n, _)| *n == name) {
+                Setting {
+                    name,
+                    value: v.clone(),
+                    source: Source::Flag,
+                }
+            } else if let Some(v) = env(name) {
+                Setting {
+                    name,
+                    value: v,
+                    source: Source::Env,
+                }
+            } else {
+                Setting {
+                    name,
+                    value: default.to_string(),
+                    source: Source::Default,
+                }
+            }
+        })
+        .collect()
+}
+
+fn bad(name: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError(format!(
+        "invalid {name} value {value:?}: expected {expected}"
+    ))
+}
+
+fn int<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    let expected = format!("an integer from {min} to {max}");
+    let v: T = value
+        .trim()
+        .parse()
+        .map_err(|_| bad(name, value, &expected))?;
+    if v < min || v > max {
+        return Err(bad(name, value, &expected));
+    }
+    Ok(v)
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(bad(name, value, "true or false")),
+    }
+}
+
+fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (2 * cores).max(4)
+}
+
+impl Config {
+    /// Validates raw settings into a `Config`.
+    pub fn from_settings(settings: Vec<Setting>) -> Result<Config, ConfigError> {
+        let get = |name: &str| -> &str {
+            settings
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.value.as_str())
+                .unwrap_or("")
+        };
+        let non_empty = |name: &str| -> Result<String, ConfigError> {
+            let v = get(name).trim();
+            if v.is_empty() {
+                return Err(bad(name, v, "a non-empty value"));
+            }
+            Ok(v.to_string())
+        };
+        let level = get("LOG_LEVEL");
+        let log_level = match level.trim().to_ascii_lowercase().as_str() {
+            "error" => log::LevelFilter::Error,
+            "warn" | "warning" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            _ => {
+                return Err(bad(
+                    "LOG_LEVEL",
+                    level,
+                    "one of error, warn, info, debug, trace",
+                ))
+            }
+        };
+        let format = get("LOG_FORMAT");
+        let log_format = match format.trim().to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            _ => return Err(bad("LOG_FORMAT", format, "json or pretty")),
+        };
+        let workers = match get("WORKERS").trim() {
+            "" => default_workers(),
+            w => int("WORKERS", w, 1usize, 1024)?,
+        };
+        let host = non_empty("HOST")?;
+        if host.contains(['/', ' ']) {
+            return Err(bad("HOST", &host, "an IP address or host name"));
+        }
+        let cors_origins = get("CORS_ORIGINS")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let opt_path = |name: &str| {
+            let v = get(name).trim();
+            (!v.is_empty()).then(|| PathBuf::from(v))
+        };
+        Ok(Config {
+            port: int("PORT", get("PORT"), 0u16, 65535)?,
+            host,
+            database_path: PathBuf::from(non_empty("DATABASE_PATH")?),
+            log_level,
+            log_format,
+            access_log: opt_path("ACCESS_LOG"),
+            workers,
+            auth_disabled: boolean("AUTH_DISABLED", get("AUTH_DISABLED"))?,
+            cors_origins,
+            rate_limit_per_minute: int(
+                "RATE_LIMIT_PER_MINUTE",
+                get("RATE_LIMIT_PER_MINUTE"),
+                0u32,
+                100_000_000,
+            )?,
+            max_body_bytes: int("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 1024usize, 1 << 30)?,
+            shutdown_drain: Duration::from_secs(int(
+                "SHUTDOWN_DRAIN_SECONDS",
+                get("SHUTDOWN_DRAIN_SECONDS"),
+                0u64,
+                3600,
+            )?),
+            shutdown_timeout: Duration::from_secs(int(
+                "SHUTDOWN_TIMEOUT_SECONDS",
+                get("SHUTDOWN_TIMEOUT_SECONDS"),
+                0u64,
+                3600,
+            )?),
+            backup_dir: PathBuf::from(non_empty("BACKUP_DIR")?),
+            backup_retention_days: int(
+                "BACKUP_RETENTION_DAYS",
+                get("BACKUP_RETENTION_DAYS"),
+                0u32,
+                36_500,
+            )?,
+            health_disk_min_free_bytes: int(
+                "HEALTH_DISK_MIN_FREE_BYTES",
+                get("HEALTH_DISK_MIN_FREE_BYTES"),
+                0u64,
+                u64::MAX,
+            )?,
+            health_db_threshold: Duration::from_millis(int(
+                "HEALTH_DB_RESPONSE_TIME_THRESHOLD",
+                get("HEALTH_DB_RESPONSE_TIME_THRESHOLD"),
+                1u64,
+                600_000,
+            )?),
+            settings,
+        })
+    }
+
+    /// `dashboard-backend config`: every variable, its effective value and its source.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for s in &self.settings {
+            let value = if s.value.is_empty() {
+                match s.name {
+                    "WORKERS" => self.workers.to_string(),
+                    _ => "(unset)".to_string(),
+                }
+            } else if is_secret(s.name) {
+                "(redacted)".to_string()
+            } else {
+                s.value.clone()
+            };
+            out.push_str(&format!(
+                "{:<34} {:<28} # {}\n",
+                s.name,
+                value,
+                s.source.as_str()
+            ));
+        }
+        out
+    }
+}
+
+/// Variables whose values are never printed.
+fn is_secret(name: &str) -> bool {
+    ["KEY", "SECRET", "TOKEN", "PASSWORD"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(env: &[(&str, &str)], flags: &[(&'static str, String)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_settings(gather(
+            |n| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()),
+            flags,
+        ))
+    }
+
+    #[test]
+    fn defaults_env_and_flags() {
+        let c = cfg(&[], &[]).expect("defaults");
+        assert_eq!(c.port, 3000);
+        assert!(c.workers >= 4);
+        let c = cfg(&[("PORT", "8080")], &[("PORT", "9090".into())]).expect("flag wins");
+        assert_eq!(c.port, 9090);
+        assert_eq!(c.settings[0].source, Source::Flag);
+    }
+
+    #[test]
+    fn bad_values_name_variable_and_value() {
+        let e = cfg(&[("PORT", "eighty")], &[]).unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid PORT value \"eighty\": expected an integer from 0 to 65535"
+        );
+        let e = cfg(&[("AUTH_DISABLED", "maybe")], &[]).unwrap_err();
+        assert!(e.0.contains("AUTH_DISABLED"));
+        assert_eq!(flag_name("DATABASE_PATH"), "--database-path");
+        assert_eq!(var_for_flag("--max-body-bytes"), Some("MAX_BODY_BYTES"));
+    }
+}

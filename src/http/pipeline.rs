@@ -1,0 +1,154 @@
+//! The fixed order every request goes through: request id → route → auth → handler,
+//! then metrics and the access log. Nothing here knows SQL or JSON shapes of
+//! resources; it only decides who may call what.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::api::Call;
+use crate::app::App;
+use crate::error::ApiError;
+use crate::http::request::{Method, Request};
+use crate::http::response::Response;
+use crate::model::{ApiKey, Role};
+use crate::router::{self, Access, Resolved, ROUTES};
+
+/// Is a client-sent id safe to echo and log? 1–128 of `[A-Za-z0-9._:-]`.
+pub fn sane_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The client's request id if sane, else a new one (process-unique, not guessable
+/// across restarts: a random prefix and a counter).
+pub fn request_id(sent: Option<&str>) -> String {
+    if let Some(id) = sent.filter(|s| sane_id(s)) {
+        return id.to_string();
+    }
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        nanos ^ std::process::id().rotate_left(16)
+    });
+    format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Routes, authorizes and runs the handler. Returns the response and the route index.
+pub fn handle(app: &App, req: &Request) -> (Response, Option<usize>) {
+    let rid = req.request_id.as_str();
+    let (index, params) = match router::resolve(req.method, &req.path) {
+        Resolved::Found(i, p) => (i, p),
+        Resolved::NotFound => {
+            let e = ApiError::not_found(format!(
+                "no route for {} {}",
+                req.method.as_str(),
+                truncate(&req.path)
+            ));
+            return (Response::error(&e, rid), None);
+        }
+        Resolved::BadId => {
+            return (
+                Response::error(&ApiError::bad_request("path id is out of range"), rid),
+                None,
+            );
+        }
+        Resolved::MethodNotAllowed(allow) if req.method == Method::Options => {
+            return (Response::empty(204).with_header("Allow", allow), None);
+        }
+        Resolved::MethodNotAllowed(allow) => {
+            return (
+                Response::error(&ApiError::method_not_allowed(allow), rid),
+                None,
+            );
+        }
+    };
+    let route = &ROUTES[index];
+    let result = authorize(app, req, route.access).and_then(|key| {
+        let call = Call {
+            app,
+            req,
+            params,
+            key: key.as_ref(),
+        };
+        (route.handler)(&call)
+    });
+    let resp = result.unwrap_or_else(|e| {
+        if let Some(cause) = &e.cause {
+            log::error!(target: "http", request_id = rid, route = route.template, status = e.status, cause = cause.as_str(); "request failed");
+        }
+        Response::error(&e, rid)
+    });
+    (resp, Some(index))
+}
+
+/// Checks the bearer key against what the route needs (SPEC §5).
+fn authorize(app: &App, req: &Request, access: Access) -> Result<Option<ApiKey>, ApiError> {
+    if access == Access::Public || app.config.auth_disabled {
+        return Ok(None);
+    }
+    let header = req.header("authorization").unwrap_or("").trim();
+    let token = match header.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+        _ => "",
+    };
+    if token.is_empty() {
+        return Err(ApiError::unauthorized(
+            "an API key is required: Authorization: Bearer <key>",
+        ));
+    }
+    let key = app
+        .store
+        .find_key(crate::auth::hash(token))?
+        .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
+    if access == Access::Write && key.role != Role::Write {
+        return Err(ApiError::forbidden("this API key may only read"));
+    }
+    Ok(Some(key))
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(100) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Metrics, the request log line and the access log. Health and metrics requests
+/// are logged only at debug (SPEC §4).
+pub fn record(app: &App, req: &Request, route: Option<usize>, status: u16, elapsed: Duration) {
+    if req.header("user-agent") == Some(crate::watchdog::PROBE_AGENT) {
+        return;
+    }
+    crate::metrics::observe(route, req.method, status, elapsed);
+    let template = route.map(|i| ROUTES[i].template).unwrap_or("unmatched");
+    let quiet = route.is_some_and(|i| ROUTES[i].access == Access::Public);
+    let level = if status >= 500 {
+        log::Level::Error
+    } else if quiet {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    log::log!(target: "http", level, request_id = req.request_id.as_str(), method = req.method.as_str(),
+        route = template, status = status, duration_ms = ms; "request");
+    if app.access_log.enabled() && (!quiet || log::max_level() >= log::LevelFilter::Debug) {
+        app.access_log.write(&json!({
+            "ts": crate::clock::now_rfc3339(),
+            "request_id": req.request_id,
+            "remote": req.remote.map(|a| a.ip().to_string()),
+            "method": req.method.as_str(),
+            "route": template,
+            "status": status,
+            "duration_ms": ms,
+        }));
+    }
+}

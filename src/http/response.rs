@@ -1,0 +1,106 @@
+//! Our response value and the one function that writes it to the socket.
+
+use std::io::Cursor;
+
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// Status, headers and body. Built by handlers, sent by `send`.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+pub const JSON: &str = "application/json";
+
+impl Response {
+    /// A JSON body serialized straight into the response buffer.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        let mut body = Vec::with_capacity(512);
+        // Serializing our own types cannot fail; an empty body would show if it did.
+        let _ = serde_json::to_writer(&mut body, value);
+        Response {
+            status,
+            content_type: JSON,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// No body (204).
+    pub fn empty(status: u16) -> Response {
+        Response {
+            status,
+            content_type: "",
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A plain body with its content type.
+    pub fn raw(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub fn with_status(mut self, status: u16) -> Response {
+        self.status = status;
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The error envelope with its extra headers.
+    pub fn error(e: &ApiError, request_id: &str) -> Response {
+        let mut r = Response::raw(e.status, JSON, e.body(request_id));
+        if let Some(allow) = &e.allow {
+            r.headers.push(("Allow", allow.clone()));
+        }
+        if let Some(s) = e.retry_after {
+            r.headers.push(("Retry-After", s.to_string()));
+        }
+        r
+    }
+}
+
+fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+/// Writes `resp` to the client. Returns false if the client went away.
+pub fn send(rq: tiny_http::Request, resp: Response) -> bool {
+    let len = resp.body.len();
+    let mut out = tiny_http::Response::new(
+        tiny_http::StatusCode(resp.status),
+        Vec::with_capacity(resp.headers.len() + 2),
+        Cursor::new(resp.body),
+        Some(len),
+        None,
+    );
+    if !resp.content_type.is_empty() {
+        if let Some(h) = header("Content-Type", resp.content_type) {
+            out.add_header(h);
+        }
+    }
+    if let Some(h) = header("Server", "dashboard-backend") {
+        out.add_header(h);
+    }
+    for (k, v) in &resp.headers {
+        // A value that is not valid in a header (cannot happen for ours) is dropped.
+        if let Some(h) = header(k, v) {
+            out.add_header(h);
+        }
+    }
+    rq.respond(out).is_ok()
+}

@@ -1,0 +1,84 @@
+//! The server's phase (starting → ready → draining → stopping), the in-flight request
+//! count, and the messages systemd hears about them (SPEC §6).
+//!
+//! The in-flight count is kept by a guard that lowers it in `Drop`, so a panicking
+//! handler cannot leave it wrong (the shape of tiny_http's task-pool guard).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting = 0,
+    Ready = 1,
+    Draining = 2,
+    Stopping = 3,
+}
+
+/// Shared lifecycle state; all atomics.
+pub struct Lifecycle {
+    phase: AtomicU8,
+    inflight: AtomicUsize,
+    served: AtomicU64,
+}
+
+/// Counts one request as in flight until dropped.
+pub struct InFlight<'a>(&'a Lifecycle);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            phase: AtomicU8::new(Phase::Starting as u8),
+            inflight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Lifecycle {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            2 => Phase::Draining,
+            _ => Phase::Stopping,
+        }
+    }
+
+    pub fn set(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Release);
+    }
+
+    /// Workers leave their loop once this is true.
+    pub fn stopping(&self) -> bool {
+        self.phase() == Phase::Stopping
+    }
+
+    pub fn begin_request(&self) -> InFlight<'_> {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends one sd_notify message when running under systemd (no-op otherwise).
+pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(false, state) {
+            log::warn!(target: "lifecycle", error:% = e; "sd_notify failed");
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Metrics: lock-free atomics on the hot path, rendered by hand in Prometheus text
+//! format 0.0.4 and as JSON (SPEC §4). Every metric name is spelled here and only here.
+//!
+//! Per-request series are labelled by route template (from the static route table)
+//! and method, never by raw path, so a scanner cannot create series without limit:
+//! every unknown path is `route="unmatched"`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::http::request::Method;
+use crate::router::ROUTES;
+
+pub const SERVICE: &str = "dashboard-backend";
+
+static HTTP_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static HTTP_ERRORS: AtomicU64 = AtomicU64::new(0);
+static TASKS_CREATED: AtomicU64 = AtomicU64::new(0);
+static TASKS_UPDATED: AtomicU64 = AtomicU64::new(0);
+static DB_QUERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Histogram bucket upper bounds, seconds.
+const BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Status codes counted apart; anything else is counted as `other`.
+const CODES: [u16; 18] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 409, 412, 413, 415, 422, 429, 500, 503, 504,
+];
+const METHODS: [Method; 8] = [
+    Method::Get,
+    Method::Head,
+    Method::Post,
+    Method::Put,
+    Method::Patch,
+    Method::Delete,
+    Method::Options,
+    Method::Other,
+];
+
+/// Counters of one (route, method) pair.
+struct Slot {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    codes: [AtomicU64; CODES.len() + 1],
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+            codes: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// (routes + 1 for "unmatched") × methods slots, allocated once.
+fn slots() -> &'static [Slot] {
+    static SLOTS: OnceLock<Vec<Slot>> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        (0..(ROUTES.len() + 1) * METHODS.len())
+            .map(|_| Slot::new())
+            .collect()
+    })
+}
+
+fn method_index(m: Method) -> usize {
+    METHODS
+        .iter()
+        .position(|x| *x == m)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+fn route_name(i: usize) -> &'static str {
+    ROUTES.get(i).map(|r| r.template).unwrap_or("unmatched")
+}
+
+/// Records one answered request. `route` is the index in `ROUTES`, or `None`.
+pub fn observe(route: Option<usize>, method: Method, status: u16, elapsed: Duration) {
+    HTTP_REQUESTS.fetch_add(1, Relaxed);
+    if status >= 400 {
+        HTTP_ERRORS.fetch_add(1, Relaxed);
+    }
+    let r = route.unwrap_or(ROUTES.len());
+    let slot = &slots()[r * METHODS.len() + method_index(method)];
+    let secs = elapsed.as_secs_f64();
+    if let Some(b) = BUCKETS.iter().position(|le| secs <= *le) {
+        slot.buckets[b].fetch_add(1, Relaxed);
+    }
+    slot.count.fetch_add(1, Relaxed);
+    slot.sum_micros
+        .fetch_add(elapsed.as_micros() as u64, Relaxed);
+    let c = CODES
+        .iter()
+        .position(|c| *c == status)
+        .unwrap_or(CODES.len());
+    slot.codes[c].fetch_add(1, Relaxed);
+}
+
+pub fn db_query() {
+    DB_QUERIES.fetch_add(1, Relaxed);
+}
+pub fn tasks_created(n: usize) {
+    TASKS_CREATED.fetch_add(n as u64, Relaxed);
+}
+pub fn tasks_updated(n: usize) {
+    TASKS_UPDATED.fetch_add(n as u64, Relaxed);
+}
+
+/// Gauges read at scrape time (from the store, /proc and the backup record).
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub db_size_bytes: u64,
+    pub tasks_by_status: Vec<(&'static str, i64)>,
+    pub backup_last_success_timestamp: Option<f64>,
+    pub backup_last_duration: Option<f64>,
+    pub backup_last_size: Option<u64>,
+    pub backup_last_failure_timestamp: Option<f64>,
+}
+
+/// Process figures from /proc/self.
+#[derive(Debug, Default)]
+pub struct Process {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    pub start_time: f64,
+}
+
+impl Process {
+    pub fn read() -> Process {
+        let page = 4096u64;
+        let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .map(|pages| pages * page)
+            .unwrap_or(0);
+        // utime and stime are fields 14 and 15, in clock ticks (100 Hz on Linux).
+        let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ut: f64 = f.get(11)?.parse().ok()?;
+                let st: f64 = f.get(12)?.parse().ok()?;
+                Some((ut + st) / 100.0)
+            })
+            .unwrap_or(0.0);
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
+        Process {
+            rss_bytes,
+            cpu_seconds,
+            open_fds,
+            start_time: crate::clock::start_ms() as f64 / 1000.0,
+        }
+    }
+}
+
+struct Text(String);
+
+impl Text {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn line(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "{name}{{service=\"{SERVICE}\"{labels}}} {v}");
+    }
+    fn single(&mut self, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
+        self.head(name, kind, help);
+        self.line(name, "", v);
+    }
+}
+
+/// Prometheus text format 0.0.4.
+pub fn render_text(g: &Gauges, p: &Process) -> String {
+    let mut t = Text(String::with_capacity(16 * 1024));
+    t.single(
+        "http_requests_total",
+        "counter",
+        "Total HTTP requests",
+        HTTP_REQUESTS.load(Relaxed),
+    );
+    t.single(
+        "http_errors_total",
+        "counter",
+        "Total HTTP errors (4xx and 5xx)",
+        HTTP_ERRORS.load(Relaxed),
+    );
+    t.single(
+        "tasks_created_total",
+        "counter",
+        "Total tasks created",
+        TASKS_CREATED.load(Relaxed),
+    );
+    t.single(
+        "tasks_updated_total",
+        "counter",
+        "Total task updates (patch and claim)",
+        TASKS_UPDATED.load(Relaxed),
+    );
+    t.single(
+        "db_queries_total",
+        "counter",
+        "Total database operations",
+        DB_QUERIES.load(Relaxed),
+    );
+    t.single(
+        "uptime_seconds",
+        "gauge",
+        "Service uptime in seconds",
+        crate::clock::uptime_secs(),
+    );
+
+    t.head(
+        "http_request_duration_seconds",
+        "histogram",
+        "Request duration by method and route template",
+    );
+    for_each_slot(|route, method, s| {
+        let labels = format!(",method=\"{method}\",route=\"{route}\"");
+        let mut cum = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cum += s.buckets[i].load(Relaxed);
+            t.line(
+                "http_request_duration_seconds_bucket",
+                &format!("{labels},le=\"{le}\""),
+                cum,
+            );
+        }
+        let count = s.count.load(Relaxed);
+        t.line(
+            "http_request_duration_seconds_bucket",
+            &format!("{labels},le=\"+Inf\""),
+            count,
+        );
+        t.line(
+            "http_request_duration_seconds_sum",
+            &labels,
+            s.sum_micros.load(Relaxed) as f64 / 1e6,
+        );
+        t.line("http_request_duration_seconds_count", &labels, count);
+    });
+    t.head(
+        "http_responses_total",
+        "counter",
+        "HTTP responses by route template, method and status code",
+    );
+    for_each_slot(|route, method, s| {
+        for (i, c) in s.codes.iter().enumerate() {
+            let n = c.load(Relaxed);
+            if n > 0 {
+                let code = CODES
+                    .get(i)
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "other".into());
+                t.line(
+                    "http_responses_total",
+                    &format!(",route=\"{route}\",method=\"{method}\",code=\"{code}\""),
+                    n,
+                );
+            }
+        }
+    });
+
+    t.single(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes",
+        p.rss_bytes,
+    );
+    t.single(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time in seconds",
+        p.cpu_seconds,
+    );
+    t.single(
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors",
+        p.open_fds,
+    );
+    t.single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time since the Unix epoch in seconds",
+        p.start_time,
+    );
+    t.single(
+        "db_size_bytes",
+        "gauge",
+        "Database size in bytes (main file and WAL)",
+        g.db_size_bytes,
+    );
+    t.head("tasks", "gauge", "Tasks by status");
+    for (status, n) in &g.tasks_by_status {
+        t.line("tasks", &format!(",status=\"{status}\""), n);
+    }
+    let opt = |v: Option<f64>| v.unwrap_or(0.0);
+    t.single(
+        "backup_last_success_timestamp_seconds",
+        "gauge",
+        "Time of the last successful backup (0 = never)",
+        opt(g.backup_last_success_timestamp),
+    );
+    t.single(
+        "backup_last_failure_timestamp_seconds",
+        "gauge",
+        "Time of the last failed backup (0 = never)",
+        opt(g.backup_last_failure_timestamp),
+    );
+    t.single(
+        "backup_last_duration_seconds",
+        "gauge",
+        "Duration of the last successful backup",
+        opt(g.backup_last_duration),
+    );
+    t.single(
+        "backup_last_size_bytes",
+        "gauge",
+        "Size of the last successful backup file",
+        g.backup_last_size.unwrap_or(0),
+    );
+    t.head("dashboard_backend_build_info", "gauge", "Build information");
+    t.line(
+        "dashboard_backend_build_info",
+        &format!(",version=\"{}\"", env!("CARGO_PKG_VERSION")),
+        1,
+    );
+    t.0
+}
+
+fn for_each_slot(mut f: impl FnMut(&'static str, &'static str, &Slot)) {
+    for (i, s) in slots().iter().enumerate() {
+        if s.count.load(Relaxed) == 0 {
+            continue;
+        }
+        let (r, m) = (i / METHODS.len(), i % METHODS.len());
+        f(route_name(r), METHODS[m].as_str(), s);
+    }
+}
+
+/// The same numbers as JSON (`/metrics/json`).
+pub fn render_json(g: &Gauges, p: &Process) -> Value {
+    let mut routes = Vec::new();
+    for_each_slot(|route, method, s| {
+        let mut codes = Map::new();
+        for (i, c) in s.codes.iter().enumerate() {
+            let n = c.load(Relaxed);
+            if n > 0 {
+                codes.insert(
+                    CODES
+                        .get(i)
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "other".into()),
+                    n.into(),
+                );
+            }
+        }
+        routes.push(json!({
+            "route": route, "method": method, "count": s.count.load(Relaxed),
+            "sum_seconds": s.sum_micros.load(Relaxed) as f64 / 1e6, "codes": codes,
+        }));
+    });
+    let tasks: Map<String, Value> = g
+        .tasks_by_status
+        .iter()
+        .map(|(s, n)| (s.to_string(), (*n).into()))
+        .collect();
+    json!({
+        "service": SERVICE,
+        "timestamp": crate::clock::now_rfc3339(),
+        "uptime_seconds": crate::clock::uptime_secs(),
+        "metrics": {
+            "http_requests_total": HTTP_REQUESTS.load(Relaxed),
+            "http_errors_total": HTTP_ERRORS.load(Relaxed),
+            "tasks_created_total": TASKS_CREATED.load(Relaxed),
+            "tasks_updated_total": TASKS_UPDATED.load(Relaxed),
+            "db_queries_total": DB_QUERIES.load(Relaxed),
+            "process_resident_memory_bytes": p.rss_bytes,
+            "process_cpu_seconds_total": p.cpu_seconds,
+            "process_open_fds": p.open_fds,
+            "process_start_time_seconds": p.start_time,
+            "db_size_bytes": g.db_size_bytes,
+            "tasks": tasks,
+            "backup_last_success_timestamp_seconds": g.backup_last_success_timestamp,
+            "backup_last_failure_timestamp_seconds": g.backup_last_failure_timestamp,
+            "backup_last_duration_seconds": g.backup_last_duration,
+            "backup_last_size_bytes": g.backup_last_size,
+            "http_requests_by_route": routes,
+        }
+    })
+}

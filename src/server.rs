@@ -1,0 +1,159 @@
+//! `serve`, in SPEC §6 order: open store → migrate → bind (or adopt the socket systemd
+//! passed) → workers → READY=1 → wait for signals → drain → stop accepting → finish
+//! in-flight requests (bounded) → checkpoint WAL → exit 0.
+
+use std::net::{TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::app::App;
+use crate::cli::CliError;
+use crate::config::Config;
+use crate::health::Health;
+use crate::lifecycle::{notify, Lifecycle, Phase};
+use crate::logging::AccessLog;
+use crate::store::{Options, Store, StoreError};
+
+/// Maps a store error at start-up to an exit code and sentence.
+pub fn store_error(e: StoreError, path: &std::path::Path) -> CliError {
+    let code = match e {
+        StoreError::Unavailable(_) | StoreError::Busy => 69,
+        StoreError::Full => 74,
+        _ => 74,
+    };
+    CliError::new(
+        code,
+        format!("cannot open database {}: {e}", path.display()),
+    )
+}
+
+fn bind(config: &Config) -> Result<TcpListener, CliError> {
+    if let Some(l) = crate::sys::listen_fd() {
+        log::info!(target: "server", "using the listening socket passed by systemd (LISTEN_FDS)");
+        return Ok(l);
+    }
+    let addr = format!("{}:{}", config.host, config.port);
+    let host = config.host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<_> = (host, config.port)
+        .to_socket_addrs()
+        .map_err(|e| CliError::new(69, format!("cannot resolve HOST {:?}: {e}", config.host)))?
+        .collect();
+    TcpListener::bind(&addrs[..])
+        .map_err(|e| CliError::new(69, format!("cannot listen on {addr}: {e}")))
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub fn serve(config: Config) -> Result<(), CliError> {
+    if config.auth_disabled {
+        log::warn!(target: "server", "AUTH_DISABLED=true: every endpoint is open to anyone who can connect");
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| CliError::new(71, format!("cannot install signal handlers: {e}")))?;
+    let store = Store::open(
+        &config.database_path,
+        &Options {
+            readers: config.workers,
+            ..Options::default()
+        },
+    )
+    .map_err(|e| store_error(e, &config.database_path))?;
+    let access_log = AccessLog::open(config.access_log.clone()).map_err(|e| {
+        CliError::new(
+            73,
+            format!("cannot open ACCESS_LOG {:?}: {e}", config.access_log),
+        )
+    })?;
+    let listener = bind(&config)?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::new(71, format!("cannot read the listening address: {e}")))?;
+    let server = Arc::new(
+        tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| CliError::new(71, format!("cannot start the HTTP server: {e}")))?,
+    );
+    let workers = config.workers;
+    let app = Arc::new(App {
+        health: Health::new(
+            &config.database_path,
+            config.health_db_threshold,
+            config.health_disk_min_free_bytes,
+        ),
+        config,
+        store,
+        life: Lifecycle::default(),
+        access_log,
+    });
+    let handles = crate::http::spawn_workers(server.clone(), app.clone(), workers)
+        .map_err(|e| CliError::new(71, format!("cannot start worker threads: {e}")))?;
+    app.life.set(Phase::Ready);
+    log::info!(target: "server", addr:% = local, workers = workers, version = env!("CARGO_PKG_VERSION"); "listening on {local}");
+    let status = format!("listening on {local}, {workers} workers");
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    let watchdog = crate::watchdog::start(app.clone(), local);
+
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => reload(&app, local),
+            _ => break,
+        }
+    }
+    shutdown(&app, server, handles, watchdog)
+}
+
+/// SIGHUP: reopen the access log and re-read the log level (SPEC §6).
+fn reload(app: &App, local: std::net::SocketAddr) {
+    notify(&[NotifyState::Reloading]);
+    if let Err(e) = app.access_log.reopen() {
+        log::error!(target: "server", error:% = e; "cannot reopen the access log");
+    }
+    if let Some(level) = crate::cli::reread_log_level() {
+        log::set_max_level(level);
+    }
+    log::info!(target: "server", "reloaded: access log reopened, log level {}", log::max_level());
+    let status = format!(
+        "listening on {local}, {} requests served",
+        app.life.served()
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+}
+
+fn shutdown(
+    app: &Arc<App>,
+    server: Arc<tiny_http::Server>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+) -> Result<(), CliError> {
+    let drain = app.config.shutdown_drain;
+    log::info!(target: "server", drain_seconds = drain.as_secs(); "shutdown requested: draining");
+    notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+    app.life.set(Phase::Draining);
+    std::thread::sleep(drain);
+
+    // Stop taking new work: workers finish what they hold and what is queued, then leave.
+    app.life.set(Phase::Stopping);
+    let deadline = Instant::now() + app.config.shutdown_timeout;
+    for h in handles {
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        }
+    }
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
+    let left = app.life.inflight();
+    if left > 0 {
+        log::warn!(target: "server", inflight = left; "shutdown timeout reached with requests still running");
+    }
+    drop(server); // closes the listener
+    app.store
+        .close()
+        .map_err(|e| CliError::new(74, format!("closing the database failed: {e}")))?;
+    log::info!(target: "server", served = app.life.served(); "stopped cleanly");
+    Ok(())
+}

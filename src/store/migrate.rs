@@ -1,0 +1,111 @@
+//! Embedded, versioned schema migrations.
+//!
+//! Each migration is an append-only `.sql` file compiled into the binary. The schema
+//! version is SQLite's `PRAGMA user_version`; `schema_migrations` records when each
+//! step was applied, for `migrate status`. A database whose version is newer than
+//! this binary knows is refused before anything touches it.
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+/// (version, name, SQL), in order. Append only.
+pub const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// The newest schema version this binary knows.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// The database's schema version (0 for a new, empty file).
+pub fn current_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => {
+                StoreError::Unavailable("the file is not an SQLite database".into())
+            }
+            _ => e.into(),
+        })
+}
+
+/// Refuses a database from a newer schema (or a file that is not SQLite at all).
+pub fn check_version(conn: &Connection) -> Result<i64> {
+    let v = current_version(conn)?;
+    if v > latest() {
+        return Err(StoreError::Unavailable(format!(
+            "the database has schema version {v} but this binary knows only up to {}; \
+             upgrade dashboard-backend or restore an older backup",
+            latest()
+        )));
+    }
+    Ok(v)
+}
+
+/// Applies every pending migration, each in its own immediate transaction.
+/// Returns the versions applied.
+pub fn apply(conn: &Connection) -> Result<Vec<i64>> {
+    let mut applied = Vec::new();
+    let current = check_version(conn)?;
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| -> Result<()> {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )?;
+            conn.execute_batch(sql)?;
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![version, name, crate::clock::now_ms()],
+            )?;
+            conn.execute_batch(&format!("PRAGMA user_version = {version}"))?;
+            Ok(())
+        })();
+        match step {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        log::info!(target: "store", version = version, name = name; "applied migration");
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+/// One line of `migrate status`.
+pub struct MigrationStatus {
+    pub version: i64,
+    pub name: &'static str,
+    pub applied_at: Option<i64>,
+}
+
+/// Every known migration with when it was applied (None = pending).
+pub fn status(conn: &Connection) -> Result<Vec<MigrationStatus>> {
+    let current = check_version(conn)?;
+    let has_table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'schema_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut out = Vec::new();
+    for &(version, name, _) in MIGRATIONS {
+        let applied_at = if has_table && version <= current {
+            super::optional(conn.query_row(
+                "SELECT applied_at FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            ))?
+        } else {
+            None
+        };
+        out.push(MigrationStatus {
+            version,
+            name,
+            applied_at,
+        });
+    }
+    Ok(out)
+}

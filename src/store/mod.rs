@@ -1,0 +1,395 @@
+//! The store: every byte of SQL and the one door to SQLite.
+//!
+//! Reads run in parallel on a small pool of read-only connections (WAL lets them read
+//! while a write commits). Every write goes to the single writer thread (`writer.rs`),
+//! which commits whatever is queued in one transaction with one fsync — group commit —
+//! so `synchronous=FULL` costs one fsync per batch, not per request. Handlers see only
+//! the domain operations below (`create_tasks`, `claim`, `list_tasks`, …), never SQL, so
+//! another backend could stand behind the same methods.
+
+mod apikeys;
+mod events;
+pub mod migrate;
+mod pool;
+mod projects;
+mod tasks;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::model::*;
+use pool::ReadPool;
+use writer::Writer;
+
+/// How long a connection waits for a lock before giving up with `Busy`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a store operation failed. Mapped by `From` to the API's error codes.
+#[derive(Debug, Clone)]
+pub enum StoreError {
+    /// The named thing ("project", "task", "api key") does not exist.
+    NotFound(&'static str),
+    /// The operation conflicts with the current state (e.g. a lease held by another agent).
+    Conflict(String),
+    /// `If-Match` named a version that is no longer current; carries the current one.
+    VersionMismatch(i64),
+    /// The database stayed locked longer than the busy timeout.
+    Busy,
+    /// The disk (or the database's size limit) is full.
+    Full,
+    /// The store cannot serve at all (closed, file unreadable, writer gone).
+    Unavailable(String),
+    /// Anything else; the text is for logs, never for clients.
+    Other(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::NotFound(what) => write!(f, "{what} not found"),
+            StoreError::Conflict(m) => write!(f, "conflict: {m}"),
+            StoreError::VersionMismatch(v) => write!(f, "current version is {v}"),
+            StoreError::Busy => write!(f, "database is busy"),
+            StoreError::Full => write!(f, "database or disk is full"),
+            StoreError::Unavailable(m) => write!(f, "database unavailable: {m}"),
+            StoreError::Other(m) => write!(f, "database error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Busy,
+            Some(ErrorCode::DiskFull) => StoreError::Full,
+            Some(ErrorCode::CannotOpen)
+            | Some(ErrorCode::NotADatabase)
+            | Some(ErrorCode::DatabaseCorrupt)
+            | Some(ErrorCode::ReadOnly)
+            | Some(ErrorCode::SystemIoFailure)
+            | Some(ErrorCode::PermissionDenied) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Open options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Read connections kept at most (one per worker is enough: no worker waits).
+    pub readers: usize,
+    /// `PRAGMA synchronous` of the writer: FULL by default, so a 2xx means on disk.
+    pub synchronous: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            readers: 4,
+            synchronous: "FULL",
+        }
+    }
+}
+
+/// The database: one writer thread, a pool of readers.
+pub struct Store {
+    path: PathBuf,
+    writer: Writer,
+    readers: ReadPool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path`, applies pending migrations
+    /// and starts the writer thread. A database from a newer schema is refused untouched.
+    pub fn open(path: &Path, opts: &Options) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = open_writer_conn(path, opts.synchronous)?;
+        migrate::apply(&conn)?;
+        let writer = Writer::start(conn)?;
+        let readers = ReadPool::new(path.to_path_buf(), opts.readers.max(1));
+        Ok(Store {
+            path: path.to_path_buf(),
+            writer,
+            readers,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        crate::metrics::db_query();
+        self.readers.with(f)
+    }
+
+    /// Runs `f` on the writer thread inside the current group-commit transaction and
+    /// returns once the batch holding it is durably committed.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        crate::metrics::db_query();
+        self.writer.submit(f)
+    }
+
+    /// Time a trivial query takes on a read connection (health probes).
+    pub fn ping(&self) -> Result<Duration> {
+        let t = Instant::now();
+        self.read(|c| {
+            c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            Ok(())
+        })?;
+        Ok(t.elapsed())
+    }
+
+    /// Time a trivial transaction takes through the writer (watchdog progress).
+    pub fn ping_writer(&self) -> Result<Duration> {
+        let t = Instant::now();
+        self.write(|_| Ok(()))?;
+        Ok(t.elapsed())
+    }
+
+    /// Stops the writer after the queued writes, checkpoints and truncates the WAL.
+    pub fn close(&self) -> Result<()> {
+        self.readers.close();
+        self.writer.stop()
+    }
+
+    // ---- projects ----------------------------------------------------------
+
+    pub fn list_projects(
+        &self,
+        status: Option<String>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Page<Project>> {
+        self.read(|c| projects::list(c, status.as_deref(), after, limit))
+    }
+
+    pub fn get_project(&self, id: i64) -> Result<Project> {
+        self.read(|c| projects::get(c, id))
+    }
+
+    pub fn create_project(&self, p: NewProject, actor: Option<String>) -> Result<Project> {
+        self.write(move |c| projects::insert(c, &p, actor.as_deref()))
+    }
+
+    pub fn update_project(
+        &self,
+        id: i64,
+        patch: ProjectPatch,
+        if_match: Option<i64>,
+        actor: Option<String>,
+    ) -> Result<Project> {
+        self.write(move |c| projects::update(c, id, &patch, if_match, actor.as_deref()))
+    }
+
+    pub fn delete_project(&self, id: i64, if_match: Option<i64>) -> Result<()> {
+        self.write(move |c| projects::delete(c, id, if_match))
+    }
+
+    // ---- tasks -------------------------------------------------------------
+
+    /// Creates all of `tasks` in project `pid`, or none of them.
+    pub fn create_tasks(
+        &self,
+        pid: i64,
+        new: Vec<NewTask>,
+        actor: Option<String>,
+    ) -> Result<Vec<Task>> {
+        self.write(move |c| tasks::insert_many(c, pid, new, actor.as_deref()))
+    }
+
+    /// A task by id; with `pid`, only if it belongs to that project.
+    pub fn get_task(&self, id: i64, pid: Option<i64>) -> Result<Task> {
+        self.read(|c| tasks::get(c, id, pid))
+    }
+
+    pub fn list_tasks(&self, pid: i64, q: TaskQuery) -> Result<Page<Task>> {
+        self.read(|c| tasks::list(c, pid, &q))
+    }
+
+    pub fn update_task(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        patch: TaskPatch,
+        if_match: Option<i64>,
+        actor: Option<String>,
+    ) -> Result<Task> {
+        self.write(move |c| tasks::update(c, id, pid, &patch, if_match, actor.as_deref()))
+    }
+
+    pub fn delete_task(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        if_match: Option<i64>,
+        actor: Option<String>,
+    ) -> Result<()> {
+        self.write(move |c| tasks::delete(c, id, pid, if_match, actor.as_deref()))
+    }
+
+    /// Atomically takes the best claimable task of project `pid`, or `None`.
+    pub fn claim(&self, pid: i64, claim: Claim) -> Result<Option<Task>> {
+        self.write(move |c| tasks::claim_next(c, pid, &claim))
+    }
+
+    /// Extends the lease of a task `agent` holds.
+    pub fn heartbeat(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        agent: String,
+        lease_seconds: i64,
+    ) -> Result<Task> {
+        self.write(move |c| tasks::heartbeat(c, id, pid, &agent, lease_seconds))
+    }
+
+    pub fn stats(&self, pid: i64) -> Result<Stats> {
+        self.read(|c| tasks::stats(c, pid))
+    }
+
+    /// Task counts by status over all projects (the `tasks{status}` gauge).
+    pub fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>> {
+        self.read(tasks::count_by_status)
+    }
+
+    pub fn list_events(&self, pid: i64, after: i64, limit: usize) -> Result<Page<Event>> {
+        self.read(|c| events::list(c, pid, after, limit))
+    }
+
+    // ---- api keys ----------------------------------------------------------
+
+    /// The live (unrevoked) key whose hash is `hash`.
+    pub fn find_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
+        self.read(|c| apikeys::find(c, &hash))
+    }
+
+    pub fn create_key(
+        &self,
+        name: String,
+        role: Role,
+        prefix: String,
+        hash: [u8; 32],
+    ) -> Result<ApiKey> {
+        self.write(move |c| apikeys::insert(c, &name, role, &prefix, &hash))
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(apikeys::list)
+    }
+
+    pub fn revoke_key(&self, id: i64) -> Result<ApiKey> {
+        self.write(move |c| apikeys::revoke(c, id))
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 when missing: the key table lives there.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The writer connection: checks the schema before any pragma can touch the file.
+fn open_writer_conn(path: &Path, synchronous: &str) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let existed = path.exists();
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+    if !existed {
+        restrict_mode(path);
+    }
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Refuse a foreign file or a newer schema before WAL mode rewrites the header.
+    migrate::check_version(&conn)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "could not switch to WAL mode (got {mode})"
+        )));
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA cache_size=-8000;"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+/// The database holds key hashes: readable by its owner only (SPEC §5 secrets).
+fn restrict_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+/// Opens a read-only connection for the pool.
+fn open_reader_conn(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch("PRAGMA cache_size=-4000;")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+/// Opens the database for a one-off command (CLI), without starting a writer thread.
+pub fn open_plain(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// Helper for `query_row` that may find nothing.
+fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Parses stored JSON text into a raw value (it was validated on the way in).
+fn raw_json(s: String) -> rusqlite::Result<Box<serde_json::value::RawValue>> {
+    serde_json::value::RawValue::from_string(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Checks an `If-Match` version against the current one.
+fn check_version(if_match: Option<i64>, current: i64) -> Result<()> {
+    match if_match {
+        Some(v) if v != current => Err(StoreError::VersionMismatch(current)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod query_plan_tests;

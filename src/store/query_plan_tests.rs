@@ -1,0 +1,170 @@
+//! `EXPLAIN QUERY PLAN` of the hot queries: claim, list by status, list by assignee,
+//! list by label and the events feed must use an index, never scan all of `tasks`.
+
+use super::*;
+
+fn store_conn() -> (tempdir::Dir, Connection) {
+    let dir = tempdir::Dir::new("plan");
+    let path = dir.0.join("plan.db");
+    let conn = open_writer_conn(&path, "NORMAL").expect("open");
+    migrate::apply(&conn).expect("migrate");
+    (dir, conn)
+}
+
+/// A throwaway directory under the target dir, removed on drop.
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("dbk-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn plan(conn: &Connection, sql: &str, nparams: usize) -> String {
+    let args: Vec<rusqlite::types::Value> = (0..nparams).map(|_| 1i64.into()).collect();
+    let mut st = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("prepare");
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+        .expect("query");
+    rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("\n")
+}
+
+/// Fails if the plan reads `tasks` without an index.
+fn assert_indexed(what: &str, plan: &str) {
+    for line in plan.lines() {
+        let full_scan = line.contains("SCAN tasks") && !line.contains("USING");
+        assert!(!full_scan, "{what} scans the whole tasks table:\n{plan}");
+    }
+    assert!(
+        plan.contains("USING INDEX")
+            || plan.contains("USING COVERING INDEX")
+            || plan.contains("PRIMARY KEY"),
+        "{what} uses no index:\n{plan}"
+    );
+}
+
+fn query(
+    statuses: Vec<TaskStatus>,
+    assignee: bool,
+    label: bool,
+    sort: TaskSort,
+    after: bool,
+) -> TaskQuery {
+    TaskQuery {
+        statuses,
+        assignee: assignee.then(|| "a".into()),
+        label: label.then(|| "l".into()),
+        sort,
+        after: after.then_some(TaskCursor { key: 1, id: 1 }),
+        limit: 50,
+    }
+}
+
+/// Parameters a statement binds: `?N` style counts its highest N, bare `?` each one.
+fn count_params(sql: &str) -> usize {
+    let numbered = (1..=9).rev().find(|n| sql.contains(&format!("?{n}")));
+    numbered.unwrap_or_else(|| sql.matches('?').count())
+}
+
+#[test]
+fn claim_uses_indexes() {
+    let (_d, conn) = store_conn();
+    for nlabels in [0, 2] {
+        let sql = tasks::claim_candidate_sql(nlabels);
+        let n = if nlabels == 0 { 2 } else { 4 + nlabels };
+        let p = plan(&conn, &sql, n);
+        assert_indexed(&format!("claim with {nlabels} labels"), &p);
+    }
+    let p = plan(&conn, &tasks::claim_candidate_sql(0), 2);
+    assert!(
+        p.contains("tasks_claim"),
+        "pending candidate should use tasks_claim:\n{p}"
+    );
+    assert!(
+        p.contains("tasks_lease"),
+        "expired-lease candidate should use tasks_lease:\n{p}"
+    );
+}
+
+#[test]
+fn task_lists_use_indexes() {
+    let (_d, conn) = store_conn();
+    let cases = [
+        (
+            "list by status",
+            query(
+                vec![TaskStatus::Pending],
+                false,
+                false,
+                TaskSort::CreatedAt,
+                true,
+            ),
+        ),
+        (
+            "list by two statuses",
+            query(
+                vec![TaskStatus::Pending, TaskStatus::Blocked],
+                false,
+                false,
+                TaskSort::CreatedAt,
+                false,
+            ),
+        ),
+        (
+            "list by assignee",
+            query(vec![], true, false, TaskSort::CreatedAt, true),
+        ),
+        (
+            "list by label",
+            query(vec![], false, true, TaskSort::CreatedAt, false),
+        ),
+        (
+            "list all by priority",
+            query(vec![], false, false, TaskSort::Priority, true),
+        ),
+        (
+            "list all by updated_at",
+            query(vec![], false, false, TaskSort::UpdatedAt, true),
+        ),
+        (
+            "list all",
+            query(vec![], false, false, TaskSort::CreatedAt, true),
+        ),
+    ];
+    for (what, q) in cases {
+        let sql = tasks::list_sql(&q);
+        let p = plan(&conn, &sql, count_params(&sql));
+        assert_indexed(what, &p);
+    }
+}
+
+#[test]
+fn events_and_stats_use_indexes() {
+    let (_d, conn) = store_conn();
+    let p = plan(&conn, events::LIST_SQL, 3);
+    assert!(
+        p.contains("events_project_id") || p.contains("PRIMARY KEY"),
+        "events feed:\n{p}"
+    );
+    for sql in [
+        tasks::STATS_OLDEST_PENDING_SQL,
+        tasks::STATS_COMPLETED_SQL,
+        tasks::STATS_BY_STATUS_SQL,
+    ] {
+        let p = plan(&conn, sql, count_params(sql));
+        assert_indexed(sql, &p);
+    }
+}

@@ -1,0 +1,93 @@
+//! The systemd watchdog (SPEC §6): `WATCHDOG=1` at half of `WATCHDOG_USEC`, sent only
+//! after a real round trip proves progress — an HTTP request through the listener and
+//! the worker pool, and a transaction through the writer thread. A wedged pool or a
+//! database that does not answer stops the pings, and systemd restarts the service.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::lifecycle::notify;
+
+/// User-Agent of the probe; its requests are left out of metrics and logs.
+pub const PROBE_AGENT: &str = "dashboard-backend-watchdog";
+
+/// The ping interval systemd asked for, if any (half of `WATCHDOG_USEC`).
+fn interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        if pid != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Starts the watchdog thread when systemd asked for one.
+pub fn start(app: Arc<App>, local: SocketAddr) -> Option<JoinHandle<()>> {
+    let every = interval()?;
+    log::info!(target: "watchdog", interval_ms = every.as_millis() as u64; "watchdog enabled");
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || run(&app, local, every))
+        .ok()
+}
+
+fn run(app: &App, local: SocketAddr, every: Duration) {
+    let target = probe_addr(local);
+    while !app.life.stopping() {
+        let tick = Instant::now();
+        match progress(app, target, every) {
+            Ok(()) => notify(&[sd_notify::NotifyState::Watchdog]),
+            Err(why) => {
+                log::error!(target: "watchdog", reason = why.as_str(); "no progress; watchdog ping withheld")
+            }
+        }
+        if let Some(rest) = every.checked_sub(tick.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+/// Where to reach our own listener (a wildcard bind is reached on loopback).
+fn probe_addr(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+fn progress(app: &App, target: SocketAddr, budget: Duration) -> Result<(), String> {
+    http_probe(target, budget).map_err(|e| format!("worker pool did not answer: {e}"))?;
+    app.store
+        .ping_writer()
+        .map_err(|e| format!("database writer did not answer: {e}"))?;
+    Ok(())
+}
+
+fn http_probe(target: SocketAddr, budget: Duration) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&target, budget)?;
+    s.set_read_timeout(Some(budget))?;
+    s.set_write_timeout(Some(budget))?;
+    write!(
+        s,
+        "GET /health/live HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {PROBE_AGENT}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    if &head[..12] == b"HTTP/1.1 200" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ))
+    }
+}
