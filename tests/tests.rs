@@ -1,1 +1,21 @@
+//! Integration tests: each module starts the real binary (see `harness`) and checks
+//! one behaviour of SPEC.md from the outside.
 
+mod harness;
+
+/// API keys and roles.
+mod auth;
+/// Claim, leases, heartbeats: the concurrency-critical path.
+mod claim;
+/// The command line: config, migrate, apikey, exit codes.
+mod cli;
+/// Many writers at once: group commit under contention.
+mod concurrency;
+/// Every error code and its status; malformed input.
+mod errors;
+/// Health, readiness, liveness, metrics, OPTIONS /, HEAD and HTTP/1.0.
+mod ops;
+/// Projects: create, list with cursor, get, patch, delete with cascade.
+mod projects;
+/// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
+mod tasks;

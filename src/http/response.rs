@@ -87,7 +87,10 @@ pub fn send(rq: tiny_http::Request, resp: Response) -> bool {
         Cursor::new(resp.body),
         Some(len),
         None,
-    );
+    )
+    // We always know the length: send Content-Length, never chunked (HTTP/1.0
+    // clients and health checkers read it more simply, and it is cheaper).
+    .with_chunked_threshold(usize::MAX);
     if !resp.content_type.is_empty() {
         if let Some(h) = header("Content-Type", resp.content_type) {
             out.add_header(h);

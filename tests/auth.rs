@@ -1,0 +1,76 @@
+use serde_json::json;
+
+use crate::harness::{create_key, TestServer};
+
+#[test]
+fn keys_and_roles() {
+    let s = TestServer::start();
+    let pid = s.project("auth");
+    let reader = create_key(&s.db, "dash", "read");
+    let bearer = format!("Bearer {reader}");
+    let h = [("Authorization", bearer.as_str())];
+    // A read key reads...
+    assert_eq!(
+        s.send("GET", &format!("/projects/{pid}"), &h, None).status,
+        200
+    );
+    assert_eq!(s.send("GET", "/projects", &h, None).status, 200);
+    // ...and may not write.
+    let body = json!({"title": "x"}).to_string();
+    let mut hw = h.to_vec();
+    hw.push(("Content-Type", "application/json"));
+    let r = s.send(
+        "POST",
+        &format!("/projects/{pid}/tasks"),
+        &hw,
+        Some(body.as_bytes()),
+    );
+    assert_eq!((r.status, r.code()), (403, "forbidden".into()));
+    assert_eq!(
+        s.send("DELETE", &format!("/projects/{pid}"), &h, None)
+            .status,
+        403
+    );
+    // No key, a wrong key, a malformed header: 401.
+    let r = s.send("GET", "/projects", &[], None);
+    assert_eq!((r.status, r.code()), (401, "unauthorized".into()));
+    let wrong = format!("Bearer {}x", s.key.as_ref().expect("key"));
+    assert_eq!(
+        s.send("GET", "/projects", &[("Authorization", &wrong)], None)
+            .status,
+        401
+    );
+    assert_eq!(
+        s.send(
+            "GET",
+            "/projects",
+            &[("Authorization", "Basic Zm9vOmJhcg==")],
+            None
+        )
+        .status,
+        401
+    );
+    // Ops endpoints need no key.
+    assert_eq!(s.send("GET", "/metrics", &[], None).status, 200);
+    // Revoking takes effect at once.
+    let list = String::from_utf8(s.cli(&["apikey", "list"]).stdout).expect("utf-8");
+    let id = list
+        .lines()
+        .find(|l| l.contains("dash"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("id")
+        .to_string();
+    assert!(s.cli(&["apikey", "revoke", &id]).status.success());
+    assert_eq!(s.send("GET", "/projects", &h, None).status, 401);
+    // The secret never reaches the log.
+    assert!(!s.log_text().contains(&reader));
+    assert!(!s.log_text().contains(s.key.as_ref().expect("key").as_str()));
+}
+
+#[test]
+fn auth_disabled_opens_everything_and_warns() {
+    let s = TestServer::start_with(&[("AUTH_DISABLED", "true")]);
+    assert_eq!(s.send("GET", "/projects", &[], None).status, 200);
+    assert_eq!(s.post("/projects", &json!({"name": "open"})).status, 201);
+    assert!(s.log_text().contains("AUTH_DISABLED"), "a warning at start");
+}

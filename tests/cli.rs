@@ -1,0 +1,148 @@
+use crate::harness::{cli, cli_env, temp_dir, TestServer};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn version_and_help() {
+    let out = cli_env(&["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("dashboard-backend {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = text(&cli_env(&["--help"], &[]).stdout);
+    for word in [
+        "migrate",
+        "apikey",
+        "PORT",
+        "DATABASE_PATH",
+        "HEALTH_DB_RESPONSE_TIME_THRESHOLD",
+    ] {
+        assert!(help.contains(word), "{word} missing from --help");
+    }
+}
+
+#[test]
+fn usage_and_config_errors_have_sysexits_codes() {
+    let out = cli_env(&["frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).starts_with("dashboard-backend: unknown command"));
+    let out = cli_env(&["serve"], &[("PORT", "eighty")]);
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "dashboard-backend: invalid PORT value \"eighty\": expected an integer from 0 to 65535"
+    );
+    let dir = temp_dir("cfg");
+    let db = dir.join("never.db");
+    let out = cli_env(
+        &["--log-level", "loud"],
+        &[("DATABASE_PATH", db.to_str().expect("p"))],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        !db.exists(),
+        "nothing is opened before the configuration is valid"
+    );
+    assert_eq!(cli_env(&["apikey", "create"], &[]).status.code(), Some(64));
+}
+
+#[test]
+fn config_prints_values_and_their_sources() {
+    let out = cli_env(&["config", "--port", "9001"], &[("LOG_LEVEL", "debug")]);
+    assert!(out.status.success());
+    let t = text(&out.stdout);
+    let line = |name: &str| {
+        t.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("PORT").contains("9001") && line("PORT").contains("flag"),
+        "{t}"
+    );
+    assert!(line("LOG_LEVEL").contains("debug") && line("LOG_LEVEL").contains("environment"));
+    assert!(line("HOST").contains("0.0.0.0") && line("HOST").contains("default"));
+}
+
+#[test]
+fn migrate_and_status() {
+    let dir = temp_dir("mig");
+    let db = dir.join("m.db");
+    let st = text(&cli(&db, &["migrate", "status"]).stdout);
+    assert!(st.contains("pending"), "{st}");
+    let out = cli(&db, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("schema version 1"));
+    let st = text(&cli(&db, &["migrate", "status"]).stdout);
+    assert!(!st.contains("pending"), "{st}");
+    assert!(st.contains("init"));
+}
+
+#[test]
+fn a_newer_schema_or_a_foreign_file_is_refused_untouched() {
+    let dir = temp_dir("future");
+    let db = dir.join("f.db");
+    {
+        let c = rusqlite::Connection::open(&db).expect("open");
+        c.execute_batch("CREATE TABLE x(a); PRAGMA user_version = 99;")
+            .expect("setup");
+    }
+    let before = std::fs::read(&db).expect("read");
+    let out = cli(&db, &["migrate"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("schema version 99"),
+        "{}",
+        text(&out.stderr)
+    );
+    let serve = crate::harness::cli_env(
+        &["serve"],
+        &[("DATABASE_PATH", db.to_str().expect("p")), ("PORT", "0")],
+    );
+    assert_eq!(serve.status.code(), Some(69));
+    assert_eq!(
+        std::fs::read(&db).expect("read"),
+        before,
+        "the file was not touched"
+    );
+    assert!(!dir.join("f.db-wal").exists());
+
+    let junk = dir.join("junk.db");
+    std::fs::write(
+        &junk,
+        b"this is not a database at all, just text that is long enough to be a header",
+    )
+    .expect("w");
+    let out = cli(&junk, &["migrate"]);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(
+        text(&out.stderr).contains("not an SQLite database"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn server_exits_zero_on_sigterm_and_leaves_a_checkpointed_database() {
+    let s = TestServer::start();
+    s.project("persist");
+    let db = s.db.clone();
+    let status = s.stop();
+    assert!(status.success(), "{status:?}");
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
+    assert!(
+        std::fs::metadata(&wal)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true),
+        "WAL truncated"
+    );
+    let c = rusqlite::Connection::open(&db).expect("open");
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM projects", [], |r| r.get(0))
+        .expect("q");
+    assert_eq!(n, 1);
+}

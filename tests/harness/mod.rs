@@ -1,0 +1,323 @@
+//! Test harness: starts the real binary on an ephemeral port with its own database,
+//! and talks raw HTTP/1.1 to it (so malformed input is as easy as good input).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dashboard-backend");
+
+/// A fresh directory for one test under the target dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create test dir");
+    d
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:.500}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The error code of an error envelope.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// Sends raw bytes, reads until the server closes, parses one response.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(bytes).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse(&buf)
+        .unwrap_or_else(|| panic!("unparsable response: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+/// Parses one HTTP/1.x response (body bounded by Content-Length when present).
+pub fn parse(buf: &[u8]) -> Option<Resp> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let mut body = buf[end + 4..].to_vec();
+    if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        body.truncate(len.1.parse().ok()?);
+    }
+    Some(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A running server.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub db: PathBuf,
+    /// A write key (None when started with AUTH_DISABLED).
+    pub key: Option<String>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// Auth on, with a write key created beforehand.
+    pub fn start() -> TestServer {
+        TestServer::start_with(&[])
+    }
+
+    /// Starts with extra environment; creates a write key unless auth is disabled.
+    pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let dir = temp_dir("srv");
+        let db = dir.join("data").join("dashboard.db");
+        let auth_off = env
+            .iter()
+            .any(|(k, v)| *k == "AUTH_DISABLED" && *v == "true");
+        let key = (!auth_off).then(|| create_key(&db, "harness", "write"));
+        TestServer::spawn(dir, db, key, env)
+    }
+
+    fn spawn(dir: PathBuf, db: PathBuf, key: Option<String>, env: &[(&str, &str)]) -> TestServer {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("DATABASE_PATH", &db)
+            .env("SHUTDOWN_DRAIN_SECONDS", "0")
+            .env("LOG_LEVEL", "info")
+            .env("BACKUP_DIR", dir.join("backups"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn server");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["msg"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("listening on"))
+                    {
+                        let _ = tx.send(v["addr"].as_str().unwrap_or("").to_string());
+                    }
+                }
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("server did not start; log: {:?}", log.lock().expect("log")))
+            .parse()
+            .expect("addr");
+        let s = TestServer {
+            child: Some(child),
+            addr,
+            dir,
+            db,
+            key,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    /// Polls /health/ready until 200 (with a deadline).
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.send("GET", "/health/ready", &[], None).status == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server never became ready");
+    }
+
+    /// A request with explicit headers (no auth added).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        if let Some(b) = body {
+            bytes.extend_from_slice(b);
+        }
+        raw(self.addr, &bytes)
+    }
+
+    /// A request with the write key and, for a body, a JSON content type.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        self.call_with(method, path, body, &[])
+    }
+
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
+        let auth = self.key.as_ref().map(|k| format!("Bearer {k}"));
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        if bytes.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        self.send(method, path, &headers, bytes.as_deref())
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.call("POST", path, Some(body))
+    }
+    pub fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.call("PATCH", path, Some(body))
+    }
+
+    /// Creates a project and returns its id.
+    pub fn project(&self, name: &str) -> i64 {
+        let r = self.post("/projects", &serde_json::json!({ "name": name }));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_i64().expect("id")
+    }
+
+    /// Runs a CLI command against this server's database.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.db, args)
+    }
+
+    /// SIGTERM and wait for exit (bounded).
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate().expect("exit status")
+    }
+
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Runs the binary with `DATABASE_PATH=db` and no other environment.
+pub fn cli(db: &std::path::Path, args: &[&str]) -> Output {
+    cli_env(args, &[("DATABASE_PATH", db.to_str().expect("utf-8 path"))])
+}
+
+pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run cli")
+}
+
+/// Creates an API key with the CLI and returns the secret.
+pub fn create_key(db: &std::path::Path, name: &str, role: &str) -> String {
+    let out = cli(db, &["apikey", "create", "--name", name, "--role", role]);
+    assert!(
+        out.status.success(),
+        "apikey create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}

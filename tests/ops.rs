@@ -1,0 +1,152 @@
+use serde_json::Value;
+
+use crate::harness::{raw, TestServer};
+
+#[test]
+fn health_endpoints_answer_with_their_shapes() {
+    let s = TestServer::start();
+    let h = s.send("GET", "/health", &[], None);
+    assert_eq!(h.status, 200);
+    let j = h.json();
+    assert_eq!(j["status"], "ok");
+    assert_eq!(j["service"], "dashboard-backend");
+    for k in ["timestamp", "uptime", "version"] {
+        assert!(!j[k].is_null(), "{k} missing: {j}");
+    }
+    for k in ["database", "disk", "memory"] {
+        assert_eq!(j["checks"][k]["status"], "ok", "{j}");
+    }
+    let ts = j["timestamp"].as_str().expect("timestamp");
+    assert_eq!(ts.len(), 24, "RFC 3339 with milliseconds: {ts}");
+    assert!(ts.ends_with('Z'));
+    assert_eq!(s.send("GET", "/healthz", &[], None).json()["status"], "ok");
+    let db = s.send("GET", "/health/db", &[], None).json();
+    assert_eq!(
+        (db["status"].clone(), db["database"].clone()),
+        ("ok".into(), "connected".into())
+    );
+    assert!(db["latency_ms"].is_number());
+    for p in ["/health/ready", "/health/readiness"] {
+        let r = s.send("GET", p, &[], None);
+        assert_eq!(
+            (r.status, r.json()["status"].clone()),
+            (200, Value::from("ready"))
+        );
+    }
+    for p in ["/health/live", "/health/liveness"] {
+        assert_eq!(s.send("GET", p, &[], None).json()["status"], "alive");
+    }
+}
+
+#[test]
+fn haproxy_probes_work_over_http_1_0() {
+    let s = TestServer::start();
+    let r = raw(s.addr, b"OPTIONS / HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let r = raw(s.addr, b"GET /health/ready HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ready");
+    let r = raw(
+        s.addr,
+        b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty(), "HEAD has no body");
+}
+
+#[test]
+fn metrics_carry_the_seed_names_and_route_templates() {
+    let s = TestServer::start();
+    let pid = s.project("m");
+    s.post(
+        &format!("/projects/{pid}/tasks"),
+        &serde_json::json!({"title": "t"}),
+    );
+    s.get("/tasks/424242");
+    s.get("/no/such/path");
+    let m = s.send("GET", "/metrics", &[], None);
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .expect("ct")
+        .starts_with("text/plain; version=0.0.4"));
+    let text = m.text();
+    for name in [
+        "http_requests_total{service=\"dashboard-backend\"}",
+        "http_errors_total{service=\"dashboard-backend\"}",
+        "tasks_created_total{service=\"dashboard-backend\"} 1",
+        "tasks_updated_total{service=\"dashboard-backend\"}",
+        "db_queries_total{service=\"dashboard-backend\"}",
+        "uptime_seconds{service=\"dashboard-backend\"}",
+        "route=\"/tasks/{id}\"",
+        "route=\"unmatched\"",
+        "dashboard_backend_build_info",
+        "tasks{service=\"dashboard-backend\",status=\"pending\"} 1",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    assert!(!text.contains("424242"), "raw paths must not become labels");
+    assert!(!text.contains("/no/such/path"));
+    let j = s.send("GET", "/metrics/json", &[], None).json();
+    assert_eq!(j["service"], "dashboard-backend");
+    assert_eq!(j["metrics"]["tasks_created_total"], 1);
+}
+
+#[test]
+fn every_response_carries_request_ids() {
+    let s = TestServer::start();
+    let r = s.send(
+        "GET",
+        "/health",
+        &[("X-Request-ID", "abc-123"), ("X-Correlation-ID", "corr-9")],
+        None,
+    );
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    assert_eq!(r.header("x-correlation-id"), Some("corr-9"));
+    let r = s.send(
+        "GET",
+        "/nope",
+        &[("X-Request-ID", "bad id with spaces")],
+        None,
+    );
+    let id = r.header("x-request-id").expect("generated id").to_string();
+    assert_ne!(id, "bad id with spaces");
+    assert_eq!(r.json()["request_id"], id.as_str());
+}
+
+#[test]
+fn openapi_document_is_served() {
+    let s = TestServer::start();
+    let r = s.send("GET", "/openapi.json", &[], None);
+    assert_eq!(r.status, 200);
+    assert!(r.json()["openapi"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("3.1"));
+}
+
+#[test]
+fn request_lines_are_json_with_route_templates() {
+    let s = TestServer::start();
+    s.get("/tasks/77");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = s.log_text();
+        let line = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["msg"] == "request");
+        if let Some(v) = line {
+            assert_eq!(v["route"], "/tasks/{id}");
+            assert_eq!(v["status"], 404);
+            assert_eq!(v["method"], "GET");
+            assert!(v["request_id"].is_string() && v["duration_ms"].is_number());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request line in log:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
