@@ -67,6 +67,9 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         )
     })?;
     let listener = bind(&config)?;
+    if let Err(e) = crate::sys::set_nodelay(&listener) {
+        log::warn!(target: "server", error:% = e; "cannot set TCP_NODELAY; large responses may be delayed");
+    }
     let local = listener
         .local_addr()
         .map_err(|e| CliError::new(71, format!("cannot read the listening address: {e}")))?;

@@ -44,3 +44,27 @@ pub fn listen_fd() -> Option<TcpListener> {
     }
     Some(listener)
 }
+
+/// Sets TCP_NODELAY on the listening socket; Linux copies it to every accepted
+/// connection. Without it a response written in two pieces (tiny_http writes head
+/// and body separately) waits for the client's delayed ACK: 40 ms per large reply.
+pub fn set_nodelay(listener: &TcpListener) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd, a pointer to a c_int that lives across the call and
+    // its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
