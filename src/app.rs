@@ -13,4 +13,6 @@ pub struct App {
     pub life: Lifecycle,
     pub health: Health,
     pub access_log: AccessLog,
+    /// `DASHBOARD_BACKEND_TEST_HOOKS=1`: enables `/_test/sleep` for lifecycle tests.
+    pub test_hooks: bool,
 }

@@ -83,6 +83,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "500",
         "slower DB probe (ms) means degraded",
     ),
+    (
+        "ENV_FILE",
+        "",
+        "KEY=VALUE file whose LOG_LEVEL is re-read on SIGHUP (the unit's EnvironmentFile)",
+    ),
 ];
 
 /// One raw value and its source.
@@ -352,6 +357,41 @@ impl Config {
             ));
         }
         out
+    }
+}
+
+/// The level SIGHUP should switch to: `LOG_LEVEL` from the file named by `ENV_FILE`
+/// (what `systemctl reload` after editing /etc/default/dashboard-backend expects),
+/// `None` when there is no such file or it does not set `LOG_LEVEL`.
+pub fn reread_log_level() -> Result<Option<log::LevelFilter>, ConfigError> {
+    let Some(path) = std::env::var_os("ENV_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError(format!("cannot read ENV_FILE {:?}: {e}", path)))?;
+    let value = text.lines().rev().find_map(|line| {
+        let line = line.trim().strip_prefix("export ").unwrap_or(line.trim());
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == "LOG_LEVEL").then(|| v.trim().trim_matches(['"', '\'']).to_string())
+    });
+    match value {
+        None => Ok(None),
+        Some(v) => parse_level(&v).map(Some),
+    }
+}
+
+fn parse_level(level: &str) -> Result<log::LevelFilter, ConfigError> {
+    match level.trim().to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" | "warning" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        _ => Err(bad(
+            "LOG_LEVEL",
+            level,
+            "one of error, warn, info, debug, trace",
+        )),
     }
 }
 

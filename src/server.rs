@@ -88,6 +88,7 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         store,
         life: Lifecycle::default(),
         access_log,
+        test_hooks: std::env::var("DASHBOARD_BACKEND_TEST_HOOKS").is_ok_and(|v| v == "1"),
     });
     let handles = crate::http::spawn_workers(server.clone(), app.clone(), workers)
         .map_err(|e| CliError::new(71, format!("cannot start worker threads: {e}")))?;
@@ -112,8 +113,12 @@ fn reload(app: &App, local: std::net::SocketAddr) {
     if let Err(e) = app.access_log.reopen() {
         log::error!(target: "server", error:% = e; "cannot reopen the access log");
     }
-    if let Some(level) = crate::cli::reread_log_level() {
-        log::set_max_level(level);
+    match crate::config::reread_log_level() {
+        Ok(Some(level)) => log::set_max_level(level),
+        Ok(None) => {}
+        Err(e) => {
+            log::error!(target: "server", error = e.0.as_str(); "keeping the current log level")
+        }
     }
     log::info!(target: "server", "reloaded: access log reopened, log level {}", log::max_level());
     let status = format!(

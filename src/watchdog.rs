@@ -2,6 +2,7 @@
 //! after a real round trip proves progress — an HTTP request through the listener and
 //! the worker pool, and a transaction through the writer thread. A wedged pool or a
 //! database that does not answer stops the pings, and systemd restarts the service.
+//! The same thread keeps the `STATUS=` line of `systemctl status` current.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -29,28 +30,50 @@ fn interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
-/// Starts the watchdog thread when systemd asked for one.
+/// How often `STATUS=` is refreshed when there is no watchdog.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the thread when running under systemd (`NOTIFY_SOCKET`): watchdog pings
+/// if systemd asked for them, `STATUS=` updates in any case.
 pub fn start(app: Arc<App>, local: SocketAddr) -> Option<JoinHandle<()>> {
-    let every = interval()?;
-    log::info!(target: "watchdog", interval_ms = every.as_millis() as u64; "watchdog enabled");
+    std::env::var_os("NOTIFY_SOCKET")?;
+    let watchdog = interval();
+    if let Some(every) = watchdog {
+        log::info!(target: "watchdog", interval_ms = every.as_millis() as u64; "watchdog enabled");
+    }
     std::thread::Builder::new()
         .name("watchdog".into())
-        .spawn(move || run(&app, local, every))
+        .spawn(move || run(&app, local, watchdog))
         .ok()
 }
 
-fn run(app: &App, local: SocketAddr, every: Duration) {
+fn run(app: &App, local: SocketAddr, watchdog: Option<Duration>) {
     let target = probe_addr(local);
+    let every = watchdog.unwrap_or(STATUS_EVERY);
     while !app.life.stopping() {
         let tick = Instant::now();
-        match progress(app, target, every) {
-            Ok(()) => notify(&[sd_notify::NotifyState::Watchdog]),
-            Err(why) => {
-                log::error!(target: "watchdog", reason = why.as_str(); "no progress; watchdog ping withheld")
+        if watchdog.is_some() {
+            match progress(app, target, every) {
+                Ok(()) => notify(&[sd_notify::NotifyState::Watchdog]),
+                Err(why) => {
+                    log::error!(target: "watchdog", reason = why.as_str(); "no progress; watchdog ping withheld")
+                }
             }
         }
-        if let Some(rest) = every.checked_sub(tick.elapsed()) {
-            std::thread::sleep(rest);
+        if app.life.phase() == crate::lifecycle::Phase::Ready {
+            let status = format!(
+                "listening on {local}, {} requests served",
+                app.life.served()
+            );
+            notify(&[sd_notify::NotifyState::Status(&status)]);
+        }
+        // Sleep in short steps so shutdown is not held up by a long STATUS interval.
+        while tick.elapsed() < every && !app.life.stopping() {
+            std::thread::sleep(
+                every
+                    .saturating_sub(tick.elapsed())
+                    .min(Duration::from_millis(100)),
+            );
         }
     }
 }

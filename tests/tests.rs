@@ -19,3 +19,5 @@ mod ops;
 mod projects;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
 mod tasks;
+/// systemd integration: notify socket, watchdog, signals, socket activation, check.
+mod lifecycle;

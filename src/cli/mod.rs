@@ -3,6 +3,7 @@
 //! are accepted anywhere on the line and override the environment.
 
 mod apikey;
+mod check;
 mod migrate;
 
 use crate::config::{self, Config, VARIABLES};
@@ -34,6 +35,7 @@ pub enum Command {
     ApiKeyCreate { name: String, role: String },
     ApiKeyList,
     ApiKeyRevoke { id: i64 },
+    Check { url: Option<String> },
     Config,
     Help,
     Version,
@@ -80,7 +82,7 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
                 };
                 match config::var_for_flag(&name) {
                     Some(var) => flags.push((var, value)),
-                    None if ["--name", "--role"].contains(&name.as_str()) => {
+                    None if ["--name", "--role", "--url"].contains(&name.as_str()) => {
                         opts.push((name, value))
                     }
                     None => return Err(CliError::usage(format!("unknown option {name}"))),
@@ -112,6 +114,7 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
             })?,
         },
         ["apikey", "revoke"] => return Err(CliError::usage("apikey revoke needs a key id")),
+        ["check"] => Command::Check { url: opt("--url") },
         ["config"] => Command::Config,
         ["help"] => Command::Help,
         other => {
@@ -121,7 +124,10 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
             )))
         }
     };
-    let takes_opts = matches!(command, Command::ApiKeyCreate { .. });
+    let takes_opts = matches!(
+        command,
+        Command::ApiKeyCreate { .. } | Command::Check { .. }
+    );
     if !takes_opts && !opts.is_empty() {
         return Err(CliError::usage(format!(
             "{} is only for apikey create",
@@ -140,6 +146,7 @@ USAGE:\n\
   dashboard-backend migrate [status]        apply / list embedded schema migrations\n\
   dashboard-backend apikey create --name NAME [--role read|write]   prints the key once\n\
   dashboard-backend apikey list | revoke ID\n\
+  dashboard-backend check [--url URL]       HTTP probe of /health/ready; exit 0 healthy, 1 not\n\
   dashboard-backend config                  print effective configuration\n\
   dashboard-backend --help | --version\n\n\
 CONFIGURATION (environment variable, or the flag of the same name, e.g. --port 8080):\n",
@@ -156,11 +163,6 @@ CONFIGURATION (environment variable, or the flag of the same name, e.g. --port 8
         "\nEXIT CODES: 0 ok, 64 usage, 65 bad input file, 69 unavailable, 74 I/O error, 78 configuration error\n",
     );
     s
-}
-
-/// LOG_LEVEL as the environment says now (SIGHUP re-reads it).
-pub fn reread_log_level() -> Option<log::LevelFilter> {
-    std::env::var("LOG_LEVEL").ok()?.parse().ok()
 }
 
 /// Runs the command line; the caller turns the error into an exit code.
@@ -186,6 +188,7 @@ pub fn run(argv: &[String]) -> Result<(), CliError> {
         Command::ApiKeyCreate { name, role } => apikey::create(&config, &name, &role),
         Command::ApiKeyList => apikey::list(&config),
         Command::ApiKeyRevoke { id } => apikey::revoke(&config, id),
+        Command::Check { url } => check::run(&config, url.as_deref()),
         Command::Config => {
             print!("{}", config.render());
             Ok(())

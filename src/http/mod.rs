@@ -75,6 +75,10 @@ pub fn serve_one(app: &App, mut rq: tiny_http::Request) {
     {
         resp.headers.push(("X-Correlation-ID", c.to_string()));
     }
+    if app.life.phase() != crate::lifecycle::Phase::Ready {
+        // Draining: ask keep-alive clients (HAProxy) to reconnect elsewhere.
+        resp.headers.push(("Connection", "close".into()));
+    }
     let status = resp.status;
     response::send(rq, resp);
     pipeline::record(app, &req, route, status, started.elapsed());

@@ -44,6 +44,9 @@ pub fn request_id(sent: Option<&str>) -> String {
 /// Routes, authorizes and runs the handler. Returns the response and the route index.
 pub fn handle(app: &App, req: &Request) -> (Response, Option<usize>) {
     let rid = req.request_id.as_str();
+    if app.test_hooks && req.path == "/_test/sleep" {
+        return (test_sleep(req), None);
+    }
     let (index, params) = match router::resolve(req.method, &req.path) {
         Resolved::Found(i, p) => (i, p),
         Resolved::NotFound => {
@@ -87,6 +90,19 @@ pub fn handle(app: &App, req: &Request) -> (Response, Option<usize>) {
         Response::error(&e, rid)
     });
     (resp, Some(index))
+}
+
+/// Test hook (only with `DASHBOARD_BACKEND_TEST_HOOKS=1` at start): holds a worker
+/// for `?ms=` milliseconds, so tests can wedge the pool or keep a request in flight.
+fn test_sleep(req: &Request) -> Response {
+    let ms = req
+        .query
+        .strip_prefix("ms=")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1000)
+        .min(60_000);
+    std::thread::sleep(Duration::from_millis(ms));
+    Response::json(200, &json!({ "slept_ms": ms }))
 }
 
 /// Checks the bearer key against what the route needs (SPEC §5).

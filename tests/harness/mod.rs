@@ -26,6 +26,32 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A port that was free a moment ago (for tests that must know it before start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Sends a signal to a process with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill");
+    assert!(ok.success(), "kill -{sig} {pid}");
+}
+
+/// True when an external tool is installed; in CI (CI=true) a missing tool fails the
+/// test instead of skipping it, since .ci/run installs it.
+pub fn have_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(std::env::var("CI").is_err(), "{name} is required in CI (installed by .ci/run)");
+        eprintln!("SKIPPED: {name} is not installed on this machine");
+    }
+    found
+}
+
 /// A response read off the wire.
 #[derive(Debug)]
 pub struct Resp {
@@ -127,7 +153,8 @@ impl TestServer {
         TestServer::spawn(dir, db, key, env)
     }
 
-    fn spawn(dir: PathBuf, db: PathBuf, key: Option<String>, env: &[(&str, &str)]) -> TestServer {
+    /// Starts in a given directory and database (restarts on the same data).
+    pub fn spawn(dir: PathBuf, db: PathBuf, key: Option<String>, env: &[(&str, &str)]) -> TestServer {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("PORT", "0")
@@ -261,6 +288,21 @@ impl TestServer {
     /// SIGTERM and wait for exit (bounded).
     pub fn stop(mut self) -> ExitStatus {
         self.terminate().expect("exit status")
+    }
+
+    /// Waits for the process to exit by itself (after a signal the test sent).
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("server did not exit within {limit:?}");
     }
 
     fn terminate(&mut self) -> Option<ExitStatus> {
