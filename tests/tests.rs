@@ -21,3 +21,5 @@ mod projects;
 mod tasks;
 /// systemd integration: notify socket, watchdog, signals, socket activation, check.
 mod lifecycle;
+/// promtool on real metrics; HAProxy health checks and a drain without errors.
+mod observability;
