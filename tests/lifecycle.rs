@@ -264,8 +264,24 @@ fn serves_on_a_socket_passed_by_systemd_socket_activate() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(r.status, 200, "served on the inherited socket (PORT=1 would fail to bind)");
-    signal(child.id(), "TERM");
-    assert!(child.wait().expect("wait").success());
+    // systemd-socket-activate either execs our binary (same pid) or forks it on the
+    // first connection: stop whichever process is the server.
+    let out = Command::new("pgrep").args(["-P", &child.id().to_string()]).output().expect("pgrep");
+    let server: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(child.id());
+    signal(server, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

@@ -2,13 +2,20 @@
 //! each wakes now and then to see the stop flag), read the request, run the pipeline
 //! inside `catch_unwind`, and write the response — always our own envelope, even
 //! after a panic (a request dropped unanswered would get tiny_http's bare 500).
+//!
+//! Writes (POST, PATCH, DELETE) are handed to a second fixed pool of `WRITE_THREADS`
+//! threads. A write spends its time waiting for the group commit's fsync; if it held
+//! one of the few `WORKERS`, a commit batch could never hold more writes than there
+//! are workers, and reads would queue behind fsyncs. With the hand-off, reads keep
+//! flowing and a batch holds every write that arrived during the previous fsync.
 
 pub mod pipeline;
 pub mod request;
 pub mod response;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,34 +27,79 @@ use response::Response;
 /// How often an idle worker looks at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Starts `n` workers serving `server`.
+/// Threads that carry writes through the group commit (mostly asleep on it).
+const WRITE_THREADS: usize = 64;
+/// Writes waiting for a write thread before workers feel back-pressure.
+const WRITE_QUEUE: usize = 1024;
+
+/// Starts `n` workers serving `server`, and the write threads behind them. The
+/// write threads leave once every worker has left and the write queue is empty.
 pub fn spawn_workers(
     server: Arc<tiny_http::Server>,
     app: Arc<App>,
     n: usize,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    (0..n)
-        .map(|i| {
-            let (server, app) = (server.clone(), app.clone());
+    let (tx, rx) = sync_channel::<tiny_http::Request>(WRITE_QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut handles = Vec::with_capacity(n + WRITE_THREADS);
+    for i in 0..n {
+        let (server, app, tx) = (server.clone(), app.clone(), tx.clone());
+        handles.push(
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || worker(&server, &app))
-        })
-        .collect()
+                .spawn(move || worker(&server, &app, &tx))?,
+        );
+    }
+    for i in 0..WRITE_THREADS {
+        let (app, rx) = (app.clone(), rx.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("write-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || write_thread(&app, &rx))?,
+        );
+    }
+    Ok(handles)
 }
 
-fn worker(server: &tiny_http::Server, app: &App) {
+fn is_write(rq: &tiny_http::Request) -> bool {
+    use tiny_http::Method::{Delete, Patch, Post};
+    matches!(rq.method(), Post | Patch | Delete)
+}
+
+/// Serves reads here; hands writes to the write threads.
+fn dispatch(app: &App, rq: tiny_http::Request, writes: &SyncSender<tiny_http::Request>) {
+    if !is_write(&rq) {
+        return serve_one(app, rq);
+    }
+    if let Err(e) = writes.send(rq) {
+        // Only possible if every write thread died; serve it here rather than drop it.
+        serve_one(app, e.0);
+    }
+}
+
+fn write_thread(app: &App, queue: &Mutex<Receiver<tiny_http::Request>>) {
+    loop {
+        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        match next {
+            Ok(rq) => serve_one(app, rq),
+            Err(_) => return, // every worker has left and the queue is empty
+        }
+    }
+}
+
+fn worker(server: &tiny_http::Server, app: &App, writes: &SyncSender<tiny_http::Request>) {
     loop {
         if app.life.stopping() {
             // Shutting down: finish what is already queued, then leave.
             match server.try_recv() {
-                Ok(Some(rq)) => serve_one(app, rq),
+                Ok(Some(rq)) => dispatch(app, rq, writes),
                 _ => return,
             }
             continue;
         }
         match server.recv_timeout(POLL) {
-            Ok(Some(rq)) => serve_one(app, rq),
+            Ok(Some(rq)) => dispatch(app, rq, writes),
             Ok(None) => {}
             Err(e) => {
                 log::warn!(target: "http", error:% = e; "receive failed");
