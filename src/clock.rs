@@ -42,6 +42,20 @@ pub fn now_rfc3339() -> String {
     rfc3339(now_ms())
 }
 
+/// `YYYYMMDD-HHMMSS` (UTC) for an epoch-milliseconds instant: the stamp in backup and
+/// pre-restore file names, sortable as text.
+pub fn file_stamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -87,5 +101,12 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_760_971_051_176), "2025-10-20T14:37:31.176Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn file_stamps_are_utc_and_sortable() {
+        assert_eq!(file_stamp(0), "19700101-000000");
+        assert_eq!(file_stamp(1_760_971_051_176), "20251020-143731");
+        assert_eq!(file_stamp(951_868_799_999), "20000229-235959");
     }
 }

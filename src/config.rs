@@ -71,7 +71,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "BACKUP_RETENTION_DAYS",
         "30",
-        "backups older than this are deleted by backup",
+        "backups older than this are deleted by backup; 0 keeps all",
     ),
     (
         "HEALTH_DISK_MIN_FREE_BYTES",
@@ -116,20 +116,13 @@ pub struct Config {
     pub access_log: Option<PathBuf>,
     pub workers: usize,
     pub auth_disabled: bool,
-    // Read by the hardening and backup work (issues 5 and 8); validated now.
-    #[allow(dead_code)]
     pub cors_origins: Vec<String>,
-    // Read by the hardening and backup work (issues 5 and 8); validated now.
-    #[allow(dead_code)]
     pub rate_limit_per_minute: u32,
     pub max_body_bytes: usize,
     pub shutdown_drain: Duration,
     pub shutdown_timeout: Duration,
-    // Read by the hardening and backup work (issues 5 and 8); validated now.
-    #[allow(dead_code)]
     pub backup_dir: PathBuf,
-    // Read by the hardening and backup work (issues 5 and 8); validated now.
-    #[allow(dead_code)]
+    /// 0 keeps every backup.
     pub backup_retention_days: u32,
     pub health_disk_min_free_bytes: u64,
     pub health_db_threshold: Duration,

@@ -8,6 +8,7 @@
 mod api;
 mod app;
 mod auth;
+mod backup;
 mod cli;
 mod clock;
 mod config;
@@ -18,6 +19,7 @@ mod lifecycle;
 mod logging;
 mod metrics;
 mod model;
+mod restore;
 mod router;
 mod server;
 mod store;

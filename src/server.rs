@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::lifecycle::{notify, Lifecycle, Phase};
 use crate::logging::AccessLog;
+use crate::store::lock::ServerLock;
 use crate::store::{Options, Store, StoreError};
 
 /// Maps a store error at start-up to an exit code and sentence.
@@ -52,6 +53,9 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| CliError::new(71, format!("cannot install signal handlers: {e}")))?;
+    // Held until serve returns: restore and db vacuum refuse to run under it.
+    let _lock = ServerLock::shared(&config.database_path)
+        .map_err(|e| store_error(e, &config.database_path))?;
     let store = Store::open(
         &config.database_path,
         &Options {
@@ -67,8 +71,8 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         )
     })?;
     let listener = bind(&config)?;
-    if let Err(e) = crate::sys::set_nodelay(&listener) {
-        log::warn!(target: "server", error:% = e; "cannot set TCP_NODELAY; large responses may be delayed");
+    if let Err(e) = crate::sys::tune_listener(&listener) {
+        log::warn!(target: "server", error:% = e; "cannot set socket options (TCP_NODELAY, backlog)");
     }
     let local = listener
         .local_addr()
@@ -78,6 +82,8 @@ pub fn serve(config: Config) -> Result<(), CliError> {
             .map_err(|e| CliError::new(71, format!("cannot start the HTTP server: {e}")))?,
     );
     let workers = config.workers;
+    let limiter = crate::http::ratelimit::RateLimiter::new(config.rate_limit_per_minute);
+    let cors = crate::http::cors::Cors::new(&config.cors_origins);
     let app = Arc::new(App {
         health: Health::new(
             &config.database_path,
@@ -88,11 +94,15 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         store,
         life: Lifecycle::default(),
         access_log,
+        limiter,
+        cors,
         test_hooks: std::env::var("DASHBOARD_BACKEND_TEST_HOOKS").is_ok_and(|v| v == "1"),
     });
+    // Ready before the workers start: with socket activation the first request is
+    // already waiting, and it must not be told "starting".
+    app.life.set(Phase::Ready);
     let handles = crate::http::spawn_workers(server.clone(), app.clone(), workers)
         .map_err(|e| CliError::new(71, format!("cannot start worker threads: {e}")))?;
-    app.life.set(Phase::Ready);
     log::info!(target: "server", addr:% = local, workers = workers, version = env!("CARGO_PKG_VERSION"); "listening on {local}");
     let status = format!("listening on {local}, {workers} workers");
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);

@@ -1,6 +1,7 @@
-//! The two places this program talks to the OS below std: free disk space
-//! (`statvfs`) and adopting a listening socket that systemd passed (`LISTEN_FDS`).
-//! Both are `unsafe` FFI/fd calls; they live here, each with its SAFETY note.
+//! The places this program talks to the OS below std: free disk space (`statvfs`),
+//! adopting a listening socket that systemd passed (`LISTEN_FDS`), and the advisory
+//! `flock(2)` behind the server lock. All are `unsafe` FFI/fd calls; they live here,
+//! each with its SAFETY note.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -45,26 +46,77 @@ pub fn listen_fd() -> Option<TcpListener> {
     Some(listener)
 }
 
-/// Sets TCP_NODELAY on the listening socket; Linux copies it to every accepted
-/// connection. Without it a response written in two pieces (tiny_http writes head
-/// and body separately) waits for the client's delayed ACK: 40 ms per large reply.
-pub fn set_nodelay(listener: &TcpListener) -> std::io::Result<()> {
+/// Socket options for the listening socket, which Linux copies to every accepted
+/// connection (tiny_http exposes no per-connection hook):
+/// - TCP_NODELAY: tiny_http writes the head and the body of a response separately;
+///   with Nagle on, the body waits for the client's delayed ACK (40 ms a reply);
+/// - a listen backlog of 4096 instead of std's 128, so a burst of connections
+///   (hundreds of agents reconnecting at once) does not wait a SYN retry (1 s).
+///
+/// Not here, on purpose: SO_RCVTIMEO. Set on the listener it would also bound
+/// `accept()`, and tiny_http's accept thread stops for good on the first accept
+/// error (EAGAIN after an idle spell) — the server would go deaf.
+pub fn tune_listener(listener: &TcpListener) -> std::io::Result<()> {
     use std::os::unix::io::AsRawFd;
     let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd, a pointer to a c_int that lives across the call and
-    // its exact size.
+    setsockopt(listener, libc::IPPROTO_TCP, libc::TCP_NODELAY, &one)?;
+    // Listening again on a listening socket raises the backlog (capped by somaxconn).
+    // SAFETY: listen(2) on a valid, already listening socket fd.
+    if unsafe { libc::listen(listener.as_raw_fd(), 4096) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn setsockopt<T>(
+    listener: &TcpListener,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a valid socket fd, and a pointer to a live `T` with its exact size.
     let rc = unsafe {
         libc::setsockopt(
             listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// How `flock` should lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    Shared,
+    Exclusive,
+}
+
+/// Tries to take an advisory `flock(2)` lock on `file` without waiting: `Ok(false)`
+/// when another open file description holds a conflicting lock. The lock goes with
+/// the file description: closing `file` (or the process exiting) releases it.
+pub fn try_flock(file: &std::fs::File, lock: Lock) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    let op = match lock {
+        Lock::Shared => libc::LOCK_SH,
+        Lock::Exclusive => libc::LOCK_EX,
+    } | libc::LOCK_NB;
+    // SAFETY: flock on a valid open fd owned by `file`, which outlives the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }

@@ -5,6 +5,8 @@ mod harness;
 
 /// API keys and roles.
 mod auth;
+/// Backup, restore and `db` maintenance: consistency under load, refusals, retention.
+mod backup_restore;
 /// Claim, leases, heartbeats: the concurrency-critical path.
 mod claim;
 /// The command line: config, migrate, apikey, exit codes.
@@ -13,13 +15,15 @@ mod cli;
 mod concurrency;
 /// Every error code and its status; malformed input.
 mod errors;
+/// Hostile clients: slowloris, floods, CORS, panics.
+mod hardening;
+/// systemd integration: notify socket, watchdog, signals, socket activation, check.
+mod lifecycle;
+/// promtool on real metrics; HAProxy health checks and a drain without errors.
+mod observability;
 /// Health, readiness, liveness, metrics, OPTIONS /, HEAD and HTTP/1.0.
 mod ops;
 /// Projects: create, list with cursor, get, patch, delete with cascade.
 mod projects;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
 mod tasks;
-/// systemd integration: notify socket, watchdog, signals, socket activation, check.
-mod lifecycle;
-/// promtool on real metrics; HAProxy health checks and a drain without errors.
-mod observability;

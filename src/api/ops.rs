@@ -90,15 +90,20 @@ fn gauges(c: &Call<'_>) -> Gauges {
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
+    let backup = crate::backup::Record::load(path).unwrap_or_default();
+    let secs = |ms: Option<i64>| ms.map(|ms| ms as f64 / 1000.0);
     Gauges {
         db_size_bytes: size(path) + size(std::path::Path::new(&wal)),
+        backup_last_success_timestamp: secs(backup.last_success_ms),
+        backup_last_duration: backup.last_duration_seconds,
+        backup_last_size: backup.last_size_bytes,
+        backup_last_failure_timestamp: secs(backup.last_failure_ms),
         tasks_by_status: c
             .app
             .store
             .count_by_status()
             .map(|v| v.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
             .unwrap_or_default(),
-        ..Gauges::default()
     }
 }
 

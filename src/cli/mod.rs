@@ -3,8 +3,13 @@
 //! are accepted anywhere on the line and override the environment.
 
 mod apikey;
+mod backup;
 mod check;
+mod db;
 mod migrate;
+mod restore;
+
+pub use db::DbTask;
 
 use crate::config::{self, Config, VARIABLES};
 
@@ -32,10 +37,13 @@ impl CliError {
 pub enum Command {
     Serve,
     Migrate { status: bool },
+    Backup { dir: Option<String> },
+    Restore { file: String, force: bool },
     ApiKeyCreate { name: String, role: String },
     ApiKeyList,
     ApiKeyRevoke { id: i64 },
     Check { url: Option<String> },
+    Db { task: DbTask },
     Config,
     Help,
     Version,
@@ -53,6 +61,7 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
     let mut words = Vec::new();
     let mut flags = Vec::new();
     let mut opts: Vec<(String, String)> = Vec::new();
+    let mut force = false;
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -68,6 +77,8 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
                     flags,
                 })
             }
+            // The one option without a value.
+            "--force" => force = true,
             f if f.starts_with("--") => {
                 let (name, inline) = match f.split_once('=') {
                     Some((n, v)) => (n.to_string(), Some(v.to_string())),
@@ -82,23 +93,35 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
                 };
                 match config::var_for_flag(&name) {
                     Some(var) => flags.push((var, value)),
-                    None if ["--name", "--role", "--url"].contains(&name.as_str()) => {
-                        opts.push((name, value))
-                    }
+                    None if OPTIONS.iter().any(|(o, _)| *o == name) => opts.push((name, value)),
                     None => return Err(CliError::usage(format!("unknown option {name}"))),
                 }
             }
             w => words.push(w.to_string()),
         }
     }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let command = command(&words, &opts, force)?;
+    Ok(Args { command, flags })
+}
+
+/// Options that take a value, and the command (first words) each belongs to.
+const OPTIONS: &[(&str, &str)] = &[
+    ("--name", "apikey create"),
+    ("--role", "apikey create"),
+    ("--url", "check"),
+    ("--dir", "backup"),
+];
+
+/// The command the words name, with its options.
+fn command(words: &[&str], opts: &[(String, String)], force: bool) -> Result<Command, CliError> {
     let opt = |n: &str| {
         opts.iter()
             .rev()
             .find(|(k, _)| k == n)
             .map(|(_, v)| v.clone())
     };
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let command = match words.as_slice() {
+    let command = match words {
         [] | ["serve"] => Command::Serve,
         ["migrate"] => Command::Migrate { status: false },
         ["migrate", "status"] => Command::Migrate { status: true },
@@ -115,6 +138,26 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
         },
         ["apikey", "revoke"] => return Err(CliError::usage("apikey revoke needs a key id")),
         ["check"] => Command::Check { url: opt("--url") },
+        ["backup"] => Command::Backup { dir: opt("--dir") },
+        ["restore", file] => Command::Restore {
+            file: file.to_string(),
+            force,
+        },
+        ["restore"] => {
+            return Err(CliError::usage(
+                "restore needs a FILE (a .db.gz written by backup, or a .db)",
+            ))
+        }
+        ["db", "integrity"] => Command::Db {
+            task: DbTask::Integrity,
+        },
+        ["db", "vacuum"] => Command::Db {
+            task: DbTask::Vacuum,
+        },
+        ["db", "analyze"] => Command::Db {
+            task: DbTask::Analyze,
+        },
+        ["db", ..] => return Err(CliError::usage("db needs integrity, vacuum or analyze")),
         ["config"] => Command::Config,
         ["help"] => Command::Help,
         other => {
@@ -124,17 +167,28 @@ pub fn parse(argv: &[String]) -> Result<Args, CliError> {
             )))
         }
     };
-    let takes_opts = matches!(
-        command,
-        Command::ApiKeyCreate { .. } | Command::Check { .. }
-    );
-    if !takes_opts && !opts.is_empty() {
-        return Err(CliError::usage(format!(
-            "{} is only for apikey create",
-            opts[0].0
-        )));
+    check_options(&words.join(" "), opts, force, &command)?;
+    Ok(command)
+}
+
+/// Refuses an option given to a command it does not belong to.
+fn check_options(
+    name: &str,
+    opts: &[(String, String)],
+    force: bool,
+    command: &Command,
+) -> Result<(), CliError> {
+    if let Some((o, _)) = opts.iter().find(|(o, _)| {
+        !OPTIONS
+            .iter()
+            .any(|(k, cmd)| k == o && name.starts_with(cmd))
+    }) {
+        return Err(CliError::usage(format!("{o} is not an option of {name:?}")));
     }
-    Ok(Args { command, flags })
+    if force && !matches!(command, Command::Restore { .. }) {
+        return Err(CliError::usage("--force is only for restore"));
+    }
+    Ok(())
 }
 
 /// The `--help` text; the man page is generated from the same text.
@@ -144,8 +198,11 @@ pub fn help() -> String {
 USAGE:\n\
   dashboard-backend [serve]                 run the server (the default command)\n\
   dashboard-backend migrate [status]        apply / list embedded schema migrations\n\
+  dashboard-backend backup [--dir DIR]      consistent online backup; prints the file path\n\
+  dashboard-backend restore FILE [--force]  verify FILE, then replace the database with it\n\
   dashboard-backend apikey create --name NAME [--role read|write]   prints the key once\n\
   dashboard-backend apikey list | revoke ID\n\
+  dashboard-backend db integrity|vacuum|analyze   check, compact or re-analyze the database\n\
   dashboard-backend check [--url URL]       HTTP probe of /health/ready; exit 0 healthy, 1 not\n\
   dashboard-backend config                  print effective configuration\n\
   dashboard-backend --help | --version\n\n\
@@ -160,7 +217,7 @@ CONFIGURATION (environment variable, or the flag of the same name, e.g. --port 8
         s.push_str(&format!("  {:<34} {meaning}{d}\n", name));
     }
     s.push_str(
-        "\nEXIT CODES: 0 ok, 64 usage, 65 bad input file, 69 unavailable, 74 I/O error, 78 configuration error\n",
+        "\nEXIT CODES: 0 ok, 64 usage, 65 bad input file, 66 input file missing, 69 unavailable, 74 I/O error, 78 configuration error\n",
     );
     s
 }
@@ -189,6 +246,9 @@ pub fn run(argv: &[String]) -> Result<(), CliError> {
         Command::ApiKeyList => apikey::list(&config),
         Command::ApiKeyRevoke { id } => apikey::revoke(&config, id),
         Command::Check { url } => check::run(&config, url.as_deref()),
+        Command::Backup { dir } => backup::run(&config, dir.as_deref()),
+        Command::Restore { file, force } => restore::run(&config, &file, force),
+        Command::Db { task } => db::run(&config, task),
         Command::Config => {
             print!("{}", config.render());
             Ok(())
@@ -226,5 +286,37 @@ mod tests {
         assert_eq!(p("--bogus 1").unwrap_err().code, 64);
         assert_eq!(p("apikey revoke x").unwrap_err().code, 64);
         assert_eq!(p("serve --name x").unwrap_err().code, 64);
+    }
+
+    #[test]
+    fn parses_backup_restore_and_db() {
+        assert_eq!(
+            p("backup --dir /b").expect("ok").command,
+            Command::Backup {
+                dir: Some("/b".into())
+            }
+        );
+        assert_eq!(
+            p("restore --force f.db.gz").expect("ok").command,
+            Command::Restore {
+                file: "f.db.gz".into(),
+                force: true
+            }
+        );
+        assert_eq!(
+            p("db vacuum").expect("ok").command,
+            Command::Db {
+                task: DbTask::Vacuum
+            }
+        );
+        for bad in [
+            "restore",
+            "db",
+            "db shrink",
+            "backup --force",
+            "restore f --dir d",
+        ] {
+            assert_eq!(p(bad).unwrap_err().code, 64, "{bad}");
+        }
     }
 }

@@ -9,6 +9,8 @@
 
 mod apikeys;
 mod events;
+pub mod lock;
+pub mod maintenance;
 pub mod migrate;
 mod pool;
 mod projects;

@@ -1,0 +1,316 @@
+//! `backup` (SPEC §7): online snapshot with SQLite's backup API → `integrity_check` on
+//! the snapshot → gzip → fsync → rename to `dashboard-YYYYMMDD-HHMMSS.db.gz` →
+//! retention → record the outcome for the server's `backup_last_*` metrics.
+//!
+//! Never a file copy: a copy of a live WAL database can be torn and misses the WAL.
+//! The copy holds one read transaction for its whole run, so it sees a single
+//! consistent snapshot while the server keeps committing (a WAL reader never blocks the
+//! writer). What can still stall the server's commits is the disk: so pages move a few
+//! at a time with a pause between steps, every file written is flushed in 8 MiB slices
+//! and the scratch copy is freed in slices (`files`), never in one burst that the
+//! server's next fsync would queue behind. `scripts/backup-bench.sh` measures it.
+
+mod files;
+mod progress;
+mod record;
+mod retention;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::cli::CliError;
+use crate::store::maintenance;
+use progress::Progress;
+
+use files::Trickle;
+pub use files::{create_private, parent, sync_dir, with_suffix, write_error, Temps};
+pub use record::{path_for as record_path, Record};
+
+/// Pages copied per backup step (1 MiB at 4 KiB pages).
+const PAGES_PER_STEP: i32 = 256;
+/// Pause between steps: gives the disk back to the server's commits.
+const STEP_PAUSE: Duration = Duration::from_millis(1);
+/// How long a step may keep answering "busy" before the backup gives up.
+const BUSY_LIMIT: Duration = Duration::from_secs(60);
+/// gzip level: 3 is several times faster than the default 6 for a few % more bytes,
+/// and the backup's run time is what the operator waits for.
+const GZIP_LEVEL: u32 = 3;
+/// Bytes written between flushes to disk (see `files::Trickle`).
+const FLUSH_EVERY: u64 = 8 << 20;
+/// Problems listed when the snapshot fails its check.
+const MAX_PROBLEMS: u32 = 10;
+
+/// What a successful backup wrote.
+#[derive(Debug)]
+pub struct Written {
+    pub path: PathBuf,
+    pub size: u64,
+    pub took: Duration,
+    /// Old backups retention deleted.
+    pub deleted: Vec<PathBuf>,
+    /// Set when the outcome could not be recorded for the metrics.
+    pub record_error: Option<String>,
+}
+
+/// Backs up `db` into `dir`, applies retention (`days`, 0 = keep all) and records the
+/// outcome; a failure is recorded too, and leaves nothing under a final name.
+pub fn run(db: &Path, dir: &Path, days: u32) -> Result<Written, CliError> {
+    let t0 = Instant::now();
+    match write(db, dir) {
+        Ok((path, size)) => {
+            let took = t0.elapsed();
+            let record_error = Record::success(db, crate::clock::now_ms(), took, size, &path)
+                .err()
+                .map(|e| e.to_string());
+            let deleted = retention::prune(dir, days, &path);
+            Ok(Written {
+                path,
+                size,
+                took,
+                deleted,
+                record_error,
+            })
+        }
+        Err(e) => {
+            if let Err(re) = Record::failure(db, crate::clock::now_ms(), &e.message) {
+                log::warn!(target: "backup", file:% = record::path_for(db).display(), error:% = re; "cannot record the failed backup");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Snapshot, check, compress, publish. Returns the final path and its size.
+fn write(db: &Path, dir: &Path) -> Result<(PathBuf, u64), CliError> {
+    let db_bytes = match std::fs::metadata(db) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => {
+            return Err(CliError::new(
+                66,
+                format!(
+                    "database {} does not exist; nothing to back up",
+                    db.display()
+                ),
+            ))
+        }
+    };
+    files::ensure_dir(dir).map_err(|e| write_error("creating the backup directory", dir, &e))?;
+    let start_ms = crate::clock::now_ms();
+    let stamp = crate::clock::file_stamp(start_ms);
+    let pid = std::process::id();
+    let mut temps = Temps::default();
+    let raw = temps.add(dir.join(format!(".dashboard-{stamp}.db.partial-{pid}")));
+    let gz = temps.add(dir.join(format!(".dashboard-{stamp}.db.gz.partial-{pid}")));
+    let mut bar = Progress::for_size(db_bytes);
+    snapshot(db, &raw, dir, &mut bar)?;
+    let t = Instant::now();
+    let size = compress(&raw, &gz, &mut bar)
+        .map_err(|e| write_error("compressing the backup", dir, &e))?;
+    log::debug!(target: "backup", seconds = t.elapsed().as_secs_f64(); "snapshot compressed");
+    bar.finish();
+    let path =
+        publish(&gz, dir, start_ms).map_err(|e| write_error("naming the backup", dir, &e))?;
+    drop(temps);
+    Ok((path, size))
+}
+
+/// Copies `db` page by page into the new file `dest` and checks the copy.
+fn snapshot(db: &Path, dest: &Path, dir: &Path, bar: &mut Progress) -> Result<(), CliError> {
+    let src = open_source(db)?;
+    let file = files::create_private(dest)
+        .map_err(|e| write_error("creating the backup snapshot", dir, &e))?;
+    let mut flush = Trickle::new(file, FLUSH_EVERY);
+    let dest_err = |e: rusqlite::Error| sqlite_write_error("writing the backup snapshot", dir, e);
+    let mut dst =
+        Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(dest_err)?;
+    // A scratch copy: no journal, and no fsync of SQLite's own (`flush` paces it).
+    dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+        .map_err(dest_err)?;
+    let t = Instant::now();
+    copy_pages(&src, &mut dst, db, dir, bar, &mut flush)?;
+    log::debug!(target: "backup", seconds = t.elapsed().as_secs_f64(); "snapshot copied");
+    // The snapshot is over: let the server checkpoint past it again.
+    let _ = src.execute_batch("COMMIT");
+    drop(src);
+    // A plain rollback-journal file: opening the restored copy needs no -wal/-shm.
+    dst.execute_batch("PRAGMA journal_mode=DELETE")
+        .map_err(dest_err)?;
+    bar.update("checking", 0, 1);
+    let t = Instant::now();
+    check_snapshot(&dst, db)?;
+    log::debug!(target: "backup", seconds = t.elapsed().as_secs_f64(); "snapshot checked");
+    Ok(())
+}
+
+/// `integrity_check` on the snapshot: a damaged copy means a damaged source.
+fn check_snapshot(dst: &Connection, db: &Path) -> Result<(), CliError> {
+    let damaged = |why: String| {
+        CliError::new(
+            65,
+            format!(
+                "the snapshot of {} {why}; the live database may be damaged: run `dashboard-backend db integrity`",
+                db.display()
+            ),
+        )
+    };
+    match maintenance::integrity_check(dst, MAX_PROBLEMS) {
+        Ok(problems) => match problems.first() {
+            None => Ok(()),
+            Some(first) => Err(damaged(format!("fails integrity_check ({first})"))),
+        },
+        Err(e) => Err(damaged(format!("cannot be checked ({e})"))),
+    }
+}
+
+/// Opens the live database and pins one read snapshot of it.
+fn open_source(db: &Path) -> Result<Connection, CliError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        CliError::new(69, format!("cannot read database {}: {e}", db.display()))
+    };
+    let src = crate::store::open_plain(db).map_err(|e| unreadable(&e))?;
+    // Without this read transaction every commit by the server would restart the copy
+    // from page 1 (SQLite restarts a backup whose source changed), and a busy database
+    // would never finish. Held, it pins one WAL snapshot without blocking the writer.
+    src.execute_batch("BEGIN DEFERRED")
+        .map_err(|e| unreadable(&e))?;
+    match src.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())) {
+        Ok(()) => Ok(src),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) => Err(CliError::new(
+            65,
+            format!("{} is not an SQLite database", db.display()),
+        )),
+        Err(e) => Err(unreadable(&e)),
+    }
+}
+
+/// The backup API loop: a few pages per step, a pause between steps.
+fn copy_pages(
+    src: &Connection,
+    dst: &mut Connection,
+    db: &Path,
+    dir: &Path,
+    bar: &mut Progress,
+    flush: &mut Trickle,
+) -> Result<(), CliError> {
+    let fail = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) | Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {
+            sqlite_write_error("writing the backup snapshot", dir, e)
+        }
+        _ => CliError::new(
+            74,
+            format!(
+                "copying {} into {} failed: {e}",
+                db.display(),
+                dir.display()
+            ),
+        ),
+    };
+    let page_size: u64 = src
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(fail)?;
+    let backup = Backup::new(src, dst).map_err(fail)?;
+    let mut busy_since: Option<Instant> = None;
+    loop {
+        match backup.step(PAGES_PER_STEP).map_err(fail)? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => busy_since = None,
+            // Busy/Locked: someone holds a lock we need for a moment; wait, bounded.
+            _ => {
+                let since = *busy_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > BUSY_LIMIT {
+                    return Err(CliError::new(
+                        69,
+                        format!(
+                            "database {} stayed locked for {}s; try again",
+                            db.display(),
+                            BUSY_LIMIT.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+        let p = backup.progress();
+        let total = p.pagecount.max(1) as u64;
+        let done = total.saturating_sub(p.remaining.max(0) as u64);
+        bar.update("copying", done, total);
+        flush
+            .wrote(done * page_size)
+            .map_err(|e| write_error("writing the backup snapshot", dir, &e))?;
+        std::thread::sleep(STEP_PAUSE);
+    }
+}
+
+/// A failed SQLite write into the backup directory as one sentence.
+fn sqlite_write_error(doing: &str, dir: &Path, e: rusqlite::Error) -> CliError {
+    let io = match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => std::io::Error::from(std::io::ErrorKind::StorageFull),
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied)
+        }
+        _ => std::io::Error::other(e.to_string()),
+    };
+    write_error(doing, dir, &io)
+}
+
+/// gzips `src` into the new file `dest`, fsyncs it, returns its size.
+fn compress(src: &Path, dest: &Path, bar: &mut Progress) -> std::io::Result<u64> {
+    let mut input = std::fs::File::open(src)?;
+    let total = input.metadata()?.len();
+    let out = files::create_private(dest)?;
+    let mut flush = Trickle::new(out.try_clone()?, FLUSH_EVERY);
+    let mut gz = GzEncoder::new(
+        std::io::BufWriter::with_capacity(1 << 20, out),
+        Compression::new(GZIP_LEVEL),
+    );
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        gz.write_all(&buf[..n])?;
+        done += n as u64;
+        bar.update("compressing", done, total);
+        // Counted in input bytes: at most FLUSH_EVERY of output is ever unflushed.
+        flush.wrote(done)?;
+    }
+    let out = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+    out.sync_all()?;
+    Ok(out.metadata()?.len())
+}
+
+/// Gives the finished file its final name — the snapshot's start time — without ever
+/// replacing another backup (a hard link fails if the name exists; then the next
+/// second's name is tried), drops the temporary name and fsyncs the directory.
+fn publish(tmp: &Path, dir: &Path, start_ms: i64) -> std::io::Result<PathBuf> {
+    for i in 0..60 {
+        let stamp = crate::clock::file_stamp(start_ms + i * 1000);
+        let path = dir.join(retention::file_name(&stamp));
+        match std::fs::hard_link(tmp, &path) {
+            Ok(()) => {
+                std::fs::remove_file(tmp)?;
+                sync_dir(dir)?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // A filesystem without hard links: rename, after checking the name is free.
+            Err(_) if !path.exists() => {
+                std::fs::rename(tmp, &path)?;
+                sync_dir(dir)?;
+                return Ok(path);
+            }
+            Err(_) => {}
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free backup name in the next minute",
+    ))
+}
