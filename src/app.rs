@@ -3,6 +3,8 @@
 
 use crate::config::Config;
 use crate::health::Health;
+use crate::http::cors::Cors;
+use crate::http::ratelimit::RateLimiter;
 use crate::lifecycle::Lifecycle;
 use crate::logging::AccessLog;
 use crate::store::Store;
@@ -13,6 +15,10 @@ pub struct App {
     pub life: Lifecycle,
     pub health: Health,
     pub access_log: AccessLog,
+    /// `None` when `RATE_LIMIT_PER_MINUTE=0`.
+    pub limiter: Option<RateLimiter>,
+    /// `None` when `CORS_ORIGINS` is unset.
+    pub cors: Option<Cors>,
     /// `DASHBOARD_BACKEND_TEST_HOOKS=1`: enables `/_test/sleep` for lifecycle tests.
     pub test_hooks: bool,
 }

@@ -96,6 +96,11 @@ impl ApiError {
             "request body must be application/json",
         )
     }
+    pub fn rate_limited(retry_after: u64) -> ApiError {
+        let mut e = ApiError::new(429, "rate_limited", "too many requests; slow down");
+        e.retry_after = Some(retry_after);
+        e
+    }
     pub fn unavailable(message: impl Into<String>, retry_after: u64) -> ApiError {
         let mut e = ApiError::new(503, "unavailable", message);
         e.retry_after = Some(retry_after);

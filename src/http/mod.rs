@@ -9,7 +9,9 @@
 //! are workers, and reads would queue behind fsyncs. With the hand-off, reads keep
 //! flowing and a batch holds every write that arrived during the previous fsync.
 
+pub mod cors;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod request;
 pub mod response;
 

@@ -1,5 +1,5 @@
-//! The fixed order every request goes through: request id → route → auth → handler,
-//! then metrics and the access log. Nothing here knows SQL or JSON shapes of
+//! The fixed order every request goes through: request id → route → rate limit →
+//! auth → handler → CORS headers, then metrics and the access log. Nothing here knows SQL or JSON shapes of
 //! resources; it only decides who may call what.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,9 +43,32 @@ pub fn request_id(sent: Option<&str>) -> String {
 
 /// Routes, authorizes and runs the handler. Returns the response and the route index.
 pub fn handle(app: &App, req: &Request) -> (Response, Option<usize>) {
+    let (mut resp, route) = route_and_run(app, req);
+    if let Some(cors) = &app.cors {
+        cors.decorate(req, &mut resp);
+    }
+    (resp, route)
+}
+
+/// The client a rate limit applies to: its bearer credential if it sent one (a
+/// fake one is refused by auth right after), else its address.
+fn client_id(req: &Request) -> Vec<u8> {
+    match req.header("authorization") {
+        Some(a) => a.as_bytes().to_vec(),
+        None => req
+            .remote
+            .map(|r| r.ip().to_string().into_bytes())
+            .unwrap_or_default(),
+    }
+}
+
+fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     let rid = req.request_id.as_str();
     if app.test_hooks && req.path == "/_test/sleep" {
         return (test_sleep(req), None);
+    }
+    if app.test_hooks && req.path == "/_test/panic" {
+        panic!("test hook: a handler panics");
     }
     let (index, params) = match router::resolve(req.method, &req.path) {
         Resolved::Found(i, p) => (i, p),
@@ -74,6 +97,14 @@ pub fn handle(app: &App, req: &Request) -> (Response, Option<usize>) {
         }
     };
     let route = &ROUTES[index];
+    if let (Some(limiter), true) = (&app.limiter, route.access != Access::Public) {
+        if let Err(wait) = limiter.check(&client_id(req)) {
+            return (
+                Response::error(&ApiError::rate_limited(wait), rid),
+                Some(index),
+            );
+        }
+    }
     let result = authorize(app, req, route.access).and_then(|key| {
         let call = Call {
             app,
