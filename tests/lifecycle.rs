@@ -19,7 +19,8 @@ impl Notify {
     fn bind(dir: &std::path::Path) -> Notify {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("bind notify socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         let msgs = Arc::new(Mutex::new(Vec::new()));
         let sink = msgs.clone();
         std::thread::spawn(move || {
@@ -37,27 +38,50 @@ impl Notify {
     }
 
     fn env(&self) -> (&'static str, String) {
-        ("NOTIFY_SOCKET", self.path.to_str().expect("utf-8").to_string())
+        (
+            "NOTIFY_SOCKET",
+            self.path.to_str().expect("utf-8").to_string(),
+        )
     }
 
     /// Waits until a message starting with `prefix` arrives; returns when it came.
     fn wait_for(&self, prefix: &str, limit: Duration) -> Instant {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some((at, _)) = self.msgs.lock().expect("msgs").iter().find(|(_, m)| m.starts_with(prefix)) {
+            if let Some((at, _)) = self
+                .msgs
+                .lock()
+                .expect("msgs")
+                .iter()
+                .find(|(_, m)| m.starts_with(prefix))
+            {
                 return *at;
             }
-            assert!(Instant::now() < deadline, "no {prefix} within {limit:?}; got {:?}", self.all());
+            assert!(
+                Instant::now() < deadline,
+                "no {prefix} within {limit:?}; got {:?}",
+                self.all()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
     fn count(&self, msg: &str, from: Instant, to: Instant) -> usize {
-        self.msgs.lock().expect("msgs").iter().filter(|(at, m)| m == msg && *at >= from && *at < to).count()
+        self.msgs
+            .lock()
+            .expect("msgs")
+            .iter()
+            .filter(|(at, m)| m == msg && *at >= from && *at < to)
+            .count()
     }
 
     fn all(&self) -> Vec<String> {
-        self.msgs.lock().expect("msgs").iter().map(|(_, m)| m.clone()).collect()
+        self.msgs
+            .lock()
+            .expect("msgs")
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
     }
 }
 
@@ -78,9 +102,19 @@ fn ready_is_sent_only_when_a_request_can_be_served() {
         .expect("spawn");
     notify.wait_for("READY=1", Duration::from_secs(20));
     // The instant READY arrives, a request must succeed.
-    let r = raw(format!("127.0.0.1:{port}").parse().expect("addr"), b"GET /health/ready HTTP/1.0\r\n\r\n");
+    let r = raw(
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+        b"GET /health/ready HTTP/1.0\r\n\r\n",
+    );
     assert_eq!(r.status, 200);
-    assert!(notify.all().iter().any(|m| m.starts_with("STATUS=listening on 127.0.0.1:")), "{:?}", notify.all());
+    assert!(
+        notify
+            .all()
+            .iter()
+            .any(|m| m.starts_with("STATUS=listening on 127.0.0.1:")),
+        "{:?}",
+        notify.all()
+    );
     signal(child.id(), "TERM");
     assert!(child.wait().expect("wait").success());
     notify.wait_for("STOPPING=1", Duration::from_secs(1));
@@ -110,7 +144,10 @@ fn watchdog_pings_twice_a_second_and_stops_when_workers_are_wedged() {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(2100));
     let healthy = notify.count("WATCHDOG=1", t0, Instant::now());
-    assert!(healthy >= 4, "expected >= 2 pings/s, got {healthy} in 2.1 s");
+    assert!(
+        healthy >= 4,
+        "expected >= 2 pings/s, got {healthy} in 2.1 s"
+    );
     // Wedge every worker for 3 s.
     let wedge: Vec<_> = (0..4)
         .map(|_| {
@@ -128,7 +165,10 @@ fn watchdog_pings_twice_a_second_and_stops_when_workers_are_wedged() {
     }
     let back = Instant::now();
     std::thread::sleep(Duration::from_millis(1600));
-    assert!(notify.count("WATCHDOG=1", back, Instant::now()) >= 2, "pings resume");
+    assert!(
+        notify.count("WATCHDOG=1", back, Instant::now()) >= 2,
+        "pings resume"
+    );
 }
 
 #[test]
@@ -147,7 +187,10 @@ fn watchdog_stops_while_another_process_locks_the_database() {
     assert_eq!(locked, 0, "no pings while the database does not answer");
     let back = Instant::now();
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(notify.count("WATCHDOG=1", back, Instant::now()) >= 2, "pings resume after the lock");
+    assert!(
+        notify.count("WATCHDOG=1", back, Instant::now()) >= 2,
+        "pings resume after the lock"
+    );
 }
 
 #[test]
@@ -166,7 +209,11 @@ fn sigterm_drains_finishes_in_flight_work_and_checkpoints() {
             (env.0, &env.1),
         ],
     ));
-    assert_eq!(s.post("/projects", &serde_json::json!({"name": "kept"})).status, 201);
+    assert_eq!(
+        s.post("/projects", &serde_json::json!({"name": "kept"}))
+            .status,
+        201
+    );
     let slow = {
         let s = s.clone();
         std::thread::spawn(move || s.send("GET", "/_test/sleep?ms=3000", &[], None).status)
@@ -178,14 +225,26 @@ fn sigterm_drains_finishes_in_flight_work_and_checkpoints() {
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["reason"], "draining");
     let health = s.send("GET", "/health", &[], None);
-    assert_eq!((health.status, health.json()["status"].clone()), (503, "draining".into()));
-    assert_eq!(slow.join().expect("slow"), 200, "the in-flight request completed");
+    assert_eq!(
+        (health.status, health.json()["status"].clone()),
+        (503, "draining".into())
+    );
+    assert_eq!(
+        slow.join().expect("slow"),
+        200,
+        "the in-flight request completed"
+    );
     let s = Arc::try_unwrap(s).unwrap_or_else(|_| panic!("still shared"));
     let db = s.db.clone();
     let status = s.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
     let wal = PathBuf::from(format!("{}-wal", db.display()));
-    assert!(std::fs::metadata(&wal).map(|m| m.len() == 0).unwrap_or(true), "WAL checkpointed");
+    assert!(
+        std::fs::metadata(&wal)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true),
+        "WAL checkpointed"
+    );
 }
 
 #[test]
@@ -216,19 +275,29 @@ fn sighup_reopens_the_access_log_and_rereads_the_log_level() {
     signal(s.pid(), "HUP");
     notify.wait_for("RELOADING=1", Duration::from_secs(2));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !log.exists() || std::fs::read_to_string(&log).map(|t| t.is_empty()).unwrap_or(true) {
+    while !log.exists()
+        || std::fs::read_to_string(&log)
+            .map(|t| t.is_empty())
+            .unwrap_or(true)
+    {
         s.get("/projects");
         assert!(Instant::now() < deadline, "no new access log after SIGHUP");
         std::thread::sleep(Duration::from_millis(50));
     }
     let fresh = std::fs::read_to_string(&log).expect("read");
-    let line: serde_json::Value = serde_json::from_str(fresh.lines().next().expect("line")).expect("json");
+    let line: serde_json::Value =
+        serde_json::from_str(fresh.lines().next().expect("line")).expect("json");
     assert_eq!(line["route"], "/projects");
-    assert!(std::fs::read_to_string(&rotated).expect("old").contains("/projects"));
+    assert!(std::fs::read_to_string(&rotated)
+        .expect("old")
+        .contains("/projects"));
     s.get("/health/live");
     let deadline = Instant::now() + Duration::from_secs(3);
     while !s.log_text().contains("/health/live") {
-        assert!(Instant::now() < deadline, "LOG_LEVEL=debug from ENV_FILE not applied");
+        assert!(
+            Instant::now() < deadline,
+            "LOG_LEVEL=debug from ENV_FILE not applied"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -255,7 +324,8 @@ fn serves_on_a_socket_passed_by_systemd_socket_activate() {
     let r = loop {
         if let Ok(mut c) = std::net::TcpStream::connect(addr) {
             use std::io::{Read, Write};
-            c.write_all(b"GET /health/ready HTTP/1.0\r\n\r\n").expect("write");
+            c.write_all(b"GET /health/ready HTTP/1.0\r\n\r\n")
+                .expect("write");
             let mut buf = Vec::new();
             let _ = c.read_to_end(&mut buf);
             break crate::harness::parse(&buf).expect("response");
@@ -263,11 +333,20 @@ fn serves_on_a_socket_passed_by_systemd_socket_activate() {
         assert!(Instant::now() < deadline, "no listener");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(r.status, 200, "served on the inherited socket (PORT=1 would fail to bind)");
+    assert_eq!(
+        r.status, 200,
+        "served on the inherited socket (PORT=1 would fail to bind)"
+    );
     // systemd-socket-activate either execs our binary (same pid) or forks it on the
     // first connection: stop whichever process is the server.
-    let out = Command::new("pgrep").args(["-P", &child.id().to_string()]).output().expect("pgrep");
-    let server: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(child.id());
+    let out = Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .expect("pgrep");
+    let server: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(child.id());
     signal(server, "TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -293,7 +372,12 @@ fn health_degrades_on_low_disk_and_check_reports_readiness() {
     assert_eq!(h.json()["checks"]["disk"]["status"], "degraded");
     let url = format!("http://{}/health/ready", s.addr);
     let ok = crate::harness::cli_env(&["check", "--url", &url], &[]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout).lines().count(), 1);
     let port = s.addr.port().to_string();
     let by_config = crate::harness::cli_env(&["check"], &[("PORT", &port)]);

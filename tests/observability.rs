@@ -16,7 +16,10 @@ fn promtool_accepts_our_metrics() {
     }
     let s = TestServer::start();
     let pid = s.project("p");
-    s.post(&format!("/projects/{pid}/tasks"), &serde_json::json!({"title": "x"}));
+    s.post(
+        &format!("/projects/{pid}/tasks"),
+        &serde_json::json!({"title": "x"}),
+    );
     s.get("/nope");
     s.call("PUT", "/tasks/1", None);
     let text = s.send("GET", "/metrics", &[], None).body;
@@ -27,7 +30,12 @@ fn promtool_accepts_our_metrics() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool");
-    child.stdin.take().expect("stdin").write_all(&text).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&text)
+        .expect("write");
     let out = child.wait_with_output().expect("promtool");
     assert!(
         out.status.success(),
@@ -54,8 +62,7 @@ fn haproxy_state(front: u16, name: &str) -> String {
     let mut buf = String::new();
     let _ = c.write_all(b"GET /haproxy-stats;csv HTTP/1.0\r\n\r\n");
     let _ = c.read_to_string(&mut buf);
-    buf
-        .lines()
+    buf.lines()
         .map(|l| l.split(',').collect::<Vec<_>>())
         .find(|f| f.len() > 17 && f[0] == "be" && f[1] == name)
         .map(|f| f[17].to_string())
@@ -92,8 +99,16 @@ fn haproxy_marks_us_down_on_sigterm_before_the_listener_closes() {
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).expect("cfg");
-    let check = Command::new("haproxy").args(["-c", "-f"]).arg(&path).output().expect("haproxy -c");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new("haproxy")
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("haproxy -c");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let mut hap = Command::new("haproxy")
         .args(["-db", "-f"])
         .arg(&path)
@@ -112,7 +127,10 @@ fn haproxy_marks_us_down_on_sigterm_before_the_listener_closes() {
         std::thread::spawn(move || {
             let addr = format!("127.0.0.1:{front}").parse().expect("addr");
             while !stop.load(Ordering::Relaxed) {
-                let r = raw(addr, b"GET /projects HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let r = raw(
+                    addr,
+                    b"GET /projects HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                );
                 results.lock().expect("results").push(r.status);
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -121,7 +139,10 @@ fn haproxy_marks_us_down_on_sigterm_before_the_listener_closes() {
     std::thread::sleep(Duration::from_millis(500));
     signal(app1.pid(), "TERM");
     let down_after = wait_state(front, "app1", "DOWN", Duration::from_secs(3));
-    assert!(down_after < Duration::from_millis(2500), "DOWN within the fall count, before the drain ends");
+    assert!(
+        down_after < Duration::from_millis(2500),
+        "DOWN within the fall count, before the drain ends"
+    );
     let status = app1.wait_exit(Duration::from_secs(20));
     assert!(status.success());
     std::thread::sleep(Duration::from_millis(500));
@@ -131,7 +152,16 @@ fn haproxy_marks_us_down_on_sigterm_before_the_listener_closes() {
     let _ = hap.wait();
     let results = results.lock().expect("results");
     let failed: Vec<_> = results.iter().filter(|s| **s != 200).collect();
-    assert!(results.len() > 100, "the loop ran ({} requests)", results.len());
-    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), results.len());
+    assert!(
+        results.len() > 100,
+        "the loop ran ({} requests)",
+        results.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        results.len()
+    );
     drop(app2);
 }

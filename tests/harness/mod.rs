@@ -28,12 +28,19 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A port that was free a moment ago (for tests that must know it before start).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Sends a signal to a process with kill(1).
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill");
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(ok.success(), "kill -{sig} {pid}");
 }
 
@@ -46,7 +53,10 @@ pub fn have_tool(name: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        assert!(std::env::var("CI").is_err(), "{name} is required in CI (installed by .ci/run)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "{name} is required in CI (installed by .ci/run)"
+        );
         eprintln!("SKIPPED: {name} is not installed on this machine");
     }
     found
@@ -154,7 +164,12 @@ impl TestServer {
     }
 
     /// Starts in a given directory and database (restarts on the same data).
-    pub fn spawn(dir: PathBuf, db: PathBuf, key: Option<String>, env: &[(&str, &str)]) -> TestServer {
+    pub fn spawn(
+        dir: PathBuf,
+        db: PathBuf,
+        key: Option<String>,
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("PORT", "0")
