@@ -22,6 +22,7 @@ static HTTP_ERRORS: AtomicU64 = AtomicU64::new(0);
 static TASKS_CREATED: AtomicU64 = AtomicU64::new(0);
 static TASKS_UPDATED: AtomicU64 = AtomicU64::new(0);
 static DB_QUERIES: AtomicU64 = AtomicU64::new(0);
+static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// Histogram bucket upper bounds, seconds.
 const BUCKETS: [f64; 13] = [
@@ -104,6 +105,10 @@ pub fn observe(route: Option<usize>, method: Method, status: u16, elapsed: Durat
     slot.codes[c].fetch_add(1, Relaxed);
 }
 
+/// A request refused by authentication or authorization (401/403).
+pub fn auth_failure() {
+    AUTH_FAILURES.fetch_add(1, Relaxed);
+}
 pub fn db_query() {
     DB_QUERIES.fetch_add(1, Relaxed);
 }
@@ -282,6 +287,12 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         p.rss_bytes,
     );
     t.single(
+        "http_auth_failures_total",
+        "counter",
+        "Requests refused for a missing, unknown or insufficient API key",
+        AUTH_FAILURES.load(Relaxed),
+    );
+    t.single(
         "process_cpu_seconds_total",
         "counter",
         "User and system CPU time in seconds",
@@ -390,6 +401,7 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "tasks_created_total": TASKS_CREATED.load(Relaxed),
             "tasks_updated_total": TASKS_UPDATED.load(Relaxed),
             "db_queries_total": DB_QUERIES.load(Relaxed),
+            "http_auth_failures_total": AUTH_FAILURES.load(Relaxed),
             "process_resident_memory_bytes": p.rss_bytes,
             "process_cpu_seconds_total": p.cpu_seconds,
             "process_open_fds": p.open_fds,

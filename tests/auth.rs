@@ -50,8 +50,18 @@ fn keys_and_roles() {
         .status,
         401
     );
-    // Ops endpoints need no key.
-    assert_eq!(s.send("GET", "/metrics", &[], None).status, 200);
+    // Ops endpoints need no key; the refusals above were counted.
+    let m = s.send("GET", "/metrics", &[], None);
+    assert_eq!(m.status, 200);
+    let failures = m
+        .text()
+        .lines()
+        .find(|l| l.starts_with("http_auth_failures_total{"))
+        .map(String::from);
+    assert!(
+        failures.is_some_and(|l| l.ends_with(" 5")),
+        "5 refusals counted"
+    );
     // Revoking takes effect at once.
     let list = String::from_utf8(s.cli(&["apikey", "list"]).stdout).expect("utf-8");
     let id = list

@@ -105,7 +105,14 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
             );
         }
     }
-    let result = authorize(app, req, route.access).and_then(|key| {
+    let result = authorize(app, req, route.access)
+        .inspect_err(|e| {
+            crate::metrics::auth_failure();
+            // Never the key itself: only who asked and why it was refused.
+            log::warn!(target: "auth", request_id = rid, route = route.template, status = e.status,
+                remote = req.remote.map(|r| r.ip().to_string()).unwrap_or_default().as_str(); "{}", e.message);
+        })
+        .and_then(|key| {
         let call = Call {
             app,
             req,
