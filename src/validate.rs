@@ -103,7 +103,13 @@ impl<'a> Check<'a> {
 
     fn integer(&mut self, field: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
         let v = self.present(field)?;
-        match v.as_i64() {
+        // JSON has one number type: 300.0 is the integer 300 (as JSON Schema says).
+        let whole = v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        });
+        match whole {
             Some(n) if range.contains(&n) => Some(n),
             _ if v.is_number() => {
                 self.problem(

@@ -42,7 +42,7 @@ impl Call<'_> {
     /// one of our ETags can never match, so it becomes a version no row has.
     pub fn if_match(&self) -> Option<i64> {
         let v = self.req.header("if-match")?.trim();
-        if v == "*" {
+        if v == "*" || v.is_empty() {
             return None;
         }
         let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
@@ -65,6 +65,11 @@ impl Query {
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The cursor to continue from; an empty `cursor=` means the first page.
+    pub fn cursor(&self) -> Option<&str> {
+        self.get("cursor").filter(|c| !c.is_empty())
     }
 
     /// `limit` in 1..=500, default 50.
@@ -164,3 +169,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod openapi_tests;

@@ -82,7 +82,7 @@ pub fn live(_: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn options_root(_: &Call<'_>) -> Result<Response, ApiError> {
-    Ok(Response::json(200, &json!({"status": "ok"})).with_header("Allow", "GET, HEAD, OPTIONS"))
+    Ok(Response::json(200, &json!({"status": "ok"})).with_header("Allow", "OPTIONS"))
 }
 
 fn gauges(c: &Call<'_>) -> Gauges {

@@ -18,7 +18,7 @@ pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
             return Err(ApiError::bad_request("status must be active or archived"));
         }
     }
-    let after = match q.get("cursor") {
+    let after = match q.cursor() {
         Some(cur) => decode_cursor(cur, 'p')?.1,
         None => 0,
     };

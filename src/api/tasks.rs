@@ -46,7 +46,7 @@ pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
             ApiError::bad_request("sort must be priority, created_at or updated_at")
         })?,
     };
-    let after = match q.get("cursor") {
+    let after = match q.cursor() {
         Some(cur) => {
             let (key, id) = decode_cursor(cur, sort_tag(sort))?;
             Some(TaskCursor { key, id })
