@@ -48,6 +48,7 @@ fn bind(config: &Config) -> Result<TcpListener, CliError> {
 
 /// Runs the server until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), CliError> {
+    crate::sys::tune_allocator();
     if config.auth_disabled {
         log::warn!(target: "server", "AUTH_DISABLED=true: every endpoint is open to anyone who can connect");
     }

@@ -152,7 +152,7 @@ fn run(conn: Connection, rx: Receiver<Msg>) -> Result<()> {
 
 /// Runs a batch in one transaction and answers every job.
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         let e = StoreError::from(e);
         for j in batch.drain(..) {
             j.finish(Err(e.clone()));
@@ -181,24 +181,30 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     }
 }
 
+/// Runs one of the few fixed transaction-control statements through the statement
+/// cache: the writer runs several per batch, so parsing them each time shows up.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_in_savepoint(conn: &Connection, job: &mut dyn Job) {
-    if conn.execute_batch("SAVEPOINT job").is_err() {
+    if control(conn, "SAVEPOINT job").is_err() {
         // Left un-run: `finish` reports it as failed.
         return;
     }
     let ok = job.run(conn);
     let end = if ok {
-        "RELEASE job"
+        control(conn, "RELEASE job")
     } else {
-        "ROLLBACK TO job; RELEASE job"
+        control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
     };
-    if let Err(e) = conn.execute_batch(end) {
+    if let Err(e) = end {
         log::error!(target: "store", error:% = e; "savepoint end failed");
     }
 }
 
 fn commit(conn: &Connection) -> Result<()> {
-    conn.execute_batch("COMMIT").map_err(|e| {
+    control(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         StoreError::from(e)
     })

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# bench-scale.sh [N] — the read, list and claim scenarios and the start-up time on a
+# database of N tasks (default 1 000 000) next to the same on 10 000, to show they do
+# not degrade with size. Databases are loaded directly (scripts/seed-db.sh).
+# Env: DURATION (10) WARMUP (2) CONNECTIONS (32), as in ../shared/bench/bench.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000000}
+shared=${SHARED:-../shared}
+cargo build --release -q
+BIN=$PWD/target/release/dashboard-backend
+out=target/bench/scale-$(date -u +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+work=$(mktemp -d)
+pid=""
+cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+run_size() { # tasks
+  local size=$1 db=$work/db-$1/dashboard.db port
+  mkdir -p "$(dirname "$db")"
+  BIN=$BIN scripts/seed-db.sh "$db" "$size"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  DATABASE_PATH=$db PORT=$port HOST=127.0.0.1 AUTH_DISABLED=true RATE_LIMIT_PER_MINUTE=0 LOG_LEVEL=warn \
+    "$BIN" 2>"$out/server-$size.log" &
+  pid=$!
+  until curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do sleep 0.02; done
+  echo "== $size tasks"
+  # The seeded project is 1 with ids 1..size; 60% of them are pending (claimable).
+  PROJECT=1 CLAIM_PROJECT=1 ID_MIN=1 ID_MAX=$size LABEL=$size RESULTS=$out/results.jsonl \
+    "$shared/bench/bench.sh" "http://127.0.0.1:$port" get_task list_tasks claim
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+}
+: >"$out/results.jsonl"
+run_size 10000
+run_size "$n"
+scripts/startup-time.sh "$n" | tee "$out/startup.txt"
+jq -r --arg big "$n" -s '
+  (map(select(.server == "10000")) | INDEX(.scenario)) as $small |
+  map(select(.server == $big)) | .[] |
+  "| \(.scenario) | \($small[.scenario].rps | floor) | \(.rps | floor) | \((.rps / $small[.scenario].rps * 100 | floor))% |"' \
+  "$out/results.jsonl" | { echo "| scenario | 10k req/s | ${n} req/s | ratio |"; echo "|---|---:|---:|---:|"; cat; } | tee "$out/scale.md"
+echo "bench-scale: $out"
