@@ -15,6 +15,8 @@ mod cli;
 mod concurrency;
 /// Every error code and its status; malformed input.
 mod errors;
+/// Faults under a running server: a full disk.
+mod faults;
 /// Hostile clients: slowloris, floods, CORS, panics.
 mod hardening;
 /// systemd integration: notify socket, watchdog, signals, socket activation, check.

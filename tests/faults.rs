@@ -1,0 +1,76 @@
+//! Faults under a running server: a full disk refuses writes with 503 and recovers
+//! once space is freed, reads keep working and nothing is corrupted.
+
+use serde_json::{json, Value};
+
+use crate::backup_restore::support::Tmpfs;
+use crate::harness::TestServer;
+
+#[test]
+fn a_full_disk_refuses_writes_with_503_and_recovers() {
+    let Some(fs) = Tmpfs::mount("diskfull", "size=6m") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root and must mount a tmpfs"
+        );
+        return;
+    };
+    // Room to free later.
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 1 << 20]).expect("filler");
+    let s = TestServer::spawn(
+        fs.0.clone(),
+        fs.0.join("data").join("dashboard.db"),
+        None,
+        &[
+            ("AUTH_DISABLED", "true"),
+            ("HEALTH_DISK_MIN_FREE_BYTES", "0"),
+        ],
+    );
+    let pid = s.project("full");
+    let batch: Vec<Value> = (0..50)
+        .map(|i| json!({"title": format!("t{i}"), "description": "x".repeat(4000)}))
+        .collect();
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = s.post(
+            &format!("/projects/{pid}/tasks"),
+            &Value::Array(batch.clone()),
+        );
+        match r.status {
+            201 => continue,
+            _ => {
+                refused = Some(r);
+                break;
+            }
+        }
+    }
+    let r = refused.expect("the disk filled up");
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "unavailable".into()),
+        "{}",
+        r.text()
+    );
+    assert!(r.header("retry-after").is_some(), "Retry-After on 503");
+    // Reads keep working and the file is intact.
+    let listed = s.get(&format!("/projects/{pid}/tasks?limit=5"));
+    assert_eq!(listed.status, 200);
+    let c =
+        rusqlite::Connection::open_with_flags(&s.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(ok, "ok");
+    drop(c);
+    // Free space: writes work again.
+    std::fs::remove_file(&filler).expect("free space");
+    let again = s.post(
+        &format!("/projects/{pid}/tasks"),
+        &json!({"title": "after"}),
+    );
+    assert_eq!(again.status, 201, "{}", again.text());
+    assert_eq!(s.get(&format!("/tasks/{}", again.json()["id"])).status, 200);
+    drop(s);
+}
