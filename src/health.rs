@@ -65,6 +65,8 @@ pub struct Health {
     min_free: u64,
     dir: PathBuf,
     cache: Mutex<Option<(Instant, Checks)>>,
+    /// Whether the last probe found the database usable (logs on change only).
+    db_ok: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -79,6 +81,7 @@ impl Health {
             min_free,
             dir,
             cache: Mutex::new(None),
+            db_ok: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -112,6 +115,15 @@ impl Health {
                 error: Some(e.to_string()),
             },
         };
+        let ok = database.error.is_none();
+        if self.db_ok.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
+            match &database.error {
+                Some(e) => {
+                    log::error!(target: "health", error = e.as_str(); "database unusable: health and readiness now answer 503")
+                }
+                None => log::info!(target: "health", "database usable again"),
+            }
+        }
         let free = crate::sys::free_bytes(&self.dir);
         let disk = DiskCheck {
             status: match free {

@@ -74,3 +74,40 @@ fn a_full_disk_refuses_writes_with_503_and_recovers() {
     assert_eq!(s.get(&format!("/tasks/{}", again.json()["id"])).status, 200);
     drop(s);
 }
+
+#[test]
+fn a_database_deleted_under_the_server_turns_health_503_with_a_log_line() {
+    let s = TestServer::start_with(&[("AUTH_DISABLED", "true")]);
+    s.project("doomed");
+    assert_eq!(s.send("GET", "/health", &[], None).status, 200);
+    std::fs::remove_file(&s.db).expect("delete the database");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let h = loop {
+        let h = s.send("GET", "/health", &[], None);
+        if h.status == 503 || std::time::Instant::now() > deadline {
+            break h;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        (h.status, h.json()["status"].clone()),
+        (503, "error".into())
+    );
+    let ready = s.send("GET", "/health/ready", &[], None);
+    assert_eq!(
+        (ready.status, ready.json()["reason"].clone()),
+        (503, "database".into())
+    );
+    assert_eq!(s.send("GET", "/health/db", &[], None).status, 503);
+    assert_eq!(
+        s.send("GET", "/health/live", &[], None).status,
+        200,
+        "alive: no crash loop"
+    );
+    let log = s.log_text();
+    assert_eq!(
+        log.matches("database unusable").count(),
+        1,
+        "one clear line, not one per probe:\n{log}"
+    );
+}

@@ -15,7 +15,7 @@ mod cli;
 mod concurrency;
 /// Every error code and its status; malformed input.
 mod errors;
-/// Faults under a running server: a full disk.
+/// Faults under a running server: a full disk, a deleted database.
 mod faults;
 /// Hostile clients: slowloris, floods, CORS, panics.
 mod hardening;

@@ -103,8 +103,17 @@ impl Default for Options {
 /// The database: one writer thread, a pool of readers.
 pub struct Store {
     path: PathBuf,
+    /// (device, inode) of the file opened: a database deleted or replaced under the
+    /// running server is noticed by `ping`, not written to in silence.
+    identity: (u64, u64),
     writer: Writer,
     readers: ReadPool,
+}
+
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl Store {
@@ -119,8 +128,11 @@ impl Store {
         migrate::apply(&conn)?;
         let writer = Writer::start(conn)?;
         let readers = ReadPool::new(path.to_path_buf(), opts.readers.max(1));
+        let identity = identity(path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         Ok(Store {
             path: path.to_path_buf(),
+            identity,
             writer,
             readers,
         })
@@ -148,8 +160,22 @@ impl Store {
     }
 
     /// Time a trivial query takes on a read connection (health probes).
+    /// Fails when the file is gone, replaced or unreadable.
     pub fn ping(&self) -> Result<Duration> {
         let t = Instant::now();
+        match identity(&self.path) {
+            Ok(id) if id == self.identity => {}
+            Ok(_) => {
+                return Err(StoreError::Unavailable(
+                    "the database file was replaced under the running server".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the database file is gone or unreadable: {e}"
+                )))
+            }
+        }
         self.read(|c| {
             c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
             Ok(())
