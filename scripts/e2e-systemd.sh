@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # e2e-systemd.sh — the units under a real systemd (../shared/tools/systemd-lab.sh,
-# nspawn). Installs the release binary, units, sysusers and tmpfiles by hand (the
+# nspawn). Installs the static binary (scripts/build-static.sh), units, sysusers and tmpfiles by hand (the
 # .deb/.rpm packaging is not built yet) and proves: active only after READY with
 # /health/ready answering; our STATUS line; systemd-analyze verify clean; watchdog
 # restart after SIGSTOP; reload reopens the access log; the backup service leaves a
@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L=${LAB:-../shared/tools/systemd-lab.sh}
-BIN=${BIN:-target/release/dashboard-backend}
-[[ -x $BIN ]] || cargo build --release -q
+# The static binary: the lab has none of our libraries.
+BIN=${BIN:-target/static/dashboard-backend}
+[[ -x $BIN ]] || scripts/build-static.sh
 pass() { printf 'e2e: ok   %s\n' "$*"; }
 fail() { printf 'e2e: FAIL %s\n' "$*" >&2; exit 1; }
 trap '"$L" down >/dev/null 2>&1 || true' EXIT
