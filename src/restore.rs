@@ -82,7 +82,8 @@ fn server_running(db: &Path) -> CliError {
     )
 }
 
-fn lock_error(db: &Path, e: &std::io::Error) -> CliError {
+/// The lock file next to `db` could not be opened (shared with `db vacuum`).
+pub(crate) fn lock_error(db: &Path, e: &std::io::Error) -> CliError {
     CliError::new(
         74,
         format!(

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::CliError;
 use crate::config::Config;
 use crate::server::store_error;
-use crate::store::lock::{self, ServerLock};
+use crate::store::lock::ServerLock;
 use crate::store::{maintenance, StoreError};
 
 /// Which maintenance task.
@@ -83,7 +83,7 @@ fn integrity(db: &Path) -> Result<(), CliError> {
 
 fn vacuum(db: &Path) -> Result<(), CliError> {
     let _held = ServerLock::try_exclusive(db)
-        .map_err(|e| lock_error(db, &e))?
+        .map_err(|e| crate::restore::lock_error(db, &e))?
         .ok_or_else(|| {
             CliError::new(
                 69,
@@ -120,7 +120,7 @@ fn analyze(db: &Path) -> Result<(), CliError> {
     // While a server writes, sample: a full ANALYZE scans every index under the write
     // lock and would stall the server's commits for that long.
     let online = ServerLock::try_exclusive(db)
-        .map_err(|e| lock_error(db, &e))?
+        .map_err(|e| crate::restore::lock_error(db, &e))?
         .is_none();
     let t = Instant::now();
     let conn = crate::store::open_plain(db).map_err(|e| store_error(e, db))?;
@@ -142,14 +142,4 @@ fn analyze(db: &Path) -> Result<(), CliError> {
 fn size_with_wal(db: &Path) -> u64 {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     size(db) + size(&crate::backup::with_suffix(db, "-wal"))
-}
-
-fn lock_error(db: &Path, e: &std::io::Error) -> CliError {
-    CliError::new(
-        74,
-        format!(
-            "cannot open the lock file {}: {e}",
-            lock::path_for(db).display()
-        ),
-    )
 }
