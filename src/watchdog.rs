@@ -4,8 +4,7 @@
 //! database that does not answer stops the pings, and systemd restarts the service.
 //! The same thread keeps the `STATUS=` line of `systemctl status` current.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -97,20 +96,8 @@ fn progress(app: &App, target: SocketAddr, budget: Duration) -> Result<(), Strin
 }
 
 fn http_probe(target: SocketAddr, budget: Duration) -> std::io::Result<()> {
-    let mut s = TcpStream::connect_timeout(&target, budget)?;
-    s.set_read_timeout(Some(budget))?;
-    s.set_write_timeout(Some(budget))?;
-    write!(
-        s,
-        "GET /health/live HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {PROBE_AGENT}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    if &head[..12] == b"HTTP/1.1 200" {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(
-            String::from_utf8_lossy(&head).into_owned(),
-        ))
+    match crate::http::probe::get(target, "localhost", "/health/live", PROBE_AGENT, budget)? {
+        (200, _) => Ok(()),
+        (code, _) => Err(std::io::Error::other(format!("answered {code}"))),
     }
 }

@@ -1,8 +1,7 @@
 //! `check [--url URL]`: an HTTP probe of `/health/ready` for scripts and container
 //! health checks. One line of output; exit 0 when ready, 1 when not.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use super::CliError;
@@ -41,26 +40,7 @@ fn probe(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    s.set_write_timeout(Some(TIMEOUT))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: dashboard-backend-check\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    crate::http::probe::get(addr, host, path, "dashboard-backend-check", TIMEOUT)
 }
 
 pub fn run(config: &Config, url: Option<&str>) -> Result<(), CliError> {

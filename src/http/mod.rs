@@ -11,6 +11,7 @@
 
 pub mod cors;
 pub mod pipeline;
+pub mod probe;
 pub mod ratelimit;
 pub mod request;
 pub mod response;
