@@ -58,6 +58,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("MAX_BODY_BYTES", "1048576", "larger request bodies get 413"),
     (
+        "READ_TIMEOUT_SECONDS",
+        "10",
+        "a request must arrive whole within this of its first byte (else 408 and close)",
+    ),
+    (
+        "IDLE_TIMEOUT_SECONDS",
+        "60",
+        "an idle keep-alive connection is closed after this",
+    ),
+    (
+        "MAX_CONNECTIONS",
+        "1024",
+        "open client connections; more are answered 503 and closed",
+    ),
+    (
         "SHUTDOWN_DRAIN_SECONDS",
         "5",
         "on SIGTERM: time readiness reports 503 before the listener closes",
@@ -119,6 +134,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub rate_limit_per_minute: u32,
     pub max_body_bytes: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
     pub shutdown_drain: Duration,
     pub shutdown_timeout: Duration,
     pub backup_dir: PathBuf,
@@ -293,6 +311,19 @@ impl Config {
                 100_000_000,
             )?,
             max_body_bytes: int("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 1024usize, 1 << 30)?,
+            read_timeout: Duration::from_secs(int(
+                "READ_TIMEOUT_SECONDS",
+                get("READ_TIMEOUT_SECONDS"),
+                1u64,
+                3600,
+            )?),
+            idle_timeout: Duration::from_secs(int(
+                "IDLE_TIMEOUT_SECONDS",
+                get("IDLE_TIMEOUT_SECONDS"),
+                1u64,
+                86_400,
+            )?),
+            max_connections: int("MAX_CONNECTIONS", get("MAX_CONNECTIONS"), 1usize, 1_000_000)?,
             shutdown_drain: Duration::from_secs(int(
                 "SHUTDOWN_DRAIN_SECONDS",
                 get("SHUTDOWN_DRAIN_SECONDS"),

@@ -189,6 +189,10 @@ impl Text {
     }
 }
 
+/// The connection layer's counters, registered once by `serve`.
+pub static CONNECTIONS: std::sync::OnceLock<std::sync::Arc<tiny_http::ConnectionStats>> =
+    std::sync::OnceLock::new();
+
 /// Prometheus text format 0.0.4.
 pub fn render_text(g: &Gauges, p: &Process) -> String {
     let mut t = Text(String::with_capacity(16 * 1024));
@@ -280,6 +284,38 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         }
     });
 
+    if let Some(c) = CONNECTIONS.get() {
+        t.single(
+            "http_connections_open",
+            "gauge",
+            "Client connections open now",
+            c.open(),
+        );
+        t.single(
+            "http_connections_accepted_total",
+            "counter",
+            "Client connections accepted",
+            c.accepted(),
+        );
+        t.single(
+            "http_connections_rejected_total",
+            "counter",
+            "Connections answered 503 and closed because MAX_CONNECTIONS were open",
+            c.rejected(),
+        );
+        t.single(
+            "http_connections_timed_out_total",
+            "counter",
+            "Connections closed by READ_TIMEOUT_SECONDS or IDLE_TIMEOUT_SECONDS",
+            c.timed_out(),
+        );
+        t.single(
+            "http_accept_errors_total",
+            "counter",
+            "accept(2) failures survived (e.g. out of file descriptors)",
+            c.accept_errors(),
+        );
+    }
     t.single(
         "process_resident_memory_bytes",
         "gauge",

@@ -46,6 +46,38 @@ fn bind(config: &Config) -> Result<TcpListener, CliError> {
         .map_err(|e| CliError::new(69, format!("cannot listen on {addr}: {e}")))
 }
 
+/// Read/idle timeouts, the connection cap (kept inside the open-files limit) and the
+/// head bound for the connection layer in front of the workers.
+fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
+    // Two descriptors a connection, and room for the database, logs and backups.
+    let max_connections = match crate::sys::raise_nofile_limit() {
+        Ok(nofile) => {
+            let fit = (nofile.saturating_sub(128) / 2).max(16) as usize;
+            if fit < config.max_connections {
+                log::warn!(target: "server", nofile = nofile, max_connections = fit;
+                    "MAX_CONNECTIONS={} does not fit the open-files limit; using {fit} (raise LimitNOFILE)",
+                    config.max_connections);
+            }
+            config.max_connections.min(fit)
+        }
+        Err(e) => {
+            log::warn!(target: "server", error:% = e; "cannot read the open-files limit");
+            config.max_connections
+        }
+    };
+    tiny_http::ConnectionLimits {
+        read_timeout: config.read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections,
+        max_head_bytes: MAX_HEAD_BYTES,
+        error_body: crate::http::response::connection_error_body,
+    }
+}
+
+/// Request line plus headers; more is answered 431 (nginx's default is 8 KiB a line
+/// and 32 KiB in all; HAProxy's tune.bufsize is 16 KiB).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Runs the server until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), CliError> {
     crate::sys::tune_allocator();
@@ -79,9 +111,10 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         .local_addr()
         .map_err(|e| CliError::new(71, format!("cannot read the listening address: {e}")))?;
     let server = Arc::new(
-        tiny_http::Server::from_listener(listener, None)
+        tiny_http::Server::from_listener_with_limits(listener, connection_limits(&config))
             .map_err(|e| CliError::new(71, format!("cannot start the HTTP server: {e}")))?,
     );
+    let _ = crate::metrics::CONNECTIONS.set(server.connection_stats());
     let workers = config.workers;
     let limiter = crate::http::ratelimit::RateLimiter::new(config.rate_limit_per_minute);
     let cors = crate::http::cors::Cors::new(&config.cors_origins);

@@ -41,6 +41,150 @@ fn six_hundred_idle_and_half_sent_connections_do_not_block_health() {
     );
 }
 
+/// Reads until the server closes; returns what it sent and when it closed.
+fn read_until_close(mut c: TcpStream, started: Instant) -> (Vec<u8>, Duration) {
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    (buf, started.elapsed())
+}
+
+/// Retries `f` every 50 ms for up to 10 s until it gives a value.
+fn poll<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(s: &TestServer, name: &str) -> f64 {
+    let text = s.send("GET", "/metrics", &[], None).text();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[test]
+fn half_sent_requests_get_408_and_idle_connections_close_after_their_timeouts() {
+    let s = TestServer::start_with(&[("READ_TIMEOUT_SECONDS", "1"), ("IDLE_TIMEOUT_SECONDS", "2")]);
+    let t0 = Instant::now();
+    // Headers never finished: slowloris.
+    let mut head = TcpStream::connect(s.addr).expect("connect");
+    head.write_all(b"GET /projects HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .expect("write");
+    // A byte every 300 ms: each read succeeds, the request as a whole is too slow.
+    let mut drip = TcpStream::connect(s.addr).expect("connect");
+    let dripper = std::thread::spawn(move || {
+        for b in b"GET /projects HTTP/1.1\r\nX-Drip: aaaaaaaaaaaaaaaaaaaa" {
+            if drip.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        drip
+    });
+    // A body promised and never sent.
+    let mut body = TcpStream::connect(s.addr).expect("connect");
+    body.write_all(b"POST /projects HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .expect("write");
+    // Nothing at all after a first request on a keep-alive connection.
+    let mut idle = TcpStream::connect(s.addr).expect("connect");
+    idle.write_all(b"GET /health/live HTTP/1.1\r\n\r\n")
+        .expect("write");
+
+    for (name, c) in [("half-sent head", head), ("half-sent body", body)] {
+        let (buf, took) = read_until_close(c, t0);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 408"), "{name}: {text:.200}");
+        assert!(
+            text.contains("\"code\":\"bad_request\""),
+            "{name}: envelope: {text}"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "{name} closed after {took:?}, READ_TIMEOUT_SECONDS=1"
+        );
+    }
+    let (buf, took) = read_until_close(idle, t0);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:.100}");
+    assert_eq!(
+        text.matches("HTTP/1.1").count(),
+        1,
+        "idle close adds no answer: {text}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "idle connection closed after {took:?}, IDLE_TIMEOUT_SECONDS=2"
+    );
+    let drip = dripper.join().expect("dripper");
+    let (buf, took) = read_until_close(drip, t0);
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+        "dripping client: {:?} after {took:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(metric(&s, "http_connections_timed_out_total") >= 4.0);
+    assert_eq!(s.get("/projects").status, 200);
+}
+
+#[test]
+fn connections_over_max_connections_get_503_and_the_server_recovers() {
+    let s = TestServer::start_with(&[("MAX_CONNECTIONS", "20")]);
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(s.addr).expect("connect"))
+        .collect();
+    // Once the accept loop has counted all 20 (a busy machine may take a moment),
+    // the next connection is refused.
+    let refused = poll(|| {
+        let r = raw(s.addr, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(refused.code(), "unavailable");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    held.truncate(10);
+    // As the closed ones are noticed, new connections are served again.
+    poll(|| (s.get("/health").status == 200).then_some(()));
+    assert!(metric(&s, "http_connections_rejected_total") >= 1.0);
+    assert!(metric(&s, "http_connections_open") <= 12.0);
+    drop(held);
+}
+
+#[test]
+fn clients_dribbling_bodies_do_not_hold_the_read_workers() {
+    // Two read workers; six clients each promise a 5 000-byte body on a GET and send
+    // two bytes. Bodies are read on the write threads, so /health is not stuck
+    // behind them for READ_TIMEOUT_SECONDS.
+    let s = TestServer::start_with(&[("WORKERS", "2"), ("READ_TIMEOUT_SECONDS", "20")]);
+    let stuck: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).expect("connect");
+            c.write_all(b"GET /health HTTP/1.1\r\nContent-Length: 5000\r\n\r\nab")
+                .expect("write");
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = raw(s.addr, b"GET /health HTTP/1.0\r\n\r\n");
+        assert_eq!(r.status, 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "health took {:?} beside six dribbling bodies",
+            t.elapsed()
+        );
+    }
+    drop(stuck);
+}
+
 #[test]
 fn rate_limit_answers_429_with_retry_after_per_key() {
     let s = TestServer::start_with(&[("RATE_LIMIT_PER_MINUTE", "5")]);

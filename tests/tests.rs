@@ -19,6 +19,8 @@ mod errors;
 mod faults;
 /// Hostile clients: slowloris, floods, CORS, panics.
 mod hardening;
+/// A table of hostile requests and random payloads on raw sockets.
+mod hostile;
 /// systemd integration: notify socket, watchdog, signals, socket activation, check.
 mod lifecycle;
 /// promtool on real metrics; HAProxy health checks and a drain without errors.

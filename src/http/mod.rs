@@ -65,9 +65,19 @@ pub fn spawn_workers(
     Ok(handles)
 }
 
+/// Writes, and any request whose body may still be on the socket, go to the write
+/// threads: a client dribbling a body (up to READ_TIMEOUT_SECONDS) must hold one of
+/// the 64 mostly-sleeping write threads, never one of the few read workers that
+/// answer `/health`. (tiny_http reads bodies of up to 1 KiB before handing over.)
 fn is_write(rq: &tiny_http::Request) -> bool {
     use tiny_http::Method::{Delete, Patch, Post};
     matches!(rq.method(), Post | Patch | Delete)
+        || rq.body_length().is_some_and(|n| n > 0)
+        || rq.headers().iter().any(|h| {
+            h.field.equiv("Transfer-Encoding")
+                || (h.field.equiv("Connection")
+                    && h.value.as_str().to_ascii_lowercase().contains("upgrade"))
+        })
 }
 
 /// Serves reads here; hands writes to the write threads.

@@ -144,6 +144,16 @@ impl Request {
                     .read_to_end(&mut body)
                 {
                     Ok(n) if n > max_body => req.body_error = Some(BodyError::TooLarge(max_body)),
+                    // The client closed early: a cut-off body is not the body it meant.
+                    Ok(n) if rq.body_length().is_some_and(|want| n < want) => {
+                        req.body_error = Some(BodyError::Read(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "body ended after {n} of {} bytes",
+                                rq.body_length().unwrap_or(0)
+                            ),
+                        )))
+                    }
                     Ok(_) => req.body = body,
                     Err(e) => req.body_error = Some(BodyError::Read(e)),
                 }

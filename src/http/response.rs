@@ -107,3 +107,16 @@ pub fn send(rq: tiny_http::Request, resp: Response) -> bool {
     }
     rq.respond(out).is_ok()
 }
+
+/// Body of the answers the connection layer writes before a request reaches a
+/// worker (400 malformed head, 408 too slow, 431 head too large, 417, 503 over the
+/// connection cap): the same envelope as every other error, with a fresh request id.
+pub fn connection_error_body(status: u16, message: &str) -> (&'static str, Vec<u8>) {
+    let code = if status == 503 {
+        "unavailable"
+    } else {
+        "bad_request"
+    };
+    let id = super::pipeline::request_id(None);
+    (JSON, ApiError::new(status, code, message).body(&id))
+}

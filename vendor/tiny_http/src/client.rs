@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use crate::common::{HTTPVersion, Method};
+use crate::limits::{is_idle_timeout, Clock, ConnectionLimits, Timed};
 use crate::util::RefinedTcpStream;
+use std::sync::Arc;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -20,14 +22,19 @@ pub struct ClientConnection {
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    source: SequentialReaderBuilder<BufReader<Timed<RefinedTcpStream>>>,
 
     // sequence of Writers to the stream, to avoid writing response #2 before
     //  response #1
     sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
 
     // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    next_header_source: SequentialReader<BufReader<Timed<RefinedTcpStream>>>,
+
+    // dashboard-backend patch: deadlines, head size bound, error bodies
+    clock: Option<Arc<Clock>>,
+    max_head_bytes: usize,
+    error_body: Option<fn(u16, &str) -> (&'static str, Vec<u8>)>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
@@ -43,17 +50,31 @@ enum ReadError {
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
+    /// request line plus headers over `max_head_bytes`
+    HeadTooLarge,
+    /// HTTP/2.0 and later on this HTTP/1 socket
+    UnsupportedVersion,
     ReadIoError(IoError),
 }
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
+    pub fn new(write_socket: RefinedTcpStream, read_socket: RefinedTcpStream) -> ClientConnection {
+        ClientConnection::new_with(write_socket, read_socket, None)
+    }
+
+    /// As `new`, with the deadlines and bounds of `limits` (dashboard-backend patch).
+    pub(crate) fn new_with(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Option<(&ConnectionLimits, Arc<Clock>)>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let clock = limits.as_ref().map(|(_, c)| c.clone());
+        let max_head_bytes = limits.as_ref().map_or(usize::MAX, |(l, _)| l.max_head_bytes);
+        let error_body = limits.as_ref().map(|(l, _)| l.error_body);
+        let read_socket = Timed::new(read_socket, clock.clone());
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -65,6 +86,30 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            clock,
+            max_head_bytes,
+            error_body,
+        }
+    }
+
+    /// Writes one of the connection layer's own error responses (the connection is
+    /// closed after it), with the embedding application's body when it gave one.
+    fn answer(&mut self, status: u16, message: &str, version: HTTPVersion) {
+        use crate::{Header, Response, StatusCode};
+        let writer = self.sink.next().unwrap();
+        match self.error_body {
+            Some(body) => {
+                let (content_type, data) = body(status, message);
+                let mut response = Response::from_data(data).with_status_code(StatusCode(status));
+                if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
+                    response.add_header(h);
+                }
+                response.raw_print(writer, version, &[], false, None).ok();
+            }
+            None => {
+                let response = Response::new_empty(StatusCode(status));
+                response.raw_print(writer, version, &[], false, None).ok();
+            }
         }
     }
 
@@ -77,7 +122,9 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    /// `budget` is what is left of `max_head_bytes`; going over it is an
+    /// `ErrorKind::OutOfMemory` error (answered 431).
+    fn read_next_line(&mut self, budget: &mut usize) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -97,6 +144,10 @@ impl ClientConnection {
 
             prev_byte_was_cr = byte == b'\r';
 
+            if *budget == 0 {
+                return Err(IoError::new(ErrorKind::OutOfMemory, "request head too large"));
+            }
+            *budget -= 1;
             buf.push(byte);
         }
     }
@@ -104,25 +155,43 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        if let Some(clock) = &self.clock {
+            clock.between_requests();
+        }
+        let mut budget = self.max_head_bytes;
+        let head_err = |e: IoError| {
+            if e.kind() == ErrorKind::OutOfMemory {
+                ReadError::HeadTooLarge
+            } else {
+                ReadError::ReadIoError(e)
+            }
+        };
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(&mut budget).map_err(head_err)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
                 )?
             };
+            if version > HTTPVersion(1, 1) {
+                return Err(ReadError::UnsupportedVersion);
+            }
 
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(&mut budget).map_err(head_err)?;
 
                     if line.is_empty() {
                         break;
                     };
+                    // dashboard-backend patch: as Apache's LimitRequestFields
+                    if headers.len() >= MAX_HEADERS && self.max_head_bytes != usize::MAX {
+                        return Err(ReadError::HeadTooLarge);
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -132,6 +201,9 @@ impl ClientConnection {
 
                 headers
             };
+            if self.max_head_bytes != usize::MAX && ambiguous_framing(&headers) {
+                return Err(ReadError::WrongHeader(version));
+            }
 
             (method, path, version, headers)
         };
@@ -185,58 +257,50 @@ impl Iterator for ClientConnection {
 
         loop {
             let rq = match self.read() {
+                // we don't know where the next request would start, so we have to close
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                    self.answer(400, "malformed request line", HTTPVersion(1, 1));
+                    return None;
                 }
 
                 Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                    self.answer(400, "malformed header", ver);
+                    return None;
+                }
+
+                // dashboard-backend patch: was a 505 followed by reading on, into the
+                // body of the refused request; the contract is "no 5xx for bad input"
+                Err(ReadError::UnsupportedVersion) => {
+                    self.answer(400, "only HTTP/1.0 and HTTP/1.1 are supported", HTTPVersion(1, 1));
+                    return None;
+                }
+
+                Err(ReadError::HeadTooLarge) => {
+                    self.answer(431, "request line and headers too large", HTTPVersion(1, 1));
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    self.answer(408, "request not received in time", HTTPVersion(1, 1));
                     return None; // closing the connection
                 }
 
+                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::InvalidInput => {
+                    self.answer(400, "request head is not ASCII", HTTPVersion(1, 1));
+                    return None;
+                }
+
                 Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
+                    self.answer(417, "unsupported Expect header", ver);
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
 
+                // EOF, reset, or the idle keep-alive timeout: close without a word
+                Err(ReadError::ReadIoError(ref err)) if is_idle_timeout(err) => return None,
                 Err(ReadError::ReadIoError(_)) => return None,
 
                 Ok(rq) => rq,
             };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
-            }
 
             // updating the status of the connection
             let connection_header = rq
@@ -263,6 +327,38 @@ impl Iterator for ClientConnection {
             return Some(rq);
         }
     }
+}
+
+/// dashboard-backend patch: more header lines than this get 431.
+const MAX_HEADERS: usize = 100;
+
+/// dashboard-backend patch: a request whose body length is ambiguous is refused
+/// (400 and close) instead of being guessed at, as RFC 9112 §6.3 allows: both
+/// Content-Length and Transfer-Encoding, several different or unparsable
+/// Content-Lengths, or a Transfer-Encoding other than a lone `chunked` (upstream
+/// applied chunked to any value and ignored a bad Content-Length, so the body was
+/// read as the next request).
+fn ambiguous_framing(headers: &[crate::Header]) -> bool {
+    let mut length: Option<&str> = None;
+    let mut chunked = 0;
+    for h in headers {
+        if h.field.equiv("Content-Length") {
+            let v = h.value.as_str().trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 19 {
+                return true;
+            }
+            match length {
+                Some(prev) if prev != v => return true,
+                _ => length = Some(v),
+            }
+        } else if h.field.equiv("Transfer-Encoding") {
+            if !h.value.as_str().trim().eq_ignore_ascii_case("chunked") {
+                return true;
+            }
+            chunked += 1;
+        }
+    }
+    chunked > 1 || (chunked == 1 && length.is_some())
 }
 
 /// Parses a "HTTP/1.1" string.

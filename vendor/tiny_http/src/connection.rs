@@ -95,6 +95,27 @@ impl Connection {
         }
     }
 
+    /// SO_RCVTIMEO / SO_SNDTIMEO (dashboard-backend patch).
+    pub(crate) fn set_timeouts(
+        &self,
+        read: Option<std::time::Duration>,
+        write: Option<std::time::Duration>,
+    ) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(read).and(s.set_write_timeout(write)),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(read).and(s.set_write_timeout(write)),
+        }
+    }
+
+    /// Best-effort write of a short answer on a fresh socket, then close it.
+    pub(crate) fn refuse(mut self, answer: &[u8]) {
+        use std::io::Write;
+        let _ = self.set_timeouts(None, Some(std::time::Duration::from_millis(100)));
+        let _ = self.write_all(answer);
+        let _ = self.shutdown(Shutdown::Both);
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

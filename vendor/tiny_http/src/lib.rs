@@ -90,6 +90,8 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
+// dashboard-backend patch: upstream 0.12 ships these two warnings; left as shipped.
+#![allow(dead_code, unused_imports)]
 
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use zeroize::Zeroizing;
@@ -112,6 +114,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+pub use limits::{ConnectionLimits, ConnectionStats};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -119,6 +122,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod ssl;
@@ -140,6 +144,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // dashboard-backend patch: counters of the connection layer
+    stats: Arc<ConnectionStats>,
 }
 
 enum Message {
@@ -243,7 +250,28 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
+        Server::from_listener_inner(listener.into(), ssl_config, None)
+    }
+
+    /// As `from_listener` (plain HTTP), with read and idle timeouts, a cap on open
+    /// connections and a bound on request heads (dashboard-backend patch).
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::from_listener_inner(listener.into(), None, Some(limits))
+    }
+
+    /// Counters of the connection layer (open, accepted, rejected, timed out).
+    pub fn connection_stats(&self) -> Arc<ConnectionStats> {
+        self.stats.clone()
+    }
+
+    fn from_listener_inner(
+        listener: Listener,
+        ssl_config: Option<SslConfig>,
+        limits: Option<ConnectionLimits>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -285,65 +313,111 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let stats = Arc::new(ConnectionStats::default());
+        let inside_stats = stats.clone();
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            let stats = inside_stats;
+            // SO_RCVTIMEO is the granularity of the deadlines `limits::Timed` enforces.
+            let socket_timeouts = limits.as_ref().map(|l| {
+                let tick = l.read_timeout.min(l.idle_timeout).max(Duration::from_millis(10));
+                (Some(tick), Some(l.read_timeout.max(Duration::from_millis(10))))
+            });
+            let mut last_error_log: Option<std::time::Instant> = None;
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
+                let (sock, guard) = match server.accept() {
+                    Ok((sock, _)) => match &limits {
+                        None => (sock, None),
+                        Some(l) => match stats.admit(l.max_connections) {
+                            Some(guard) => (sock, Some((guard, l))),
+                            None => {
+                                stats.note_rejected();
+                                sock.refuse(&refusal(l));
+                                continue;
                             }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        },
+                    },
+                    // Transient failures (out of file descriptors, a client gone
+                    // before accept, a signal) must not end the server: upstream
+                    // broke out of this loop here and the server never accepted
+                    // again. Back off briefly on resource exhaustion and go on.
+                    Err(e) if limits.is_some() || transient_accept_error(&e) => {
+                        stats.note_accept_error();
+                        let now = std::time::Instant::now();
+                        if last_error_log.map_or(true, |t| now.duration_since(t).as_secs() >= 10) {
+                            log::error!("Error accepting new client (will retry): {}", e);
+                            last_error_log = Some(now);
+                        }
+                        if !matches!(
+                            e.kind(),
+                            IoErrorKind::ConnectionAborted | IoErrorKind::Interrupted
+                        ) {
+                            thread::sleep(Duration::from_millis(20));
+                        }
+                        continue;
                     }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
                     Err(e) => {
                         log::error!("Error accepting new client: {}", e);
                         inside_messages.push(e.into());
                         break;
                     }
+                };
+                if let Some((read, write)) = socket_timeouts {
+                    let _ = sock.set_timeouts(read, write);
                 }
+
+                let new_client = {
+                    use util::RefinedTcpStream;
+                    let (read_closable, write_closable) = match ssl {
+                        None => RefinedTcpStream::new(sock),
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match ssl.accept(sock) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            };
+
+                            RefinedTcpStream::new(sock)
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+                    match &guard {
+                        None => ClientConnection::new(write_closable, read_closable),
+                        Some((_, l)) => {
+                            let clock = limits::Clock::new(l, stats.clone());
+                            ClientConnection::new_with(write_closable, read_closable, Some((l, clock)))
+                        }
+                    }
+                };
+                let guard = guard.map(|(g, _)| g);
+
+                let messages = inside_messages.clone();
+                let mut client = Some(new_client);
+                let mut guard = Some(guard);
+                tasks_pool.spawn(Box::new(move || {
+                    // counted as open until this task ends
+                    let _open = guard.take();
+                    if let Some(client) = client.take() {
+                        // Synchronization is needed for HTTPS requests to avoid a deadlock
+                        if client.secure() {
+                            let (sender, receiver) = mpsc::channel();
+                            for rq in client {
+                                messages.push(rq.with_notify_sender(sender.clone()).into());
+                                receiver.recv().unwrap();
+                            }
+                        } else {
+                            for rq in client {
+                                messages.push(rq.into());
+                            }
+                        }
+                    }
+                }));
             }
             log::debug!("Terminating accept thread");
         });
@@ -353,6 +427,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            stats,
         })
     }
 
@@ -442,4 +517,34 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// accept(2) errors after which the listener is still good (dashboard-backend patch).
+fn transient_accept_error(e: &IoError) -> bool {
+    matches!(
+        e.kind(),
+        IoErrorKind::ConnectionAborted
+            | IoErrorKind::ConnectionReset
+            | IoErrorKind::Interrupted
+            | IoErrorKind::WouldBlock
+            | IoErrorKind::TimedOut
+    ) || matches!(
+        e.raw_os_error(),
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM, EPROTO, EPERM (firewall), ENETDOWN...
+        Some(24) | Some(23) | Some(105) | Some(12) | Some(71) | Some(1) | Some(100) | Some(64)
+            | Some(92) | Some(113) | Some(101)
+    )
+}
+
+/// The 503 written to a connection over `max_connections` before closing it.
+fn refusal(limits: &ConnectionLimits) -> Vec<u8> {
+    let (content_type, body) = (limits.error_body)(503, "too many open connections; retry shortly");
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: {}\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        content_type,
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }

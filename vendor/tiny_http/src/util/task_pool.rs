@@ -69,7 +69,13 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // dashboard-backend patch: upstream queued the task whenever any thread was
+        // waiting, even one already claimed by an earlier queued task. Two
+        // connections accepted in quick succession could then share one idle
+        // thread, and the second waited, unserved, until some other connection
+        // ended — forever, if the others were idle keep-alive clients. Queue only
+        // when there are more waiting threads than queued tasks.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
