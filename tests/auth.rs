@@ -84,3 +84,53 @@ fn auth_disabled_opens_everything_and_warns() {
     assert_eq!(s.post("/projects", &json!({"name": "open"})).status, 201);
     assert!(s.log_text().contains("AUTH_DISABLED"), "a warning at start");
 }
+
+#[test]
+fn key_material_stays_private_on_disk_in_logs_and_in_answers() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start();
+    let key = s.key.clone().expect("key");
+    let _ = s.project("secrets"); // a write, so the WAL exists
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let data = s.db.parent().expect("data dir");
+    assert_eq!(mode(data), 0o700, "data directory created by the server");
+    assert_eq!(mode(&s.db), 0o600, "database (holds the key hashes)");
+    let wal = s.db.with_extension("db-wal");
+    assert_eq!(mode(&wal), 0o600, "WAL inherits the database's mode");
+
+    // A wrong key that looks real: refused, counted, and echoed nowhere.
+    let wrong = format!("{}{}", &key[..key.len() - 4], "zzzz");
+    let r = s.send(
+        "GET",
+        "/projects",
+        &[("Authorization", &format!("Bearer {wrong}"))],
+        None,
+    );
+    assert_eq!((r.status, r.code()), (401, "unauthorized".into()));
+    assert!(!r.text().contains(&wrong) && !r.text().contains(&key));
+    let config = String::from_utf8(
+        crate::harness::cli_env(
+            &["config"],
+            &[("DATABASE_PATH", s.db.to_str().expect("utf-8"))],
+        )
+        .stdout,
+    )
+    .expect("utf-8");
+    assert!(!config.contains(&key));
+    std::thread::sleep(std::time::Duration::from_millis(100)); // let the log drain
+    let log = s.log_text();
+    assert!(
+        !log.contains(&wrong) && !log.contains(&key),
+        "key in the log"
+    );
+    assert!(
+        log.contains("unauthorized") || log.contains("401"),
+        "the refusal is logged (without the key)"
+    );
+}
