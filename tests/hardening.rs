@@ -158,6 +158,25 @@ fn connections_over_max_connections_get_503_and_the_server_recovers() {
 }
 
 #[test]
+fn a_low_open_files_limit_clamps_the_cap_instead_of_killing_accept() {
+    // 200 descriptors: the cap becomes (200 - 128) / 2 = 36 connections, so a flood
+    // of 150 is refused politely and never runs accept(2) into EMFILE.
+    let s = TestServer::start_with(&[(crate::harness::NOFILE, "200")]);
+    assert!(
+        s.log_text().contains("does not fit the open-files limit"),
+        "the clamp is logged"
+    );
+    let flood: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(s.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(flood);
+    poll(|| (s.get("/health").status == 200).then_some(()));
+    assert!(metric(&s, "http_connections_rejected_total") >= 100.0);
+    assert_eq!(s.get("/projects").status, 200);
+}
+
+#[test]
 fn clients_dribbling_bodies_do_not_hold_the_read_workers() {
     // Two read workers; six clients each promise a 5 000-byte body on a GET and send
     // two bytes. Bodies are read on the write threads, so /health is not stuck

@@ -135,6 +135,27 @@ pub fn parse(buf: &[u8]) -> Option<Resp> {
     })
 }
 
+/// Not an environment variable: `(NOFILE, "200")` in `start_with` starts the server
+/// with a soft and hard open-files limit of 200.
+pub const NOFILE: &str = "harness:RLIMIT_NOFILE";
+
+fn set_nofile(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child after fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A running server.
 pub struct TestServer {
     child: Option<Child>,
@@ -182,7 +203,11 @@ impl TestServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
-            cmd.env(k, v);
+            if *k == NOFILE {
+                set_nofile(&mut cmd, v.parse().expect("a number"));
+            } else {
+                cmd.env(k, v);
+            }
         }
         let mut child = cmd.spawn().expect("spawn server");
         let stderr = child.stderr.take().expect("stderr");
