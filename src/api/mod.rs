@@ -51,7 +51,7 @@ impl Call<'_> {
 
     /// Decoded query parameters.
     pub fn query(&self) -> Result<Query, ApiError> {
-        Ok(Query(self.req.query_pairs()?))
+        Query::of(self.req)
     }
 }
 
@@ -59,6 +59,11 @@ impl Call<'_> {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
+    /// The request's query string, decoded (`bad_request` on bad escapes).
+    pub fn of(req: &Request) -> Result<Query, ApiError> {
+        Ok(Query(req.query_pairs()?))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
