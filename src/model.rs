@@ -63,7 +63,10 @@ impl Serialize for TaskStatus {
 pub const PROJECT_STATUSES: [&str; 2] = ["active", "archived"];
 
 fn ts<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::clock::rfc3339(*ms))
+    match crate::clock::Stamp::new(*ms) {
+        Some(stamp) => s.serialize_str(stamp.as_str()),
+        None => s.serialize_str(&crate::clock::rfc3339(*ms)),
+    }
 }
 
 fn opt_ts<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
