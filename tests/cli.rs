@@ -76,10 +76,13 @@ fn migrate_and_status() {
     assert!(st.contains("pending"), "{st}");
     let out = cli(&db, &["migrate"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("schema version 1"));
+    assert!(text(&out.stdout).contains("schema version 2"));
     let st = text(&cli(&db, &["migrate", "status"]).stdout);
     assert!(!st.contains("pending"), "{st}");
-    assert!(st.contains("init"));
+    assert!(
+        st.contains("init") && st.contains("partial_indexes"),
+        "{st}"
+    );
 }
 
 #[test]

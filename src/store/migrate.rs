@@ -10,8 +10,14 @@ use rusqlite::Connection;
 use super::{Result, StoreError};
 
 /// (version, name, SQL), in order. Append only.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "partial_indexes",
+        include_str!("migrations/0002_partial_indexes.sql"),
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i64 {
@@ -108,4 +114,55 @@ pub fn status(conn: &Connection) -> Result<Vec<MigrationStatus>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made by a binary that knew only 0001, with tasks in every state
+    /// the partial indexes split on, upgrades in place and keeps every row.
+    #[test]
+    fn upgrades_a_version_1_database() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0].2).expect("0001");
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO projects (name, created_at, updated_at) VALUES ('p', 1, 1);
+             INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                                lease_expires_at, completed_at) VALUES
+               (1, 'a', 'pending', 1, 1, NULL, NULL),
+               (1, 'b', 'in_progress', 2, 2, 5, NULL),
+               (1, 'c', 'completed', 3, 3, NULL, 9);",
+        )
+        .expect("old rows");
+        assert_eq!(apply(&conn).expect("migrate"), vec![2]);
+        assert_eq!(current_version(&conn).expect("version"), latest());
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(count("SELECT count(*) FROM tasks"), 3);
+        // Each partial index holds exactly the rows of its state.
+        for (index, want) in [
+            ("tasks_claim", 1),
+            ("tasks_lease", 1),
+            ("tasks_completed", 1),
+        ] {
+            let sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_schema WHERE name = ?1",
+                    [index],
+                    |r| r.get(0),
+                )
+                .expect(index);
+            assert!(sql.contains("WHERE status"), "{index}: {sql}");
+            let n = count(&format!(
+                "SELECT count(*) FROM tasks INDEXED BY {index} WHERE project_id = 1 AND {}",
+                sql.split_once("WHERE ").expect("where").1
+            ));
+            assert_eq!(n, want, "{index}");
+        }
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(check, "ok");
+    }
 }
