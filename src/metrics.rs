@@ -23,6 +23,8 @@ static TASKS_CREATED: AtomicU64 = AtomicU64::new(0);
 static TASKS_UPDATED: AtomicU64 = AtomicU64::new(0);
 static DB_QUERIES: AtomicU64 = AtomicU64::new(0);
 static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
+static DB_COMMITS: AtomicU64 = AtomicU64::new(0);
+static DB_COMMITTED_WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// Histogram bucket upper bounds, seconds.
 const BUCKETS: [f64; 13] = [
@@ -111,6 +113,11 @@ pub fn auth_failure() {
 }
 pub fn db_query() {
     DB_QUERIES.fetch_add(1, Relaxed);
+}
+/// One group commit of `writes` write requests (their ratio is the batch size).
+pub fn db_commit(writes: usize) {
+    DB_COMMITS.fetch_add(1, Relaxed);
+    DB_COMMITTED_WRITES.fetch_add(writes as u64, Relaxed);
 }
 pub fn tasks_created(n: usize) {
     TASKS_CREATED.fetch_add(n as u64, Relaxed);
@@ -225,6 +232,18 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         "counter",
         "Total database operations",
         DB_QUERIES.load(Relaxed),
+    );
+    t.single(
+        "db_commits_total",
+        "counter",
+        "Transactions committed by the writer (each one fsync with synchronous=FULL)",
+        DB_COMMITS.load(Relaxed),
+    );
+    t.single(
+        "db_committed_writes_total",
+        "counter",
+        "Write requests those commits carried; divided by db_commits_total, the group-commit batch size",
+        DB_COMMITTED_WRITES.load(Relaxed),
     );
     t.single(
         "uptime_seconds",
@@ -437,6 +456,8 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "tasks_created_total": TASKS_CREATED.load(Relaxed),
             "tasks_updated_total": TASKS_UPDATED.load(Relaxed),
             "db_queries_total": DB_QUERIES.load(Relaxed),
+            "db_commits_total": DB_COMMITS.load(Relaxed),
+            "db_committed_writes_total": DB_COMMITTED_WRITES.load(Relaxed),
             "http_auth_failures_total": AUTH_FAILURES.load(Relaxed),
             "process_resident_memory_bytes": p.rss_bytes,
             "process_cpu_seconds_total": p.cpu_seconds,

@@ -77,6 +77,8 @@ fn metrics_carry_the_seed_names_and_route_templates() {
         "tasks_created_total{service=\"dashboard-backend\"} 1",
         "tasks_updated_total{service=\"dashboard-backend\"}",
         "db_queries_total{service=\"dashboard-backend\"}",
+        "db_commits_total{service=\"dashboard-backend\"}",
+        "db_committed_writes_total{service=\"dashboard-backend\"}",
         "uptime_seconds{service=\"dashboard-backend\"}",
         "route=\"/tasks/{id}\"",
         "route=\"unmatched\"",
@@ -90,6 +92,15 @@ fn metrics_carry_the_seed_names_and_route_templates() {
     let j = s.send("GET", "/metrics/json", &[], None).json();
     assert_eq!(j["service"], "dashboard-backend");
     assert_eq!(j["metrics"]["tasks_created_total"], 1);
+    // The project and the task: two writes, each committed (alone or together).
+    let commits = j["metrics"]["db_commits_total"].as_u64().expect("commits");
+    let writes = j["metrics"]["db_committed_writes_total"]
+        .as_u64()
+        .expect("writes");
+    assert!(
+        (1..=2).contains(&commits) && writes == 2,
+        "{commits} commits, {writes} writes"
+    );
 }
 
 #[test]

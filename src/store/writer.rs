@@ -173,8 +173,11 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
         }
         commit(conn)
     };
-    if let Err(e) = &outcome {
-        log::error!(target: "store", error:% = e, batch = batch.len(); "commit failed; batch rolled back");
+    match &outcome {
+        Ok(()) => crate::metrics::db_commit(batch.len()),
+        Err(e) => {
+            log::error!(target: "store", error:% = e, batch = batch.len(); "commit failed; batch rolled back")
+        }
     }
     for j in batch.drain(..) {
         j.finish(outcome.clone());
