@@ -2,13 +2,16 @@
 """Instructions per request, counted by callgrind: stable on a noisy machine.
 
     scripts/instructions.py [BIN] [--scenarios health,get_task,...] [--annotate SCENARIO]
+                            [--concurrency C]
 
 For each scenario the server runs twice under `valgrind --tool=callgrind` on a fresh
 database seeded the same way; the client sends N1 and then N2 requests of that
 scenario, one keep-alive connection, one at a time. The difference of the two totals
 divided by N2 - N1 is the cost of one request (start-up, seeding and shutdown cancel
 out). `--annotate S` keeps the N2 profile of S and prints its top functions
-(inclusive), for finding where the time goes. BIN defaults to a release build with
+(inclusive), for finding where the time goes. `--concurrency C` splits the requests
+over C connections sending at once, so writes reach the writer in group-commit
+batches as they do under load (one connection gives batches of one). BIN defaults to a release build with
 symbols in target/profile (built here if missing).
 """
 import argparse
@@ -21,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +90,7 @@ def seed(conn, claim_pool):
         left -= n
 
 
-def run_once(binary, scenario, n, out_file):
+def run_once(binary, scenario, n, out_file, concurrency=1):
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = dict(
@@ -113,9 +117,26 @@ def run_once(binary, scenario, n, out_file):
                     time.sleep(0.2)
             seed(conn, N2 + 10)
             make = SCENARIOS[scenario]
-            for i in range(n):
-                request(conn, *make(i))
             conn.close()
+
+            failed = []
+
+            def client(k):
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                    for i in range(k, n, concurrency):
+                        request(c, *make(i))
+                    c.close()
+                except BaseException as e:  # SystemExit from request() included
+                    failed.append(e)
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if failed:
+                raise SystemExit("a client failed: %s" % failed[0])
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
@@ -140,15 +161,18 @@ def main():
     ap.add_argument("bin", nargs="?")
     ap.add_argument("--scenarios", default="health,get_task,list_tasks,create_task,claim,patch")
     ap.add_argument("--annotate")
+    ap.add_argument("--concurrency", type=int, default=1)
     args = ap.parse_args()
     binary = args.bin or build()
     work = os.path.join(ROOT, "target/profile/callgrind")
     os.makedirs(work, exist_ok=True)
-    print("instructions per request (callgrind, %d vs %d requests, one keep-alive connection)" % (N1, N2))
+    print("instructions per request (callgrind, %d vs %d requests, %d keep-alive connection(s))"
+          % (N1, N2, args.concurrency))
     for s in args.scenarios.split(","):
         totals = []
         for n in (N1, N2):
-            totals.append(run_once(binary, s, n, os.path.join(work, "%s-%d.out" % (s, n))))
+            out = os.path.join(work, "%s-%d.out" % (s, n))
+            totals.append(run_once(binary, s, n, out, args.concurrency))
             if sys.stdout.isatty():
                 print("  %s: %d requests done" % (s, n), end="\r", flush=True)
         per = (totals[1] - totals[0]) / (N2 - N1)

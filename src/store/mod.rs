@@ -359,12 +359,12 @@ fn open_writer_conn(path: &Path, synchronous: &str) -> Result<Connection> {
             "could not switch to WAL mode (got {mode})"
         )));
     }
-    // temp_store=MEMORY: each job of a group commit runs in a savepoint, and SQLite
-    // keeps the pages a savepoint may have to roll back in a statement journal — by
-    // default a temporary file, created, written page by page and unlinked for every
-    // batch (strace: ~700 pwrite calls and an open/unlink per commit of 23 creates).
-    // In memory it is a memcpy. Only this connection's own write jobs use it: the
-    // CLI's VACUUM runs on its own connection.
+    // temp_store=MEMORY: a statement that may fail halfway inside the writer's
+    // transaction keeps the pages it may have to restore in a statement journal — by
+    // default a temporary file, created, written page by page and unlinked each time
+    // (strace, when every job had a savepoint: ~700 pwrite calls and an open/unlink
+    // per commit of 23 creates). In memory it is a memcpy. Only this connection's own
+    // write jobs use it: the CLI's VACUUM runs on its own connection.
     conn.execute_batch(&format!(
         "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA cache_size=-8000;
          PRAGMA temp_store=MEMORY;"

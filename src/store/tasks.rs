@@ -62,7 +62,8 @@ fn insert_labels(c: &Connection, pid: i64, id: i64, labels: &[String]) -> Result
     Ok(())
 }
 
-/// Inserts every task of `new` (the caller's savepoint makes it all-or-nothing).
+/// Inserts every task of `new`: all or nothing, since a job that fails after writing
+/// rolls its whole transaction back (`writer::commit_batch`).
 pub fn insert_many(
     c: &Connection,
     pid: i64,
