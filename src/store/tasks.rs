@@ -2,8 +2,7 @@
 //! claim, heartbeat and stats.
 //!
 //! Writes here run on the writer thread inside its transaction, so a read-then-update
-//! in one function is atomic. Claim is still a single `UPDATE … RETURNING` so that it
-//! stays atomic on any backend that runs it concurrently.
+//! in one function is atomic (claim relies on it: candidate first, then update by id).
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, Row};
@@ -342,29 +341,38 @@ pub fn claim_candidate_sql(nlabels: usize) -> String {
     sql
 }
 
-/// Claims the best claimable task of `pid` for `claim.agent` in one statement.
+/// Claims the best claimable task of `pid` for `claim.agent`: finds the candidate,
+/// then updates it by id. Both run in the writer's one transaction, so nothing can
+/// come between them. (As one `UPDATE … WHERE id = (SELECT …) RETURNING …` SQLite
+/// cannot tell the update touches one row and keeps a statement journal of every
+/// page it changes: 13 % of a claim's instructions.)
 pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Option<Task>> {
     projects::ensure_exists(c, pid)?;
     let now = now_ms();
     let lease = now + claim.lease_seconds * 1000;
-    let sql = format!(
+    // ?1 project, ?2 now; labels from ?5 on (?3 and ?4 are unused then).
+    let mut args: Vec<Value> = vec![pid.into(), now.into()];
+    if !claim.labels.is_empty() {
+        args.extend([Value::Null, Value::Null]);
+        args.extend(claim.labels.iter().map(|l| Value::Text(l.clone())));
+    }
+    let candidate: Option<i64> = optional(
+        c.prepare_cached(&claim_candidate_sql(claim.labels.len()))?
+            .query_row(params_from_iter(args), |r| r.get(0)),
+    )?;
+    let Some(id) = candidate else {
+        return Ok(None);
+    };
+    // By id and without RETURNING (SQLite runs RETURNING as a trigger, which also
+    // costs the statement journal), then read back.
+    c.prepare_cached(
         "UPDATE tasks SET status = 'in_progress', assignee = ?3, lease_expires_at = ?4,
            started_at = COALESCE(started_at, ?2), completed_at = NULL, updated_at = ?2,
            version = version + 1
-         WHERE id = ({}) RETURNING {COLUMNS}",
-        claim_candidate_sql(claim.labels.len())
-    );
-    let mut args: Vec<Value> = vec![
-        pid.into(),
-        now.into(),
-        claim.agent.clone().into(),
-        lease.into(),
-    ];
-    args.extend(claim.labels.iter().map(|l| Value::Text(l.clone())));
-    let task = optional(
-        c.prepare_cached(&sql)?
-            .query_row(params_from_iter(args), from_row),
-    )?;
+         WHERE id = ?1",
+    )?
+    .execute(params![id, now, claim.agent, lease])?;
+    let task = Some(get(c, id, None)?);
     if let Some(t) = &task {
         let changes = serde_json::json!({
             "status": "in_progress",
