@@ -26,6 +26,7 @@ curl -fsS -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d
 "$venv/bin/schemathesis" run "$url/openapi.json" -H "Authorization: Bearer $key" \
   --max-examples "$max" -c all --seed 1 >"$work/st.txt" 2>&1 || status=$?
 grep -E '^(___|- ST|\[[0-9]|    curl)' "$work/st.txt" | cut -c1-300 | head -80 || true
+grep -iE "operations|selected" "$work/st.txt" | cut -c1-200 || true
 tail -6 "$work/st.txt" | cut -c1-200
 if grep -q "\"status\":5[0-9][0-9]" "$work/log"; then echo "contract-fuzz: the server logged a 5xx" >&2; exit 1; fi
 exit "${status:-0}"
