@@ -185,7 +185,10 @@ fn run_transaction(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, rest: &mut 
     let mut dirty = None;
     for (i, j) in batch.iter_mut().enumerate() {
         let before = conn.total_changes();
-        if !j.run(conn) && conn.total_changes() != before {
+        // Dirty: it changed rows, or its error ended the transaction (SQLite rolls
+        // back by itself on a full disk or an I/O error; what ran after would commit
+        // on its own in autocommit mode).
+        if !j.run(conn) && (conn.total_changes() != before || conn.is_autocommit()) {
             dirty = Some(i);
             break;
         }
@@ -252,6 +255,11 @@ mod tests {
         move |c: &Connection| {
             match fail {
                 Some("before") => return Err(StoreError::NotFound("row")),
+                Some("aborts") => {
+                    // What SQLite does to the transaction on a full disk.
+                    c.execute_batch("ROLLBACK")?;
+                    return Err(StoreError::Full);
+                }
                 _ => c.execute("INSERT INTO t (v) VALUES (?1)", [v])?,
             };
             match fail {
@@ -322,6 +330,24 @@ mod tests {
             answers[1]
         );
         // Queued after it: runs in a fresh transaction and commits.
+        assert_eq!(answers[2].as_ref().ok(), Some(&3));
+        assert_eq!(rows, vec![3]);
+    }
+
+    #[test]
+    fn a_job_whose_error_ends_the_transaction_counts_as_dirty() {
+        let (answers, rows) = one_batch(vec![(1, None), (2, Some("aborts")), (3, None)]);
+        assert!(
+            matches!(answers[0], Err(StoreError::Unavailable(_))),
+            "{:?}",
+            answers[0]
+        );
+        assert!(
+            matches!(answers[1], Err(StoreError::Full)),
+            "{:?}",
+            answers[1]
+        );
+        // Runs in a transaction of its own, not in autocommit after the abort.
         assert_eq!(answers[2].as_ref().ok(), Some(&3));
         assert_eq!(rows, vec![3]);
     }
