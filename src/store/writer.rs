@@ -314,42 +314,27 @@ mod tests {
         assert_eq!(rows, vec![1, 3]);
     }
 
+    /// A job that fails after writing, and one whose error ends the transaction
+    /// (as SQLite does on a full disk), are both dirty: the job before it is rolled
+    /// back and told to retry, the failing job gets its own error and leaves no row,
+    /// and the job queued after it commits in a fresh transaction (not in
+    /// autocommit mode after the abort).
     #[test]
-    fn a_job_failing_after_writing_rolls_back_the_jobs_before_it_only() {
-        let (answers, rows) = one_batch(vec![(1, None), (2, Some("after")), (3, None)]);
-        // Ran before the failure: rolled back with it, told to retry.
-        assert!(
-            matches!(answers[0], Err(StoreError::Unavailable(_))),
-            "{:?}",
-            answers[0]
-        );
-        // The failing job gets its own error, and none of its rows stay.
-        assert!(
-            matches!(answers[1], Err(StoreError::Conflict(_))),
-            "{:?}",
-            answers[1]
-        );
-        // Queued after it: runs in a fresh transaction and commits.
-        assert_eq!(answers[2].as_ref().ok(), Some(&3));
-        assert_eq!(rows, vec![3]);
-    }
-
-    #[test]
-    fn a_job_whose_error_ends_the_transaction_counts_as_dirty() {
-        let (answers, rows) = one_batch(vec![(1, None), (2, Some("aborts")), (3, None)]);
-        assert!(
-            matches!(answers[0], Err(StoreError::Unavailable(_))),
-            "{:?}",
-            answers[0]
-        );
-        assert!(
-            matches!(answers[1], Err(StoreError::Full)),
-            "{:?}",
-            answers[1]
-        );
-        // Runs in a transaction of its own, not in autocommit after the abort.
-        assert_eq!(answers[2].as_ref().ok(), Some(&3));
-        assert_eq!(rows, vec![3]);
+    fn a_dirty_failure_rolls_back_the_jobs_before_it_only() {
+        for (mode, own_error) in [
+            (
+                "after",
+                (|e| matches!(e, StoreError::Conflict(_))) as fn(&StoreError) -> bool,
+            ),
+            ("aborts", |e| matches!(e, StoreError::Full)),
+        ] {
+            let (answers, rows) = one_batch(vec![(1, None), (2, Some(mode)), (3, None)]);
+            let ok = matches!(answers[0], Err(StoreError::Unavailable(_)))
+                && answers[1].as_ref().err().is_some_and(own_error)
+                && answers[2].as_ref().ok() == Some(&3)
+                && rows == vec![3];
+            assert!(ok, "{mode}: {answers:?}, rows {rows:?}");
+        }
     }
 
     #[test]
