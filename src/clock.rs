@@ -60,6 +60,15 @@ impl Stamp {
     }
 }
 
+/// Calls `f` with the RFC 3339 form of `ms`: from a stack buffer for years 0–9999,
+/// allocated only outside them. What serializers and handlers use.
+pub fn with_rfc3339<R>(ms: i64, f: impl FnOnce(&str) -> R) -> R {
+    match Stamp::new(ms) {
+        Some(s) => f(s.as_str()),
+        None => f(&rfc3339(ms)),
+    }
+}
+
 /// Appends the RFC 3339 form of `ms` to `out` (no allocation of its own).
 pub fn write_rfc3339(out: &mut String, ms: i64) {
     if let Some(s) = Stamp::new(ms) {

@@ -63,10 +63,7 @@ impl Serialize for TaskStatus {
 pub const PROJECT_STATUSES: [&str; 2] = ["active", "archived"];
 
 fn ts<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    match crate::clock::Stamp::new(*ms) {
-        Some(stamp) => s.serialize_str(stamp.as_str()),
-        None => s.serialize_str(&crate::clock::rfc3339(*ms)),
-    }
+    crate::clock::with_rfc3339(*ms, |t| s.serialize_str(t))
 }
 
 fn opt_ts<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {

@@ -35,18 +35,20 @@ pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
         version: &'a str,
         checks: &'a crate::health::Checks,
     }
-    let now = crate::clock::Stamp::new(crate::clock::now_ms());
-    Ok(Response::json(
-        code,
-        &Body {
-            status,
-            timestamp: now.as_ref().map_or("", |s| s.as_str()),
-            uptime: crate::clock::uptime_secs(),
-            service: SERVICE,
-            version: VERSION,
-            checks: &checks,
-        },
-    ))
+    let body = crate::clock::with_rfc3339(crate::clock::now_ms(), |timestamp| {
+        Response::json(
+            code,
+            &Body {
+                status,
+                timestamp,
+                uptime: crate::clock::uptime_secs(),
+                service: SERVICE,
+                version: VERSION,
+                checks: &checks,
+            },
+        )
+    });
+    Ok(body)
 }
 
 pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
