@@ -84,7 +84,7 @@ fn claim_uses_indexes() {
     let (_d, conn) = store_conn();
     for nlabels in [0, 2] {
         let sql = tasks::claim_candidate_sql(nlabels);
-        let n = if nlabels == 0 { 2 } else { 4 + nlabels };
+        let n = 2 + nlabels;
         let p = plan(&conn, &sql, n);
         assert_indexed(&format!("claim with {nlabels} labels"), &p);
     }

@@ -334,7 +334,7 @@ pub fn claim_candidate_sql(nlabels: usize) -> String {
     for i in 0..nlabels {
         sql.push_str(&format!(
             " AND id IN (SELECT task_id FROM task_labels WHERE project_id = ?1 AND label = ?{})",
-            i + 5
+            i + 3
         ));
     }
     sql.push_str(" ORDER BY priority DESC, created_at, id LIMIT 1");
@@ -350,12 +350,9 @@ pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Option<Task
     projects::ensure_exists(c, pid)?;
     let now = now_ms();
     let lease = now + claim.lease_seconds * 1000;
-    // ?1 project, ?2 now; labels from ?5 on (?3 and ?4 are unused then).
+    // ?1 project, ?2 now, labels from ?3 on.
     let mut args: Vec<Value> = vec![pid.into(), now.into()];
-    if !claim.labels.is_empty() {
-        args.extend([Value::Null, Value::Null]);
-        args.extend(claim.labels.iter().map(|l| Value::Text(l.clone())));
-    }
+    args.extend(claim.labels.iter().map(|l| Value::Text(l.clone())));
     let candidate: Option<i64> = optional(
         c.prepare_cached(&claim_candidate_sql(claim.labels.len()))?
             .query_row(params_from_iter(args), |r| r.get(0)),
@@ -372,25 +369,22 @@ pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Option<Task
          WHERE id = ?1",
     )?
     .execute(params![id, now, claim.agent, lease])?;
-    let task = Some(get(c, id, None)?);
-    if let Some(t) = &task {
-        let changes = serde_json::json!({
-            "status": "in_progress",
-            "assignee": claim.agent,
-            "lease_expires_at": crate::clock::rfc3339(lease),
-        })
-        .to_string();
-        events::record(
-            c,
-            pid,
-            Some(t.id),
-            "claimed",
-            Some(&claim.agent),
-            &changes,
-            now,
-        )?;
-    }
-    Ok(task)
+    let changes = serde_json::json!({
+        "status": "in_progress",
+        "assignee": claim.agent,
+        "lease_expires_at": crate::clock::rfc3339(lease),
+    })
+    .to_string();
+    events::record(
+        c,
+        pid,
+        Some(id),
+        "claimed",
+        Some(&claim.agent),
+        &changes,
+        now,
+    )?;
+    get(c, id, None).map(Some)
 }
 
 /// Extends the lease of a task that `agent` holds; 409 if someone else holds it.
