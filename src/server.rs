@@ -184,8 +184,11 @@ fn shutdown(
     app.life.set(Phase::Draining);
     std::thread::sleep(drain);
 
-    // Stop taking new work: workers finish what they hold and what is queued, then leave.
+    // Stop taking new work: the listener closes first (with socket activation the
+    // kernel keeps new connections for the next process), open connections close
+    // once idle or after their reply, and the workers leave when all are gone.
     app.life.set(Phase::Stopping);
+    server.stop_accepting();
     let deadline = Instant::now() + app.config.shutdown_timeout;
     for h in handles {
         while !h.is_finished() && Instant::now() < deadline {
@@ -202,7 +205,7 @@ fn shutdown(
     if left > 0 {
         log::warn!(target: "server", inflight = left; "shutdown timeout reached with requests still running");
     }
-    drop(server); // closes the listener
+    drop(server);
     app.store
         .close()
         .map_err(|e| CliError::new(74, format!("closing the database failed: {e}")))?;

@@ -104,7 +104,7 @@ fn half_sent_requests_get_408_and_idle_connections_close_after_their_timeouts() 
         let text = String::from_utf8_lossy(&buf);
         assert!(text.starts_with("HTTP/1.1 408"), "{name}: {text:.200}");
         assert!(
-            text.contains("\"code\":\"bad_request\""),
+            text.contains("\"code\":\"request_timeout\""),
             "{name}: envelope: {text}"
         );
         assert!(

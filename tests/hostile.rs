@@ -178,7 +178,8 @@ fn a_table_of_hostile_requests_each_gets_its_4xx_or_a_clean_close() {
     let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
         // ---- broken HTTP on the wire ----
         ("binary garbage", b"\x00\x01\x02\x03\xff\r\n\r\n".to_vec(), &[Some(400)]),
-        ("empty request line", b"\r\n\r\n".to_vec(), &[Some(400)]),
+        // Empty lines before a request line are skipped (RFC 9112 §2.2); then EOF.
+        ("empty request line", b"\r\n\r\n".to_vec(), &[None]),
         ("method only", b"GET\r\n\r\n".to_vec(), &[Some(400)]),
         ("no version", b"GET /health\r\n\r\n".to_vec(), &[Some(400)]),
         ("unknown version", b"GET /health HTTP/9.9\r\n\r\n".to_vec(), &[Some(400)]),

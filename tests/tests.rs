@@ -17,6 +17,8 @@ mod concurrency;
 mod errors;
 /// Faults under a running server: a full disk, a deleted database.
 mod faults;
+/// The front door (SPEC §5b): what one client can make the server hold is bounded.
+mod frontdoor;
 /// Hostile clients: slowloris, floods, CORS, panics.
 mod hardening;
 /// A table of hostile requests and random payloads on raw sockets.

@@ -102,17 +102,17 @@ fn write_thread(app: &App, queue: &Mutex<Receiver<tiny_http::Request>>) {
 }
 
 fn worker(server: &tiny_http::Server, app: &App, writes: &SyncSender<tiny_http::Request>) {
+    let connections = server.connection_stats();
     loop {
-        if app.life.stopping() {
-            // Shutting down: finish what is already queued, then leave.
-            match server.try_recv() {
-                Ok(Some(rq)) => dispatch(app, rq, writes),
-                _ => return,
-            }
-            continue;
-        }
         match server.recv_timeout(POLL) {
             Ok(Some(rq)) => dispatch(app, rq, writes),
+            // Shutting down (SPEC §6): the listener is closed; every connection still
+            // open may bring one more request, so leave only once all are gone.
+            Ok(None) if app.life.stopping() => {
+                if connections.accept_stopped() && connections.open() == 0 {
+                    return;
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 log::warn!(target: "http", error:% = e; "receive failed");
@@ -128,7 +128,17 @@ pub fn serve_one(app: &App, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let mut req = Request::read(&mut rq, app.config.max_body_bytes);
     req.request_id = pipeline::request_id(req.header("x-request-id"));
-    let outcome = catch_unwind(AssertUnwindSafe(|| pipeline::handle(app, &req)));
+    let outcome = match req.body_error.take() {
+        // The request never arrived whole (timeout, cut off, bad chunking): that is
+        // its one answer, before routing or auth look at a partial request.
+        Some(e @ request::BodyError::Read(_)) => {
+            Ok((Response::error(&ApiError::from(e), &req.request_id), None))
+        }
+        other => {
+            req.body_error = other;
+            catch_unwind(AssertUnwindSafe(|| pipeline::handle(app, &req)))
+        }
+    };
     let (mut resp, route) = outcome.unwrap_or_else(|_| {
         log::error!(target: "http", request_id = req.request_id.as_str(), path = req.path.as_str(); "handler panicked");
         (Response::error(&ApiError::internal(), &req.request_id), None)
@@ -140,11 +150,10 @@ pub fn serve_one(app: &App, mut rq: tiny_http::Request) {
     {
         resp.headers.push(("X-Correlation-ID", c.to_string()));
     }
-    if app.life.phase() != crate::lifecycle::Phase::Ready {
-        // Draining: ask keep-alive clients (HAProxy) to reconnect elsewhere.
-        resp.headers.push(("Connection", "close".into()));
-    }
-    let status = resp.status;
-    response::send(rq, resp);
-    pipeline::record(app, &req, route, status, started.elapsed());
+    // Draining: ask keep-alive clients (HAProxy) to reconnect elsewhere.
+    let close = app.life.phase() != crate::lifecycle::Phase::Ready;
+    // Recorded before the reply is handed over: a client that reads /metrics right
+    // after its answer must find that answer counted.
+    pipeline::record(app, &req, route, resp.status, started.elapsed());
+    response::send(rq, resp, close);
 }

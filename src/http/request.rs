@@ -88,6 +88,12 @@ impl From<BodyError> for ApiError {
         match e {
             BodyError::TooLarge(n) => ApiError::payload_too_large(n),
             BodyError::WrongContentType => ApiError::unsupported_media_type(),
+            // The connection layer's read deadline ran out mid-body (SPEC §5b).
+            BodyError::Read(e) if e.kind() == std::io::ErrorKind::TimedOut => ApiError::new(
+                408,
+                "request_timeout",
+                "the request body did not arrive within READ_TIMEOUT_SECONDS",
+            ),
             other => ApiError::bad_request(other.to_string()),
         }
     }
@@ -175,6 +181,7 @@ impl Request {
         if let Some(e) = &self.body_error {
             return Err(match e {
                 BodyError::TooLarge(n) => BodyError::TooLarge(*n),
+                BodyError::Read(e) => BodyError::Read(std::io::Error::new(e.kind(), e.to_string())),
                 other => BodyError::Read(std::io::Error::other(other.to_string())),
             });
         }

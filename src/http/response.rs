@@ -1,7 +1,5 @@
 //! Our response value and the one function that writes it to the socket.
 
-use std::io::Cursor;
-
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -74,48 +72,30 @@ impl Response {
     }
 }
 
-fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-}
-
-/// Writes `resp` to the client. Returns false if the client went away.
-pub fn send(rq: tiny_http::Request, resp: Response) -> bool {
-    let len = resp.body.len();
-    let mut out = tiny_http::Response::new(
-        tiny_http::StatusCode(resp.status),
-        Vec::with_capacity(resp.headers.len() + 2),
-        Cursor::new(resp.body),
-        Some(len),
-        None,
-    )
-    // We always know the length: send Content-Length, never chunked (HTTP/1.0
-    // clients and health checkers read it more simply, and it is cheaper).
-    .with_chunked_threshold(usize::MAX);
+/// Hands `resp` to the connection layer, which writes it (the worker never blocks on
+/// a client that does not read). `close` ends the connection after it (draining).
+/// Returns false if the reply could not be handed over.
+pub fn send(rq: tiny_http::Request, resp: Response, close: bool) -> bool {
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(resp.headers.len() + 2);
     if !resp.content_type.is_empty() {
-        if let Some(h) = header("Content-Type", resp.content_type) {
-            out.add_header(h);
-        }
+        headers.push(("Content-Type", resp.content_type));
     }
-    if let Some(h) = header("Server", "dashboard-backend") {
-        out.add_header(h);
-    }
+    headers.push(("Server", "dashboard-backend"));
     for (k, v) in &resp.headers {
-        // A value that is not valid in a header (cannot happen for ours) is dropped.
-        if let Some(h) = header(k, v) {
-            out.add_header(h);
-        }
+        headers.push((k, v.as_str()));
     }
-    rq.respond(out).is_ok()
+    let body = tiny_http::conn::Body::Owned(resp.body);
+    rq.respond_parts(resp.status, &headers, body, close).is_ok()
 }
 
 /// Body of the answers the connection layer writes before a request reaches a
 /// worker (400 malformed head, 408 too slow, 431 head too large, 417, 503 over the
 /// connection cap): the same envelope as every other error, with a fresh request id.
 pub fn connection_error_body(status: u16, message: &str) -> (&'static str, Vec<u8>) {
-    let code = if status == 503 {
-        "unavailable"
-    } else {
-        "bad_request"
+    let code = match status {
+        503 => "unavailable",
+        408 => "request_timeout",
+        _ => "bad_request",
     };
     let id = super::pipeline::request_id(None);
     (JSON, ApiError::new(status, code, message).body(&id))

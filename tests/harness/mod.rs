@@ -361,6 +361,13 @@ impl TestServer {
         child.wait().ok()
     }
 
+    /// Whether the process is still running (not exited, not crashed).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }

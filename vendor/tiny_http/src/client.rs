@@ -45,7 +45,7 @@ pub struct ClientConnection {
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
-enum ReadError {
+pub(crate) enum ReadError {
     WrongRequestLine,
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
@@ -338,7 +338,7 @@ const MAX_HEADERS: usize = 100;
 /// Content-Lengths, or a Transfer-Encoding other than a lone `chunked` (upstream
 /// applied chunked to any value and ignored a bad Content-Length, so the body was
 /// read as the next request).
-fn ambiguous_framing(headers: &[crate::Header]) -> bool {
+pub(crate) fn ambiguous_framing(headers: &[crate::Header]) -> bool {
     let mut length: Option<&str> = None;
     let mut chunked = 0;
     for h in headers {
@@ -377,7 +377,7 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
 
 /// Parses the request line of the request.
 /// eg. GET / HTTP/1.1
-fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
+pub(crate) fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
     let mut parts = line.split(' ');
 
     let method = parts.next().and_then(|w| w.parse().ok());

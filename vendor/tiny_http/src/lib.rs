@@ -121,6 +121,7 @@ pub use test::TestRequest;
 
 mod client;
 mod common;
+pub mod conn;
 mod connection;
 mod limits;
 mod request;
@@ -315,6 +316,22 @@ impl Server {
         let inside_messages = messages.clone();
         let stats = Arc::new(ConnectionStats::default());
         let inside_stats = stats.clone();
+        // dashboard-backend patch: with limits, the connection layer of `conn.rs`.
+        if let Some(limits) = limits {
+            let queue = messages.clone();
+            let dispatch: Arc<dyn Fn(Request) + Send + Sync> =
+                Arc::new(move |rq: Request| queue.push(rq.into()));
+            let stats = stats.clone();
+            thread::Builder::new()
+                .name("accept".into())
+                .spawn(move || conn::accept_loop(server, limits, stats, inside_close_trigger, dispatch))?;
+            return Ok(Server {
+                messages,
+                close: close_trigger,
+                listening_addr: local_addr,
+                stats: inside_stats,
+            });
+        }
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
@@ -478,6 +495,17 @@ impl Server {
         }
     }
 
+    /// dashboard-backend patch: stops accepting new connections (the accept thread
+    /// ends and closes the listener); open connections close once idle or after
+    /// their current reply. `connection_stats().open()` tells when all are gone.
+    pub fn stop_accepting(&self) {
+        self.stats.begin_closing();
+        if self.close.swap(true, Relaxed) {
+            return;
+        }
+        wake_accept(&self.listening_addr);
+    }
+
     /// Unblock thread stuck in recv() or incoming_requests().
     /// If there are several such threads, only one is unblocked.
     /// This method allows graceful shutdown of server.
@@ -495,9 +523,22 @@ impl Iterator for IncomingRequests<'_> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
+        if !self.close.swap(true, Relaxed) {
+            wake_accept(&self.listening_addr);
+        }
+        #[cfg(unix)]
+        if let ListenAddr::Unix(addr) = &self.listening_addr {
+            if let Some(path) = addr.as_pathname() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Connects briefly to ourselves to unblock the accept thread.
+fn wake_accept(listening_addr: &ListenAddr) {
+    {
+        let maybe_stream = match listening_addr {
             ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
             #[cfg(unix)]
             ListenAddr::Unix(addr) => {
@@ -508,13 +549,6 @@ impl Drop for Server {
         };
         if let Ok(stream) = maybe_stream {
             let _ = stream.shutdown(Shutdown::Both);
-        }
-
-        #[cfg(unix)]
-        if let ListenAddr::Unix(addr) = &self.listening_addr {
-            if let Some(path) = addr.as_pathname() {
-                let _ = std::fs::remove_file(path);
-            }
         }
     }
 }
@@ -537,7 +571,7 @@ fn transient_accept_error(e: &IoError) -> bool {
 }
 
 /// The 503 written to a connection over `max_connections` before closing it.
-fn refusal(limits: &ConnectionLimits) -> Vec<u8> {
+pub(crate) fn refusal(limits: &ConnectionLimits) -> Vec<u8> {
     let (content_type, body) = (limits.error_body)(503, "too many open connections; retry shortly");
     let mut out = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: {}\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",

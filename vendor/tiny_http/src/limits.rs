@@ -33,6 +33,10 @@ pub struct ConnectionStats {
     rejected: AtomicU64,
     timed_out: AtomicU64,
     accept_errors: AtomicU64,
+    /// The server stopped accepting: idle connections close, busy ones after their reply.
+    closing: std::sync::atomic::AtomicBool,
+    /// The accept loop has ended (its listener is closed).
+    accept_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl ConnectionStats {
@@ -55,6 +59,21 @@ impl ConnectionStats {
     /// accept(2) failures survived (EMFILE, ECONNABORTED, ...).
     pub fn accept_errors(&self) -> u64 {
         self.accept_errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server has stopped accepting (connections close after their reply).
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+    /// Whether the accept loop has ended and closed its listener.
+    pub fn accept_stopped(&self) -> bool {
+        self.accept_stopped.load(Ordering::Acquire)
+    }
+    pub(crate) fn note_accept_stopped(&self) {
+        self.accept_stopped.store(true, Ordering::Release);
+    }
+    pub(crate) fn begin_closing(&self) {
+        self.closing.store(true, Ordering::Release);
     }
 
     pub(crate) fn note_accept_error(&self) {
@@ -116,6 +135,14 @@ impl Clock {
         })
     }
 
+    pub(crate) fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    pub(crate) fn stats_arc(&self) -> Arc<ConnectionStats> {
+        self.stats.clone()
+    }
+
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -170,13 +197,26 @@ impl<R> Timed<R> {
 
 impl<R: Read> Read for Timed<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let clock = match &self.clock {
-            None => return self.inner.read(buf),
-            Some(c) => c,
-        };
+        match &self.clock {
+            None => self.inner.read(buf),
+            Some(c) => c.read_from(&mut self.inner, buf),
+        }
+    }
+}
+
+impl Clock {
+    /// Reads from `inner` (a socket with SO_RCVTIMEO set to the connection tick)
+    /// within the connection's deadlines: the idle timeout between requests, the read
+    /// timeout once a request has started; an idle connection of a server that stopped
+    /// accepting is closed at the next tick.
+    pub(crate) fn read_from<R: Read>(&self, inner: &mut R, buf: &mut [u8]) -> IoResult<usize> {
+        let clock = self;
         loop {
             let now = Instant::now();
             let (deadline, idle) = clock.deadline(now);
+            if idle && clock.stats.closing() {
+                return Err(IoError::new(ErrorKind::ConnectionAborted, IDLE));
+            }
             if now >= deadline {
                 clock.stats.note_timed_out();
                 return Err(if idle {
@@ -185,7 +225,7 @@ impl<R: Read> Read for Timed<R> {
                     IoError::new(ErrorKind::TimedOut, "request not received in time")
                 });
             }
-            match self.inner.read(buf) {
+            match inner.read(buf) {
                 Ok(0) => return Ok(0),
                 Ok(n) => {
                     clock.got_bytes();

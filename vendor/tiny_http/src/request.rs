@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -74,6 +75,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // dashboard-backend patch: the connection layer (`conn.rs`) behind this request
+    connection: Option<Arc<crate::conn::Exchange>>,
+    keep_alive: bool,
 }
 
 struct NotifyOnDrop<R> {
@@ -238,7 +243,38 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        connection: None,
+        keep_alive: false,
     })
+}
+
+/// dashboard-backend patch: a request read by the connection layer (`conn.rs`), whose
+/// body is already framed and whose reply goes back through `exchange`.
+pub(crate) fn from_connection(
+    head: crate::conn::Head,
+    remote_addr: Option<SocketAddr>,
+    body: crate::conn::BodyReader,
+    writer: crate::conn::Outbox,
+    body_length: Option<usize>,
+    keep_alive: bool,
+    exchange: Arc<crate::conn::Exchange>,
+) -> Request {
+    Request {
+        data_reader: Some(Box::new(body)),
+        response_writer: Some(Box::new(writer)),
+        remote_addr,
+        secure: false,
+        method: head.method,
+        path: head.path,
+        http_version: head.version,
+        headers: head.headers,
+        body_length,
+        // the connection layer sent `100 Continue` itself
+        must_send_continue: false,
+        notify_when_responded: None,
+        connection: Some(exchange),
+        keep_alive,
+    }
 }
 
 impl Request {
@@ -427,6 +463,58 @@ impl Request {
         reader.unwrap()
     }
 
+    /// dashboard-backend patch: whether the connection stays open after the reply
+    /// (HTTP/1.1 without `Connection: close`, HTTP/1.0 with `keep-alive`, and the
+    /// server not stopping). `respond_parts` writes the matching `Connection` header.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive && !self.connection.as_ref().is_some_and(|x| x.closing())
+    }
+
+    /// dashboard-backend patch: answers with a status, headers and a body that is
+    /// handed to the connection layer as it is (no copy; a static body stays static).
+    /// Adds `Date`, `Content-Length` and the `Connection` header; `close` ends the
+    /// connection after this reply. Never blocks on the client: the connection thread
+    /// writes the reply. Without the connection layer, falls back to `respond`.
+    pub fn respond_parts(
+        mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: crate::conn::Body,
+        close: bool,
+    ) -> Result<(), IoError> {
+        let Some(exchange) = self.connection.clone() else {
+            let data = match body {
+                crate::conn::Body::Empty => Vec::new(),
+                crate::conn::Body::Static(b) => b.to_vec(),
+                crate::conn::Body::Owned(v) => v,
+            };
+            let mut response = Response::from_data(data).with_status_code(StatusCode(status));
+            for (k, v) in headers {
+                if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                    response.add_header(h);
+                }
+            }
+            return self.respond(response);
+        };
+        let close = close || !self.keep_alive();
+        let head = crate::conn::reply_head(
+            &self.http_version,
+            status,
+            headers,
+            body_len(&body),
+            close,
+        );
+        let body = if self.method == Method::Head || matches!(status, 100..=199 | 204 | 304) {
+            crate::conn::Body::Empty
+        } else {
+            body
+        };
+        exchange.reply(crate::conn::Reply { head, body, close });
+        // Dropping the (empty) writer tells the connection thread the reply is in.
+        drop(self.response_writer.take());
+        Ok(())
+    }
+
     /// Sends a response to this request.
     #[inline]
     pub fn respond<R>(mut self, response: Response<R>) -> Result<(), IoError>
@@ -472,6 +560,14 @@ impl Request {
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self
+    }
+}
+
+fn body_len(body: &crate::conn::Body) -> usize {
+    match body {
+        crate::conn::Body::Empty => 0,
+        crate::conn::Body::Static(b) => b.len(),
+        crate::conn::Body::Owned(v) => v.len(),
     }
 }
 

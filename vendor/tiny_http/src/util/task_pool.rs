@@ -64,6 +64,20 @@ impl TaskPool {
         pool
     }
 
+    /// dashboard-backend patch: as `spawn`, but a thread that cannot be started (out
+    /// of memory or threads) is an error instead of a panic of the caller.
+    pub fn try_spawn(&self, code: Box<dyn FnMut() + Send>) -> std::io::Result<()> {
+        let mut queue = self.sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
+            drop(queue);
+            self.start_thread(Some(code))
+        } else {
+            queue.push_back(code);
+            self.sharing.condvar.notify_one();
+            Ok(())
+        }
+    }
+
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
@@ -84,9 +98,15 @@ impl TaskPool {
     }
 
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+        self.start_thread(initial_fn).expect("cannot start a thread");
+    }
+
+    fn start_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) -> std::io::Result<()> {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        // dashboard-backend patch: a connection thread parses heads and copies bytes;
+        // 256 KiB of stack is plenty and keeps 1 024 of them cheap.
+        thread::Builder::new().name("conn".into()).stack_size(256 * 1024).spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -129,7 +149,8 @@ impl TaskPool {
 
                 task();
             }
-        });
+        })?;
+        Ok(())
     }
 }
 

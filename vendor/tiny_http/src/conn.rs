@@ -1,0 +1,901 @@
+//! dashboard-backend patch: the connection layer in front of the workers (SPEC §5b).
+//!
+//! One thread per open socket (from the task pool) reads one request head, hands the
+//! request to the workers, and waits until that request is done — its body reader
+//! given back and its reply handed over — before it writes the reply and reads the
+//! next head. Upstream parsed pipelined requests ahead into an unbounded queue and had
+//! the workers write to the socket; here:
+//!
+//! - a connection has at most one request in flight: pipelined requests wait, unread,
+//!   in the socket, and the request queue holds at most one entry per connection;
+//! - workers never touch the socket to write: they hand over the reply and move on; it
+//!   is written by this thread, and a client that does not take it within the read
+//!   timeout loses the connection (a slow reader holds its own thread, never a worker);
+//! - nothing is sized by a number the client announced: the head is read into a buffer
+//!   capped at `max_head_bytes`, bodies stream through a fixed buffer, chunk-size and
+//!   trailer lines are capped, and a body nobody read is not drained: the connection
+//!   is closed after the reply (with a short lingering read, so the reply is not lost
+//!   to a reset);
+//! - the open-connection guard lives as long as the socket, so open sockets, not parsed
+//!   requests, count against `max_connections`;
+//! - when the server stops accepting, idle connections close and busy ones close after
+//!   their reply.
+
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::str::FromStr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::common::{HTTPVersion, Header, Method};
+use crate::limits::{Clock, ConnectionLimits, ConnectionStats, OpenGuard};
+use crate::Request;
+
+/// Request heads are read in steps of this much (and the buffer kept between requests
+/// is shrunk back to it).
+const READ_STEP: usize = 4096;
+/// A chunk-size line (with extensions) or a trailer line longer than this is refused.
+const MAX_CHUNK_LINE: usize = 1024;
+/// Trailer section of a chunked body: bytes in all.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// More header lines than this get 431 (as Apache's `LimitRequestFields`).
+pub(crate) const MAX_HEADERS: usize = 100;
+/// After a reply that ends the connection, unread input is discarded for at most this
+/// long (and this much) so the client reads the reply before the close resets it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// What a worker hands back for the connection thread to write.
+pub(crate) struct Reply {
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Body,
+    /// Close the connection after this reply.
+    pub(crate) close: bool,
+}
+
+/// A reply body, borrowed from the binary or owned.
+pub enum Body {
+    Empty,
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Static(b) => b,
+            Body::Owned(v) => v,
+        }
+    }
+}
+
+/// The rendezvous of one request between its connection thread and a worker.
+pub(crate) struct Exchange {
+    state: Mutex<ExchangeState>,
+    done: Condvar,
+    stats: Arc<ConnectionStats>,
+}
+
+#[derive(Default)]
+struct ExchangeState {
+    /// The connection's input, given back when the request's body reader drops.
+    input: Option<Input>,
+    /// The body was read to its end (the next request starts where it stopped).
+    body_complete: bool,
+    reply: Option<Reply>,
+    /// The request's writer is gone: no more reply can come.
+    writer_gone: bool,
+}
+
+impl Exchange {
+    fn new(stats: Arc<ConnectionStats>) -> Arc<Exchange> {
+        Arc::new(Exchange {
+            state: Mutex::new(ExchangeState::default()),
+            done: Condvar::new(),
+            stats,
+        })
+    }
+
+    /// The server has stopped accepting: this connection ends after its reply.
+    pub(crate) fn closing(&self) -> bool {
+        self.stats.closing()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ExchangeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands over the reply to be written (the first one wins).
+    pub(crate) fn reply(&self, reply: Reply) {
+        let mut s = self.lock();
+        if s.reply.is_none() && !s.writer_gone {
+            s.reply = Some(reply);
+        }
+    }
+
+    fn writer_gone(&self) {
+        self.lock().writer_gone = true;
+        self.done.notify_all();
+    }
+
+    fn give_back(&self, input: Input, complete: bool) {
+        let mut s = self.lock();
+        s.input = Some(input);
+        s.body_complete = complete;
+        drop(s);
+        self.done.notify_all();
+    }
+
+    /// Blocks until the request is done with the connection.
+    fn wait(&self) -> (Input, bool, Option<Reply>) {
+        let mut s = self.lock();
+        while s.input.is_none() || !s.writer_gone {
+            s = self.done.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        let input = s.input.take().expect("checked above");
+        (input, s.body_complete, s.reply.take())
+    }
+}
+
+/// The request's writer: collects what a generic `Response` writes and hands it over
+/// when dropped. `Request::respond_parts` bypasses it (no copy of the body).
+pub(crate) struct Outbox {
+    exchange: Arc<Exchange>,
+    buf: Vec<u8>,
+}
+
+impl Write for Outbox {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            // A generic response does not say whether it keeps the connection open
+            // (upstream's raw_print writes no Connection header): close after it.
+            let head = std::mem::take(&mut self.buf);
+            self.exchange.reply(Reply {
+                head,
+                body: Body::Empty,
+                close: true,
+            });
+        }
+        self.exchange.writer_gone();
+    }
+}
+
+/// Bytes read from the socket and not yet consumed, and the socket behind them.
+pub(crate) struct Input {
+    sock: Arc<TcpStream>,
+    clock: Arc<Clock>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Input {
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Reads one step more from the socket into the buffer, keeping at most `cap`
+    /// bytes buffered. Ok(0) at end of stream.
+    fn fill(&mut self, cap: usize) -> io::Result<usize> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let room = cap.saturating_sub(self.buf.len()).min(READ_STEP);
+        if room == 0 {
+            return Err(io::Error::new(ErrorKind::OutOfMemory, "line too long"));
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + room, 0);
+        let got = self.clock.read_from(&mut &*self.sock, &mut self.buf[old..]);
+        self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
+        got
+    }
+
+    /// Raw bytes: the buffered ones first, then straight from the socket.
+    fn read_raw(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let have = self.buffered();
+        if !have.is_empty() {
+            let n = have.len().min(out.len());
+            out[..n].copy_from_slice(&have[..n]);
+            self.consume(n);
+            return Ok(n);
+        }
+        self.clock.read_from(&mut &*self.sock, out)
+    }
+
+    /// One CRLF-terminated line of at most `max` bytes, without the CRLF.
+    fn line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut scanned = 0;
+        loop {
+            let have = self.buffered();
+            if let Some(i) = have[scanned..].windows(2).position(|w| w == b"\r\n") {
+                let line = have[..scanned + i].to_vec();
+                self.consume(scanned + i + 2);
+                return Ok(line);
+            }
+            if have.len() > max + 1 {
+                return Err(invalid("chunk-size or trailer line too long"));
+            }
+            scanned = have.len().saturating_sub(1);
+            if self.fill(max + 2)? == 0 {
+                return Err(eof());
+            }
+        }
+    }
+
+    /// Keeps a modest buffer between requests (a long head grew it).
+    fn shrink(&mut self) {
+        if self.buf.capacity() > 4 * READ_STEP && self.buffered().len() <= READ_STEP {
+            let rest = self.buffered().to_vec();
+            self.buf = Vec::with_capacity(READ_STEP);
+            self.buf.extend_from_slice(&rest);
+            self.pos = 0;
+        }
+    }
+}
+
+fn invalid(msg: &'static str) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, msg)
+}
+
+fn eof() -> io::Error {
+    io::Error::new(
+        ErrorKind::UnexpectedEof,
+        "the connection closed before the body was complete",
+    )
+}
+
+/// How the body of a request is delimited (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    Size,
+    Data(u64),
+    Trailers(usize),
+    Done,
+}
+
+/// The body of one request, read through the connection's input; on drop it gives
+/// the input back to the connection thread.
+pub(crate) struct BodyReader {
+    input: Option<Input>,
+    framing: Framing,
+    chunk: Chunk,
+    exchange: Arc<Exchange>,
+}
+
+impl BodyReader {
+    fn complete(&self) -> bool {
+        match self.framing {
+            Framing::Length(n) => n == 0,
+            Framing::Chunked => matches!(self.chunk, Chunk::Done),
+        }
+    }
+
+    fn read_chunked(input: &mut Input, chunk: &mut Chunk, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match *chunk {
+                Chunk::Done => return Ok(0),
+                Chunk::Size => {
+                    let line = input.line(MAX_CHUNK_LINE)?;
+                    let size = parse_chunk_size(&line)?;
+                    *chunk = if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Data(0) => {
+                    if !input.line(0)?.is_empty() {
+                        return Err(invalid("chunk data longer than its size"));
+                    }
+                    *chunk = Chunk::Size;
+                }
+                Chunk::Data(left) => {
+                    let want = (left.min(out.len() as u64)) as usize;
+                    let n = input.read_raw(&mut out[..want])?;
+                    if n == 0 {
+                        return Err(eof());
+                    }
+                    *chunk = Chunk::Data(left - n as u64);
+                    return Ok(n);
+                }
+                Chunk::Trailers(seen) => {
+                    let line = input.line(MAX_CHUNK_LINE)?;
+                    let seen = seen + line.len() + 2;
+                    if seen > MAX_TRAILERS {
+                        return Err(invalid("chunked trailers too large"));
+                    }
+                    *chunk = if line.is_empty() {
+                        Chunk::Done
+                    } else {
+                        Chunk::Trailers(seen)
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let input = match self.input.as_mut() {
+            Some(i) => i,
+            None => return Ok(0),
+        };
+        if out.is_empty() {
+            return Ok(0);
+        }
+        match self.framing {
+            Framing::Length(0) => Ok(0),
+            Framing::Length(left) => {
+                let want = left.min(out.len() as u64) as usize;
+                let n = input.read_raw(&mut out[..want])?;
+                if n == 0 {
+                    return Err(eof());
+                }
+                self.framing = Framing::Length(left - n as u64);
+                Ok(n)
+            }
+            Framing::Chunked => Self::read_chunked(input, &mut self.chunk, out),
+        }
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        if let Some(mut input) = self.input.take() {
+            // What is left of a fixed-length body already sitting in the buffer costs
+            // nothing to skip, and keeps the connection usable.
+            if let Framing::Length(left) = self.framing {
+                if left > 0 && left <= input.buffered().len() as u64 {
+                    input.consume(left as usize);
+                    self.framing = Framing::Length(0);
+                }
+            }
+            self.exchange.give_back(input, self.complete());
+        }
+    }
+}
+
+/// `1a;ext=x` → 26. At most 15 hex digits (no overflow), nothing else before `;`.
+pub(crate) fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
+    let digits = match line.iter().position(|&b| b == b';') {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    let digits = trim_ows(digits);
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(invalid("malformed chunk size"));
+    }
+    let s = std::str::from_utf8(digits).map_err(|_| invalid("malformed chunk size"))?;
+    u64::from_str_radix(s, 16).map_err(|_| invalid("malformed chunk size"))
+}
+
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) version: HTTPVersion,
+    pub(crate) headers: Vec<Header>,
+}
+
+/// Why a head could not be read; each but `Closed` is answered before closing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    /// End of stream, reset, or the idle timeout between requests: close silently.
+    Closed,
+    /// Started but not complete within the read timeout: 408.
+    TimedOut,
+    /// Over `max_head_bytes` or `MAX_HEADERS`: 431.
+    TooLarge,
+    /// 400 with this message.
+    Malformed(&'static str),
+}
+
+/// Reads one request head (after any empty lines, RFC 9112 §2.2).
+fn read_head(input: &mut Input, max: usize) -> Result<Head, HeadError> {
+    let mut scanned: usize = 0;
+    loop {
+        let have = input.buffered();
+        let blank = have
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if blank > 0 {
+            input.consume(blank);
+            scanned = 0;
+            continue;
+        }
+        let from = scanned.saturating_sub(3);
+        if let Some(i) = have[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let end = from + i;
+            let head = parse_head(&have[..end]);
+            input.consume(end + 4);
+            return head;
+        }
+        if have.len() >= max {
+            return Err(HeadError::TooLarge);
+        }
+        scanned = have.len();
+        match input.fill(max) {
+            Ok(0) => return Err(HeadError::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(HeadError::TimedOut),
+            Err(e) if e.kind() == ErrorKind::OutOfMemory => return Err(HeadError::TooLarge),
+            Err(_) => return Err(HeadError::Closed),
+        }
+    }
+}
+
+/// Parses the bytes of a head (without its final blank line). Pure, for the fuzzer.
+pub fn parse_head_bytes(bytes: &[u8]) -> Result<(), &'static str> {
+    match parse_head(bytes) {
+        Ok(h) => framing(&h.headers).map(|_| ()).map_err(|_| "ambiguous framing"),
+        Err(HeadError::Malformed(m)) => Err(m),
+        Err(_) => Err("too large"),
+    }
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head, HeadError> {
+    if !bytes.is_ascii() {
+        return Err(HeadError::Malformed("request head is not ASCII"));
+    }
+    // ASCII, so valid UTF-8.
+    let text = std::str::from_utf8(bytes).map_err(|_| HeadError::Malformed("request head is not ASCII"))?;
+    let mut lines = text.split("\r\n");
+    let line = lines.next().unwrap_or("");
+    let (method, path, version) = crate::client::parse_request_line(line.trim())
+        .map_err(|_| HeadError::Malformed("malformed request line"))?;
+    if version > HTTPVersion(1, 1) {
+        return Err(HeadError::Malformed("only HTTP/1.0 and HTTP/1.1 are supported"));
+    }
+    if version < HTTPVersion(1, 0) {
+        return Err(HeadError::Malformed("malformed request line"));
+    }
+    let mut headers = Vec::new();
+    for line in lines {
+        if headers.len() >= MAX_HEADERS {
+            return Err(HeadError::TooLarge);
+        }
+        // Obsolete line folding and bare CR or LF are refused (RFC 9112 §5.2, §2.2).
+        if line.starts_with([' ', '\t']) || line.contains(['\r', '\n']) {
+            return Err(HeadError::Malformed("malformed header"));
+        }
+        match Header::from_str(line.trim()) {
+            Ok(h) => headers.push(h),
+            Err(_) => return Err(HeadError::Malformed("malformed header")),
+        }
+    }
+    Ok(Head {
+        method,
+        path,
+        version,
+        headers,
+    })
+}
+
+/// The body's framing; `Err` when it is ambiguous (RFC 9112 §6.3), `None` for no body.
+fn framing(headers: &[Header]) -> Result<Option<Framing>, ()> {
+    if crate::client::ambiguous_framing(headers) {
+        return Err(());
+    }
+    if headers.iter().any(|h| h.field.equiv("Transfer-Encoding")) {
+        return Ok(Some(Framing::Chunked));
+    }
+    match headers.iter().find(|h| h.field.equiv("Content-Length")) {
+        // ambiguous_framing checked: at most 19 digits, so it fits a u64.
+        Some(h) => Ok(Some(Framing::Length(
+            h.value.as_str().trim().parse().map_err(|_| ())?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Whether a `Connection` header lists `token` (comma-separated, any case).
+fn connection_has(headers: &[Header], token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.field.equiv("Connection"))
+        .flat_map(|h| h.value.as_str().split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when asked for
+/// `keep-alive` (RFC 9112 §9.3). A request to upgrade the protocol ends it.
+fn wants_keep_alive(head: &Head) -> bool {
+    if connection_has(&head.headers, "close") || connection_has(&head.headers, "upgrade") {
+        return false;
+    }
+    head.version >= HTTPVersion(1, 1) || connection_has(&head.headers, "keep-alive")
+}
+
+/// Everything one connection thread needs.
+pub(crate) struct Conn {
+    pub(crate) sock: TcpStream,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) limits: Arc<ConnectionLimits>,
+    pub(crate) clock: Arc<Clock>,
+    pub(crate) guard: OpenGuard,
+}
+
+/// Serves one connection until it closes. `dispatch` hands a request to the workers.
+pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
+    // The guard is dropped last: the socket counts as open until it is closed.
+    let Conn {
+        sock,
+        remote,
+        limits,
+        clock,
+        guard: _open,
+    } = conn;
+    let sock = Arc::new(sock);
+    let mut input = Input {
+        sock: sock.clone(),
+        clock: clock.clone(),
+        buf: Vec::new(),
+        pos: 0,
+    };
+    loop {
+        clock.between_requests();
+        let head = match read_head(&mut input, limits.max_head_bytes) {
+            Ok(h) => h,
+            Err(HeadError::Closed) => return,
+            Err(HeadError::TimedOut) => {
+                return refuse(&sock, &limits, 408, "request not received in time");
+            }
+            Err(HeadError::TooLarge) => {
+                return refuse(&sock, &limits, 431, "request line and headers too large");
+            }
+            Err(HeadError::Malformed(m)) => return refuse(&sock, &limits, 400, m),
+        };
+        let framing = match framing(&head.headers) {
+            Ok(f) => f,
+            Err(()) => return refuse(&sock, &limits, 400, "ambiguous message framing"),
+        };
+        match head
+            .headers
+            .iter()
+            .find(|h| h.field.equiv("Expect"))
+            .map(|h| h.value.as_str().trim())
+        {
+            None => {}
+            Some(v) if v.eq_ignore_ascii_case("100-continue") => {
+                let has_body = !matches!(framing, None | Some(Framing::Length(0)));
+                if has_body && head.version >= HTTPVersion(1, 1) {
+                    let deadline = Instant::now() + limits.read_timeout;
+                    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+                    if write_all(&sock, &[interim], deadline).is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(_) => return refuse(&sock, &limits, 417, "unsupported Expect header"),
+        }
+        let keep_alive = wants_keep_alive(&head) && !limits_closing(&clock);
+        let exchange = Exchange::new(clock.stats_arc());
+        let body = BodyReader {
+            input: Some(input),
+            framing: framing.unwrap_or(Framing::Length(0)),
+            chunk: Chunk::Size,
+            exchange: exchange.clone(),
+        };
+        let outbox = Outbox {
+            exchange: exchange.clone(),
+            buf: Vec::new(),
+        };
+        let body_length = match framing {
+            Some(Framing::Length(n)) => Some(std::convert::TryFrom::try_from(n).unwrap_or(usize::MAX)),
+            Some(Framing::Chunked) => None,
+            None => Some(0),
+        };
+        dispatch(crate::request::from_connection(
+            head,
+            remote,
+            body,
+            outbox,
+            body_length,
+            keep_alive,
+            exchange.clone(),
+        ));
+        let (back, complete, reply) = exchange.wait();
+        input = back;
+        let Some(reply) = reply else {
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        };
+        let deadline = Instant::now() + limits.read_timeout;
+        if write_all(&sock, &[&reply.head, reply.body.bytes()], deadline).is_err() {
+            clock.stats().note_timed_out();
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        }
+        if !complete || reply.close || !keep_alive || limits_closing(&clock) {
+            linger(&sock);
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        }
+        input.shrink();
+    }
+}
+
+fn limits_closing(clock: &Clock) -> bool {
+    clock.stats().closing()
+}
+
+/// The status line and headers of a reply, with `Date`, `Content-Length` (also for
+/// HEAD, the length a GET would get) and `Connection`.
+pub(crate) fn reply_head(
+    version: &HTTPVersion,
+    status: u16,
+    headers: &[(&str, &str)],
+    body_len: usize,
+    close: bool,
+) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    let v = if *version == HTTPVersion(1, 0) { "1.0" } else { "1.1" };
+    let reason = crate::common::StatusCode(status).default_reason_phrase();
+    let _ = write!(h, "HTTP/{v} {status} {reason}\r\nDate: ");
+    date(&mut h);
+    h.extend_from_slice(b"\r\n");
+    for (k, val) in headers {
+        // A name or value that would break the framing is dropped, not sent.
+        let bad = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if bad(k) || bad(val) || k.is_empty() {
+            continue;
+        }
+        let _ = write!(h, "{k}: {val}\r\n");
+    }
+    if !matches!(status, 100..=199 | 204 | 304) {
+        let _ = write!(h, "Content-Length: {body_len}\r\n");
+    }
+    if close {
+        h.extend_from_slice(b"Connection: close\r\n");
+    } else if *version == HTTPVersion(1, 0) {
+        h.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+/// The `Date` header's value, formatted once a second per thread.
+fn date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let sec = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != sec || c.1.is_empty() {
+            *c = (sec, httpdate::HttpDate::from(now).to_string());
+        }
+        out.extend_from_slice(c.1.as_bytes());
+    });
+}
+
+/// Writes the connection layer's own error reply, then closes.
+fn refuse(sock: &TcpStream, limits: &ConnectionLimits, status: u16, message: &str) {
+    let (content_type, body) = (limits.error_body)(status, message);
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nServer: dashboard-backend\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        status,
+        crate::common::StatusCode(status).default_reason_phrase(),
+        content_type,
+        body.len()
+    );
+    let deadline = Instant::now() + limits.read_timeout.min(LINGER);
+    if write_all(sock, &[head.as_bytes(), &body], deadline).is_ok() {
+        linger(sock);
+    }
+    let _ = sock.shutdown(Shutdown::Both);
+}
+
+/// Half-closes, then reads and discards what the client still sends (for at most
+/// `LINGER` and `LINGER_BYTES`), so that closing with unread input does not reset the
+/// connection before the client has read our reply (RFC 9112 §9.6).
+fn linger(sock: &TcpStream) {
+    if sock.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut seen = 0;
+    while seen < LINGER_BYTES && Instant::now() < until {
+        match (&*sock).read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => seen += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Writes `parts` in order, giving up at `deadline`. The socket's SO_SNDTIMEO (the
+/// connection tick) bounds each blocked write, so the deadline is looked at often.
+pub(crate) fn write_all(sock: &TcpStream, parts: &[&[u8]], deadline: Instant) -> io::Result<()> {
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut first = 0;
+    while first < parts.len() {
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(ErrorKind::TimedOut, "reply not taken in time"));
+        }
+        let slices: Vec<IoSlice<'_>> = parts[first..].iter().map(|p| IoSlice::new(p)).collect();
+        match (&*sock).write_vectored(&slices) {
+            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "connection closed")),
+            Ok(mut n) => {
+                while first < parts.len() && n >= parts[first].len() {
+                    n -= parts[first].len();
+                    first += 1;
+                }
+                if n > 0 {
+                    parts[first] = &parts[first][n..];
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"1A;name=value").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"0").unwrap(), 0);
+        assert!(parse_chunk_size(b"").is_err());
+        assert!(parse_chunk_size(b"-1").is_err());
+        assert!(parse_chunk_size(b"0x10").is_err());
+        assert!(parse_chunk_size(b"1000000000000000").is_err()); // 16 digits
+        assert!(parse_chunk_size(b"fffffffffffffff").is_ok());
+    }
+
+    #[test]
+    fn heads() {
+        assert!(parse_head_bytes(b"GET / HTTP/1.1\r\nHost: x").is_ok());
+        assert!(parse_head_bytes(b"GET / HTTP/2.0").is_err());
+        assert!(parse_head_bytes(b"GET / HTTP/1.1\r\n folded").is_err());
+        assert!(parse_head_bytes(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2").is_err());
+        assert!(parse_head_bytes(b"GET /\xff HTTP/1.1").is_err());
+    }
+}
+
+/// The accept loop of a server with limits. It survives every error: accept failures
+/// (EMFILE, ECONNABORTED, ...) are counted and retried after a short pause, a thread
+/// that cannot be started drops that one connection, and a panic in here restarts the
+/// loop. It ends when `close` is set, dropping the listener (a socket systemd passed
+/// stays open in systemd, its backlog kept for the next process).
+pub(crate) fn accept_loop(
+    listener: crate::Listener,
+    limits: ConnectionLimits,
+    stats: Arc<ConnectionStats>,
+    close: Arc<std::sync::atomic::AtomicBool>,
+    dispatch: Arc<dyn Fn(Request) + Send + Sync>,
+) {
+    let limits = Arc::new(limits);
+    let pool = crate::util::TaskPool::new();
+    loop {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            accept_until_closed(&listener, &limits, &stats, &close, &pool, &dispatch)
+        }));
+        match run {
+            Ok(()) => break,
+            Err(_) => {
+                stats.note_accept_error();
+                log::error!("the accept loop panicked; restarting it");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    stats.note_accept_stopped();
+}
+
+fn accept_until_closed(
+    listener: &crate::Listener,
+    limits: &Arc<ConnectionLimits>,
+    stats: &Arc<ConnectionStats>,
+    close: &std::sync::atomic::AtomicBool,
+    pool: &crate::util::TaskPool,
+    dispatch: &Arc<dyn Fn(Request) + Send + Sync>,
+) {
+    use std::sync::atomic::Ordering::Acquire;
+    // SO_RCVTIMEO/SO_SNDTIMEO: how often a blocked read or write looks at its deadline.
+    let tick = limits
+        .read_timeout
+        .min(limits.idle_timeout)
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(10));
+    let mut last_error_log: Option<Instant> = None;
+    while !close.load(Acquire) {
+        let (sock, remote) = match listener.accept() {
+            Ok((crate::connection::Connection::Tcp(s), remote)) => (s, remote),
+            // Not served with limits (never the case in dashboard-backend).
+            Ok(_) => continue,
+            Err(e) => {
+                stats.note_accept_error();
+                let now = Instant::now();
+                if last_error_log.is_none_or(|t| now.duration_since(t).as_secs() >= 10) {
+                    log::error!("Error accepting new client (will retry): {}", e);
+                    last_error_log = Some(now);
+                }
+                if !matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::Interrupted) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                continue;
+            }
+        };
+        let Some(guard) = stats.admit(limits.max_connections) else {
+            stats.note_rejected();
+            let _ = sock.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = (&sock).write_all(&crate::refusal(limits));
+            let _ = sock.shutdown(Shutdown::Both);
+            continue;
+        };
+        let _ = sock.set_read_timeout(Some(tick));
+        let _ = sock.set_write_timeout(Some(tick));
+        let conn = Conn {
+            sock,
+            remote,
+            limits: limits.clone(),
+            clock: Clock::new(limits, stats.clone()),
+            guard,
+        };
+        let dispatch = dispatch.clone();
+        let mut conn = Some(conn);
+        let spawned = pool.try_spawn(Box::new(move || {
+            if let Some(conn) = conn.take() {
+                serve(conn, &*dispatch);
+            }
+        }));
+        if spawned.is_err() {
+            // The closure and its connection were dropped: the socket is closed.
+            stats.note_accept_error();
+        }
+    }
+}
