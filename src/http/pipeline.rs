@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::api::Call;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::proxy;
 use crate::http::ratelimit::Client;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
@@ -53,11 +54,19 @@ pub fn handle(app: &App, req: &Request) -> (Response, Option<usize>) {
     (resp, route)
 }
 
-/// The address a request comes from, for the rate limit of clients without a valid key.
-fn client_addr(req: &Request) -> IpAddr {
-    req.remote
-        .map(|r| r.ip().to_canonical())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+/// The address a request comes from, for the rate limit of clients without a valid
+/// key: the peer, or whom `X-Forwarded-For` names when the peer is a trusted proxy.
+fn client_addr(app: &App, req: &Request) -> IpAddr {
+    let peer = req
+        .remote
+        .map(|r| r.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let hops = req
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|(_, value)| value.split(','));
+    proxy::client(peer, hops, &app.config.trusted_proxies)
 }
 
 fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
@@ -138,7 +147,7 @@ fn admit(app: &App, req: &Request, route: &Route) -> Result<Option<ApiKey>, ApiE
     if let Some(limiter) = &app.limiter {
         let client = match &key {
             Ok(Some(k)) => Client::Key(k.id),
-            _ => Client::Addr(client_addr(req)),
+            _ => Client::Addr(client_addr(app, req)),
         };
         limiter.check(client).map_err(ApiError::rate_limited)?;
     }
