@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::proxy::Cidr;
+
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -55,6 +57,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "RATE_LIMIT_PER_MINUTE",
         "6000",
         "requests per minute per API key or client address; 0 = off",
+    ),
+    (
+        "TRUSTED_PROXIES",
+        "",
+        "comma list of proxy addresses or CIDRs whose X-Forwarded-For names the client",
     ),
     ("MAX_BODY_BYTES", "1048576", "larger request bodies get 413"),
     (
@@ -133,6 +140,8 @@ pub struct Config {
     pub auth_disabled: bool,
     pub cors_origins: Vec<String>,
     pub rate_limit_per_minute: u32,
+    /// Peers whose `X-Forwarded-For` is believed (SPEC §5b); empty: nobody's.
+    pub trusted_proxies: Vec<Cidr>,
     pub max_body_bytes: usize,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -290,6 +299,12 @@ impl Config {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
+        let proxies = get("TRUSTED_PROXIES");
+        let trusted_proxies = Cidr::parse_list(proxies).map_err(|why| {
+            let expected =
+                format!("a comma list of IP addresses or CIDRs, e.g. 10.0.0.0/8, ::1 ({why})");
+            bad("TRUSTED_PROXIES", proxies, &expected)
+        })?;
         let opt_path = |name: &str| {
             let v = get(name).trim();
             (!v.is_empty()).then(|| PathBuf::from(v))
@@ -310,6 +325,7 @@ impl Config {
                 0u32,
                 100_000_000,
             )?,
+            trusted_proxies,
             max_body_bytes: int("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 1024usize, 1 << 30)?,
             read_timeout: Duration::from_secs(int(
                 "READ_TIMEOUT_SECONDS",
@@ -460,6 +476,12 @@ mod tests {
         );
         let e = cfg(&[("AUTH_DISABLED", "maybe")], &[]).unwrap_err();
         assert!(e.0.contains("AUTH_DISABLED"));
+        let e = cfg(&[("TRUSTED_PROXIES", "10.0.0.0/8, 10.0.0.1/8")], &[]).unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid TRUSTED_PROXIES value \"10.0.0.0/8, 10.0.0.1/8\": expected a comma list of \
+             IP addresses or CIDRs, e.g. 10.0.0.0/8, ::1 (\"10.0.0.1/8\" has bits set after the /8 prefix)"
+        );
         assert_eq!(flag_name("DATABASE_PATH"), "--database-path");
         assert_eq!(var_for_flag("--max-body-bytes"), Some("MAX_BODY_BYTES"));
     }

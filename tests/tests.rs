@@ -31,5 +31,7 @@ mod observability;
 mod ops;
 /// Projects: create, list with cursor, get, patch, delete with cascade.
 mod projects;
+/// Rate limiting: keyed on the authenticated key or the client address; TRUSTED_PROXIES.
+mod ratelimit;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
 mod tasks;

@@ -12,6 +12,7 @@
 pub mod cors;
 pub mod pipeline;
 pub mod probe;
+pub mod proxy;
 pub mod ratelimit;
 pub mod request;
 pub mod response;

@@ -1,7 +1,9 @@
-//! The fixed order every request goes through: request id → route → rate limit →
-//! auth → handler → CORS headers, then metrics and the access log. Nothing here knows SQL or JSON shapes of
+//! The fixed order every request goes through: request id → route → key lookup →
+//! rate limit (by that key, else by address) → role check → handler → CORS headers,
+//! then metrics and the access log. Nothing here knows SQL or JSON shapes of
 //! resources; it only decides who may call what.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -10,10 +12,12 @@ use serde_json::json;
 use crate::api::Call;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::proxy;
+use crate::http::ratelimit::Client;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
 use crate::model::{ApiKey, Role};
-use crate::router::{self, Access, Resolved, ROUTES};
+use crate::router::{self, Access, Resolved, Route, ROUTES};
 
 /// Is a client-sent id safe to echo and log? 1–128 of `[A-Za-z0-9._:-]`.
 pub fn sane_id(id: &str) -> bool {
@@ -50,16 +54,19 @@ pub fn handle(app: &App, req: &Request) -> (Response, Option<usize>) {
     (resp, route)
 }
 
-/// The client a rate limit applies to: its bearer credential if it sent one (a
-/// fake one is refused by auth right after), else its address.
-fn client_id(req: &Request) -> Vec<u8> {
-    match req.header("authorization") {
-        Some(a) => a.as_bytes().to_vec(),
-        None => req
-            .remote
-            .map(|r| r.ip().to_string().into_bytes())
-            .unwrap_or_default(),
-    }
+/// The address a request comes from, for the rate limit of clients without a valid
+/// key: the peer, or whom `X-Forwarded-For` names when the peer is a trusted proxy.
+fn client_addr(app: &App, req: &Request) -> IpAddr {
+    let peer = req
+        .remote
+        .map(|r| r.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let hops = req
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|(_, value)| value.split(','));
+    proxy::client(peer, hops, &app.config.trusted_proxies)
 }
 
 fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
@@ -97,22 +104,7 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
         }
     };
     let route = &ROUTES[index];
-    if let (Some(limiter), true) = (&app.limiter, route.access != Access::Public) {
-        if let Err(wait) = limiter.check(&client_id(req)) {
-            return (
-                Response::error(&ApiError::rate_limited(wait), rid),
-                Some(index),
-            );
-        }
-    }
-    let result = authorize(app, req, route.access)
-        .inspect_err(|e| {
-            crate::metrics::auth_failure();
-            // Never the key itself: only who asked and why it was refused.
-            log::warn!(target: "auth", request_id = rid, route = route.template, status = e.status,
-                remote = req.remote.map(|r| r.ip().to_string()).unwrap_or_default().as_str(); "{}", e.message);
-        })
-        .and_then(|key| {
+    let result = admit(app, req, route).and_then(|key| {
         let call = Call {
             app,
             req,
@@ -143,9 +135,34 @@ fn test_sleep(req: &Request) -> Response {
     Response::json(200, &json!({ "slept_ms": ms }))
 }
 
-/// Checks the bearer key against what the route needs (SPEC §5).
-fn authorize(app: &App, req: &Request, access: Access) -> Result<Option<ApiKey>, ApiError> {
-    if access == Access::Public || app.config.auth_disabled {
+/// Who is calling, and may they: the key is looked up first so that the rate limit
+/// counts against it (SPEC §5b), then its role is checked (§5). A missing or refused
+/// key counts against the client's address, so a 401 flood is limited like any other
+/// and made-up credentials cannot buy fresh buckets.
+fn admit(app: &App, req: &Request, route: &Route) -> Result<Option<ApiKey>, ApiError> {
+    if route.access == Access::Public {
+        return Ok(None);
+    }
+    let key = authenticate(app, req);
+    if let Some(limiter) = &app.limiter {
+        let client = match &key {
+            Ok(Some(k)) => Client::Key(k.id),
+            _ => Client::Addr(client_addr(app, req)),
+        };
+        limiter.check(client).map_err(ApiError::rate_limited)?;
+    }
+    key.and_then(|key| permit(key, route.access))
+        .inspect_err(|e| {
+            crate::metrics::auth_failure();
+            // Never the key itself: only who asked and why it was refused.
+            log::warn!(target: "auth", request_id = req.request_id.as_str(), route = route.template, status = e.status,
+                remote = req.remote.map(|r| r.ip().to_string()).unwrap_or_default().as_str(); "{}", e.message);
+        })
+}
+
+/// The key the bearer credential names (SPEC §5); `None` when auth is off.
+fn authenticate(app: &App, req: &Request) -> Result<Option<ApiKey>, ApiError> {
+    if app.config.auth_disabled {
         return Ok(None);
     }
     let header = req.header("authorization").unwrap_or("").trim();
@@ -162,10 +179,17 @@ fn authorize(app: &App, req: &Request, access: Access) -> Result<Option<ApiKey>,
         .store
         .find_key(crate::auth::hash(token))?
         .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
-    if access == Access::Write && key.role != Role::Write {
-        return Err(ApiError::forbidden("this API key may only read"));
-    }
     Ok(Some(key))
+}
+
+/// May this key call a route of this access level? Read keys may only read.
+fn permit(key: Option<ApiKey>, access: Access) -> Result<Option<ApiKey>, ApiError> {
+    match &key {
+        Some(k) if access == Access::Write && k.role != Role::Write => {
+            Err(ApiError::forbidden("this API key may only read"))
+        }
+        _ => Ok(key),
+    }
 }
 
 fn truncate(s: &str) -> &str {

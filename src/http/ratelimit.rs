@@ -1,11 +1,12 @@
 //! Per-client rate limiting (`RATE_LIMIT_PER_MINUTE`): a token bucket per API key, or
-//! per client address when no key is sent. Memory is bounded whatever arrives: the
+//! per client address when no valid key is sent. Memory is bounded whatever arrives: the
 //! buckets live in a fixed table of `SLOTS` entries addressed by a hash of the client;
 //! a slot whose owner has gone quiet (bucket full again) is taken over by a newcomer,
 //! and two busy clients that collide share a bucket — strict for them, never unbounded.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -14,6 +15,17 @@ const SLOTS_PER_SHARD: usize = 64;
 /// Total buckets: 4096 × 32 bytes.
 #[cfg(test)]
 const SLOTS: usize = SHARDS * SLOTS_PER_SHARD;
+
+/// Whom a request counts against (SPEC §5b): the key auth resolved, else the client's
+/// address. Never header bytes: every spelling of one key is one client, and a made-up
+/// credential is only ever its sender's address, so it cannot buy a fresh bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// An authenticated API key, by id.
+    Key(i64),
+    /// Everyone else: no key, a refused key, or `AUTH_DISABLED`.
+    Addr(IpAddr),
+}
 
 #[derive(Clone, Copy)]
 struct Bucket {
@@ -42,7 +54,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `client`; `Err(seconds)` to wait when the bucket is empty.
-    pub fn check(&self, client: &[u8]) -> Result<(), u64> {
+    pub fn check(&self, client: Client) -> Result<(), u64> {
         let mut h = DefaultHasher::new();
         self.seed.hash(&mut h);
         client.hash(&mut h);
@@ -79,15 +91,16 @@ mod tests {
     #[test]
     fn limits_each_client_and_stays_bounded() {
         let rl = RateLimiter::new(3).expect("on");
+        let a = Client::Addr(IpAddr::from([192, 0, 2, 1]));
         for _ in 0..3 {
-            assert!(rl.check(b"a").is_ok());
+            assert!(rl.check(a).is_ok());
         }
-        let wait = rl.check(b"a").expect_err("limited");
+        let wait = rl.check(a).expect_err("limited");
         assert!((1..=20).contains(&wait), "{wait}");
-        assert!(rl.check(b"b").is_ok(), "another client has its own bucket");
+        assert!(rl.check(Client::Key(1)).is_ok(), "a key has its own bucket");
         // A flood of distinct clients cannot grow memory: the table is fixed.
         for i in 0..100_000u32 {
-            let _ = rl.check(&i.to_le_bytes());
+            let _ = rl.check(Client::Addr(IpAddr::from(i.to_be_bytes())));
         }
         assert_eq!(
             rl.shards
