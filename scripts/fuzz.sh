@@ -17,7 +17,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(query cursor json_body route)
+    targets=(query cursor json_body route http_conn)
 fi
 
 export RUSTC_BOOTSTRAP=1

@@ -899,3 +899,54 @@ fn accept_until_closed(
         }
     }
 }
+
+/// For the fuzzer (`fuzz/fuzz_targets/http_conn.rs`): feeds `bytes` as one client's
+/// whole input through the real path — `serve` on a loopback socket, head parsing,
+/// framing, the chunked decoder, keep-alive and pipelining — with a dispatch that
+/// reads each body (at most 64 KiB) and answers it. Returns the replies' bytes.
+#[doc(hidden)]
+pub fn fuzz_one(bytes: &[u8]) -> Vec<u8> {
+    use std::sync::OnceLock;
+    static LISTENER: OnceLock<std::net::TcpListener> = OnceLock::new();
+    let listener = LISTENER.get_or_init(|| {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener")
+    });
+    let addr = listener.local_addr().expect("local address");
+    let input = bytes.to_vec();
+    let client = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(addr).expect("connect");
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = c.write_all(&input);
+        let _ = c.shutdown(Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        out
+    });
+    let (sock, remote) = listener.accept().expect("accept");
+    let limits = ConnectionLimits {
+        read_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
+        max_connections: 1,
+        max_head_bytes: 8 * 1024,
+        error_body: |status, msg| ("text/plain", format!("{status} {msg}").into_bytes()),
+    };
+    let stats = Arc::new(ConnectionStats::default());
+    let guard = stats.admit(1).expect("one connection");
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = sock.set_write_timeout(Some(Duration::from_millis(200)));
+    let conn = Conn {
+        sock,
+        remote: Some(remote),
+        clock: Clock::new(&limits, stats.clone()),
+        limits: Arc::new(limits),
+        guard,
+    };
+    serve(conn, &|mut rq: Request| {
+        let mut body = Vec::new();
+        let got = rq.as_reader().take(64 * 1024).read_to_end(&mut body);
+        let status = if got.is_ok() { 200 } else { 400 };
+        let _ = rq.respond_parts(status, &[("Content-Type", "text/plain")], Body::Owned(body), false);
+    });
+    assert_eq!(stats.open(), 0, "the connection is counted until it closes");
+    client.join().expect("client thread")
+}
