@@ -1,13 +1,16 @@
 //! Health probes: database latency, free disk on the database's filesystem and
 //! resident memory, cached for at most one second so `/health` answers in
-//! microseconds and never queues behind writes (SPEC §4).
+//! microseconds and never queues behind writes (SPEC §4). One request at a time
+//! runs the probe; the others answer the cached checks meanwhile.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cache::Cached;
 use crate::store::Store;
 
 /// Resident memory above this makes health `degraded` (the seed's alert threshold).
@@ -64,9 +67,11 @@ pub struct Health {
     db_threshold: Duration,
     min_free: u64,
     dir: PathBuf,
-    cache: Mutex<Option<(Instant, Checks)>>,
+    cache: Cached<Checks>,
     /// Whether the last probe found the database usable (logs on change only).
     db_ok: std::sync::atomic::AtomicBool,
+    /// Test hook (`/_test/slow-health-probe`): the next probe waits this long first.
+    probe_delay_ms: AtomicU64,
 }
 
 impl Health {
@@ -80,25 +85,44 @@ impl Health {
             db_threshold,
             min_free,
             dir,
-            cache: Mutex::new(None),
+            cache: Cached::new(CACHE_FOR),
             db_ok: std::sync::atomic::AtomicBool::new(true),
+            probe_delay_ms: AtomicU64::new(0),
         }
     }
 
-    /// The checks, at most one second old.
-    pub fn checks(&self, store: &Store) -> Checks {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, c)) = cache.as_ref() {
-            if at.elapsed() < CACHE_FOR {
-                return c.clone();
+    /// The checks, at most one second old. When they are older because the probe
+    /// under way is slow, a database last seen "ok" is reported "degraded" with the
+    /// time the probe has taken so far: a database that hangs must not look healthy
+    /// for as long as it hangs.
+    pub fn checks(&self, store: &Store) -> Arc<Checks> {
+        let snap = self.cache.get(|| self.probe(store));
+        match snap.refresh_running {
+            Some(running) if running >= CACHE_FOR && snap.value.database.status == "ok" => {
+                let mut late = Checks::clone(&snap.value);
+                late.database = DbCheck {
+                    status: "degraded",
+                    latency_ms: Some(running.as_secs_f64() * 1000.0),
+                    error: None,
+                };
+                Arc::new(late)
             }
+            _ => snap.value,
         }
-        let c = self.probe(store);
-        *cache = Some((Instant::now(), c.clone()));
-        c
+    }
+
+    /// Test hook: makes the next probe take `delay` longer (a slow database).
+    pub fn slow_next_probe(&self, delay: Duration) {
+        self.probe_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     fn probe(&self, store: &Store) -> Checks {
+        let delay = self.probe_delay_ms.swap(0, Ordering::Relaxed);
+        if delay > 0 {
+            log::warn!(target: "health", delay_ms = delay; "test hook: slow health probe started");
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         let database = match store.ping() {
             Ok(d) => DbCheck {
                 status: if d > self.db_threshold {

@@ -161,3 +161,42 @@ fn request_lines_are_json_with_route_templates() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// SPEC §4: `/health` answers at once while a slow database probe runs, from the
+/// cached checks, instead of queueing behind the probe (issue #13 item 8).
+#[test]
+fn health_answers_while_a_slow_database_probe_runs() {
+    let s = std::sync::Arc::new(TestServer::start_with(&[
+        ("AUTH_DISABLED", "true"),
+        ("DASHBOARD_BACKEND_TEST_HOOKS", "1"),
+    ]));
+    assert_eq!(s.send("GET", "/health", &[], None).status, 200);
+    let hook = s.send("GET", "/_test/slow-health-probe?ms=4000", &[], None);
+    assert_eq!(hook.status, 204);
+    // Let the cached checks expire (cached for at most 1 s), then start the probe.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let slow = {
+        let s = s.clone();
+        std::thread::spawn(move || s.send("GET", "/health", &[], None).status)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !s.log_text().contains("slow health probe started") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow probe never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let h = s.send("GET", "/health", &[], None);
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(
+        !slow.is_finished(),
+        "/health waited for the slow probe to finish"
+    );
+    assert_eq!(
+        s.send("GET", "/health/ready", &[], None).status,
+        200,
+        "readiness does not wait either"
+    );
+    assert_eq!(slow.join().expect("slow probe"), 200);
+}

@@ -70,6 +70,11 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     if app.test_hooks && req.path == "/_test/panic" {
         panic!("test hook: a handler panics");
     }
+    if app.test_hooks && req.path == "/_test/slow-health-probe" {
+        app.health
+            .slow_next_probe(Duration::from_millis(hook_ms(req)));
+        return (Response::empty(204), None);
+    }
     let (index, params) = match router::resolve(req.method, &req.path) {
         Resolved::Found(i, p) => (i, p),
         Resolved::NotFound => {
@@ -141,6 +146,15 @@ fn test_sleep(req: &Request) -> Response {
         .min(60_000);
     std::thread::sleep(Duration::from_millis(ms));
     Response::json(200, &json!({ "slept_ms": ms }))
+}
+
+/// The `?ms=` of a test hook (default 1000, at most a minute).
+fn hook_ms(req: &Request) -> u64 {
+    req.query
+        .strip_prefix("ms=")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1000)
+        .min(60_000)
 }
 
 /// Checks the bearer key against what the route needs (SPEC §5).
