@@ -112,12 +112,16 @@ fn gauges(c: &Call<'_>) -> Gauges {
         backup_last_duration: backup.last_duration_seconds,
         backup_last_size: backup.last_size_bytes,
         backup_last_failure_timestamp: secs(backup.last_failure_ms),
-        tasks_by_status: c
-            .app
-            .store
-            .count_by_status()
-            .map(|v| v.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
-            .unwrap_or_default(),
+        tasks_by_status: metrics::tasks_by_status(|| {
+            c.app
+                .store
+                .count_by_status()
+                .map(|v| v.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
+                .unwrap_or_else(|e| {
+                    log::warn!(target: "metrics", error:% = e; "cannot count tasks by status");
+                    Vec::new()
+                })
+        }),
     }
 }
 
