@@ -83,3 +83,61 @@ fn only_the_real_probe_is_left_out_of_metrics_and_the_access_log() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn watchdog_server(dir: &std::path::Path, notify: &Notify) -> TestServer {
+    let env = notify.env();
+    TestServer::spawn(
+        dir.to_path_buf(),
+        dir.join("data").join("d.db"),
+        None,
+        &[
+            ("AUTH_DISABLED", "true"),
+            ("WATCHDOG_USEC", "1000000"),
+            ("WORKERS", "4"),
+            ("DASHBOARD_BACKEND_TEST_HOOKS", "1"),
+            (env.0, &env.1),
+        ],
+    )
+}
+
+/// Holds the writer for `ms` through a test hook, in the background.
+fn hold_writer(s: &std::sync::Arc<TestServer>, how: &str, ms: u64) -> std::thread::JoinHandle<u16> {
+    let (s, path) = (s.clone(), format!("/_test/{how}-writer?ms={ms}"));
+    std::thread::spawn(move || s.send("GET", &path, &[], None).status)
+}
+
+/// A write that runs longer than the watchdog interval but keeps SQLite stepping
+/// (as deleting a project with millions of tasks does) keeps the pings going; a
+/// writer that holds its transaction without progress stops them (issue #13 item 9).
+#[test]
+fn pings_go_on_during_a_long_write_and_stop_when_the_writer_is_stuck() {
+    let dir = temp_dir("wd-write");
+    let notify = Notify::bind(&dir);
+    let s = std::sync::Arc::new(watchdog_server(&dir, &notify));
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+
+    let busy = hold_writer(&s, "busy", 3000);
+    std::thread::sleep(Duration::from_millis(500));
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    let during = notify.count("WATCHDOG=1", from, Instant::now());
+    assert_eq!(busy.join().expect("busy"), 204);
+    assert!(
+        during >= 2,
+        "{during} pings in 2 s of a long write that makes progress"
+    );
+
+    let stuck = hold_writer(&s, "stuck", 3000);
+    std::thread::sleep(Duration::from_millis(700));
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_millis(1800));
+    let during = notify.count("WATCHDOG=1", from, Instant::now());
+    assert_eq!(stuck.join().expect("stuck"), 204);
+    assert_eq!(during, 0, "no pings while the writer is stuck");
+    let back = Instant::now();
+    std::thread::sleep(Duration::from_millis(1600));
+    assert!(
+        notify.count("WATCHDOG=1", back, Instant::now()) >= 2,
+        "pings resume"
+    );
+}

@@ -70,6 +70,18 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     if app.test_hooks && req.path == "/_test/panic" {
         panic!("test hook: a handler panics");
     }
+    if app.test_hooks
+        && matches!(
+            req.path.as_str(),
+            "/_test/busy-writer" | "/_test/stuck-writer"
+        )
+    {
+        let progressing = req.path == "/_test/busy-writer";
+        let held = app
+            .store
+            .hold_writer(Duration::from_millis(hook_ms(req)), progressing);
+        return (Response::empty(if held.is_ok() { 204 } else { 503 }), None);
+    }
     if app.test_hooks && req.path == "/_test/slow-health-probe" {
         app.health
             .slow_next_probe(Duration::from_millis(hook_ms(req)));
