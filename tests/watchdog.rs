@@ -141,3 +141,59 @@ fn pings_go_on_during_a_long_write_and_stop_when_the_writer_is_stuck() {
         "pings resume"
     );
 }
+
+/// A database at schema version 1, with tasks for the migration to index.
+fn version_1_database(db: &std::path::Path) {
+    std::fs::create_dir_all(db.parent().expect("dir")).expect("mkdir");
+    let c = rusqlite::Connection::open(db).expect("open");
+    c.execute_batch(include_str!("../src/store/migrations/0001_init.sql"))
+        .expect("0001");
+    c.execute_batch(
+        "PRAGMA user_version = 1;
+         INSERT INTO projects (name, created_at, updated_at) VALUES ('p', 1, 1);
+         INSERT INTO tasks (project_id, title, status, created_at, updated_at)
+           WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 20000)
+           SELECT 1, 't' || x, 'pending', x, x FROM n;",
+    )
+    .expect("old rows");
+}
+
+/// SPEC §6: a migration before READY=1 extends systemd's start timeout; a start
+/// with nothing to migrate does not (issue #13 item 9).
+#[test]
+fn a_pending_migration_extends_the_start_timeout_before_ready() {
+    let dir = temp_dir("wd-migrate");
+    let db = dir.join("data").join("d.db");
+    version_1_database(&db);
+    for (run, migrates) in [("first", true), ("second", false)] {
+        let sockets = dir.join(run);
+        std::fs::create_dir_all(&sockets).expect("mkdir");
+        let notify = Notify::bind(&sockets);
+        let env = notify.env();
+        let s = TestServer::spawn(
+            dir.clone(),
+            db.clone(),
+            None,
+            &[("AUTH_DISABLED", "true"), (env.0, &env.1)],
+        );
+        notify.wait_for("READY=1", Duration::from_secs(5));
+        let all = notify.all();
+        let ready = all.iter().position(|m| m == "READY=1").expect("ready");
+        let extend = all
+            .iter()
+            .position(|m| m.starts_with("EXTEND_TIMEOUT_USEC="));
+        if migrates {
+            let at = extend.unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC: {all:?}"));
+            assert!(at < ready, "extended after READY=1: {all:?}");
+            let usec: u64 = all[at]["EXTEND_TIMEOUT_USEC=".len()..]
+                .parse()
+                .expect("a number");
+            assert!(usec >= 1_000_000, "{usec}");
+        } else {
+            assert_eq!(extend, None, "nothing to migrate: {all:?}");
+        }
+        let tasks = s.get("/projects/1/tasks?limit=1");
+        assert_eq!(tasks.status, 200, "{}", tasks.text());
+        drop(s);
+    }
+}

@@ -129,7 +129,7 @@ impl Store {
         let conn = open_writer_conn(path, opts.synchronous)?;
         let progress = Arc::new(AtomicU64::new(0));
         writer::count_progress(&conn, progress.clone());
-        migrate::apply(&conn)?;
+        migrate_in_time(&conn, &progress)?;
         let writer = Writer::start(conn, progress)?;
         let readers = ReadPool::new(path.to_path_buf(), opts.readers.max(1));
         let identity = identity(path)
@@ -349,6 +349,19 @@ impl Store {
     pub fn revoke_key(&self, id: i64) -> Result<ApiKey> {
         self.write(move |c| apikeys::revoke(c, id))
     }
+}
+
+/// Applies pending migrations; under systemd, keeps extending the start timeout while
+/// they make progress, since a migration of a big database can outlast
+/// `TimeoutStartSec` before READY=1 (SPEC §6, issue #13).
+fn migrate_in_time(conn: &Connection, progress: &Arc<AtomicU64>) -> Result<()> {
+    let _extend = if migrate::pending(conn)? {
+        crate::lifecycle::StartExtension::begin(progress.clone())
+    } else {
+        None
+    };
+    migrate::apply(conn)?;
+    Ok(())
 }
 
 /// Creates `dir` (and parents) with mode 0700 when missing: the key table lives there.
