@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cache::Cached;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Resident memory above this makes health `degraded` (the seed's alert threshold).
 const MEMORY_HIGH_BYTES: u64 = 512 * 1024 * 1024;
@@ -22,8 +22,9 @@ pub struct DbCheck {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// A fixed phrase (`reason`), never the raw store error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +112,23 @@ impl Health {
         }
     }
 
+    /// Pings the database (for `/health` and `/health/db`). The cause of a failure
+    /// is logged when the database turns unusable (once, not once a probe); the
+    /// caller gets only a fixed phrase for the unauthenticated body.
+    pub fn ping_db(&self, store: &Store) -> Result<Duration, &'static str> {
+        let result = store.ping();
+        let ok = result.is_ok();
+        if self.db_ok.swap(ok, Ordering::Relaxed) != ok {
+            match &result {
+                Err(e) => {
+                    log::error!(target: "health", error:% = e; "database unusable: health and readiness now answer 503")
+                }
+                Ok(_) => log::info!(target: "health", "database usable again"),
+            }
+        }
+        result.map_err(|e| reason(&e))
+    }
+
     /// Test hook: makes the next probe take `delay` longer (a slow database).
     pub fn slow_next_probe(&self, delay: Duration) {
         self.probe_delay_ms
@@ -123,7 +141,7 @@ impl Health {
             log::warn!(target: "health", delay_ms = delay; "test hook: slow health probe started");
             std::thread::sleep(Duration::from_millis(delay));
         }
-        let database = match store.ping() {
+        let database = match self.ping_db(store) {
             Ok(d) => DbCheck {
                 status: if d > self.db_threshold {
                     "degraded"
@@ -133,21 +151,12 @@ impl Health {
                 latency_ms: Some(d.as_secs_f64() * 1000.0),
                 error: None,
             },
-            Err(e) => DbCheck {
+            Err(reason) => DbCheck {
                 status: "error",
                 latency_ms: None,
-                error: Some(e.to_string()),
+                error: Some(reason),
             },
         };
-        let ok = database.error.is_none();
-        if self.db_ok.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
-            match &database.error {
-                Some(e) => {
-                    log::error!(target: "health", error = e.as_str(); "database unusable: health and readiness now answer 503")
-                }
-                None => log::info!(target: "health", "database usable again"),
-            }
-        }
         let free = crate::sys::free_bytes(&self.dir);
         let disk = DiskCheck {
             status: match free {
@@ -171,5 +180,17 @@ impl Health {
             disk,
             memory,
         }
+    }
+}
+
+/// What an unauthenticated health body may say about a store error: a fixed phrase.
+/// The error itself can name the database file (SPEC §5b: health bodies name no file
+/// paths, issue #13); it goes to the log.
+pub fn reason(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Busy => "database busy",
+        StoreError::Full => "disk full",
+        StoreError::Unavailable(_) => "database unavailable",
+        _ => "database error",
     }
 }

@@ -52,7 +52,7 @@ pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
-    Ok(match c.app.store.ping() {
+    Ok(match c.app.health.ping_db(&c.app.store) {
         Ok(d) => Response::json(
             200,
             &json!({
@@ -62,9 +62,9 @@ pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
                 "timestamp": crate::clock::now_rfc3339(),
             }),
         ),
-        Err(e) => Response::json(
+        Err(reason) => Response::json(
             503,
-            &json!({"status": "error", "database": "disconnected", "error": e.to_string()}),
+            &json!({"status": "error", "database": "disconnected", "error": reason}),
         ),
     })
 }
