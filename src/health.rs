@@ -1,14 +1,17 @@
 //! Health probes: database latency, free disk on the database's filesystem and
 //! resident memory, cached for at most one second so `/health` answers in
-//! microseconds and never queues behind writes (SPEC §4).
+//! microseconds and never queues behind writes (SPEC §4). One request at a time
+//! runs the probe; the others answer the cached checks meanwhile.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::store::Store;
+use crate::cache::Cached;
+use crate::store::{Store, StoreError};
 
 /// Resident memory above this makes health `degraded` (the seed's alert threshold).
 const MEMORY_HIGH_BYTES: u64 = 512 * 1024 * 1024;
@@ -19,8 +22,9 @@ pub struct DbCheck {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// A fixed phrase (`reason`), never the raw store error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,9 +68,11 @@ pub struct Health {
     db_threshold: Duration,
     min_free: u64,
     dir: PathBuf,
-    cache: Mutex<Option<(Instant, Checks)>>,
+    cache: Cached<Checks>,
     /// Whether the last probe found the database usable (logs on change only).
     db_ok: std::sync::atomic::AtomicBool,
+    /// Test hook (`/_test/slow-health-probe`): the next probe waits this long first.
+    probe_delay_ms: AtomicU64,
 }
 
 impl Health {
@@ -80,26 +86,62 @@ impl Health {
             db_threshold,
             min_free,
             dir,
-            cache: Mutex::new(None),
+            cache: Cached::new(CACHE_FOR),
             db_ok: std::sync::atomic::AtomicBool::new(true),
+            probe_delay_ms: AtomicU64::new(0),
         }
     }
 
-    /// The checks, at most one second old.
-    pub fn checks(&self, store: &Store) -> Checks {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, c)) = cache.as_ref() {
-            if at.elapsed() < CACHE_FOR {
-                return c.clone();
+    /// The checks, at most one second old. When they are older because the probe
+    /// under way is slow, a database last seen "ok" is reported "degraded" with the
+    /// time the probe has taken so far: a database that hangs must not look healthy
+    /// for as long as it hangs.
+    pub fn checks(&self, store: &Store) -> Arc<Checks> {
+        let snap = self.cache.get(|| self.probe(store));
+        match snap.refresh_running {
+            Some(running) if running >= CACHE_FOR && snap.value.database.status == "ok" => {
+                let mut late = Checks::clone(&snap.value);
+                late.database = DbCheck {
+                    status: "degraded",
+                    latency_ms: Some(running.as_secs_f64() * 1000.0),
+                    error: None,
+                };
+                Arc::new(late)
+            }
+            _ => snap.value,
+        }
+    }
+
+    /// Pings the database (for `/health` and `/health/db`). The cause of a failure
+    /// is logged when the database turns unusable (once, not once a probe); the
+    /// caller gets only a fixed phrase for the unauthenticated body.
+    pub fn ping_db(&self, store: &Store) -> Result<Duration, &'static str> {
+        let result = store.ping();
+        let ok = result.is_ok();
+        if self.db_ok.swap(ok, Ordering::Relaxed) != ok {
+            match &result {
+                Err(e) => {
+                    log::error!(target: "health", error:% = e; "database unusable: health and readiness now answer 503")
+                }
+                Ok(_) => log::info!(target: "health", "database usable again"),
             }
         }
-        let c = self.probe(store);
-        *cache = Some((Instant::now(), c.clone()));
-        c
+        result.map_err(|e| reason(&e))
+    }
+
+    /// Test hook: makes the next probe take `delay` longer (a slow database).
+    pub fn slow_next_probe(&self, delay: Duration) {
+        self.probe_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     fn probe(&self, store: &Store) -> Checks {
-        let database = match store.ping() {
+        let delay = self.probe_delay_ms.swap(0, Ordering::Relaxed);
+        if delay > 0 {
+            log::warn!(target: "health", delay_ms = delay; "test hook: slow health probe started");
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let database = match self.ping_db(store) {
             Ok(d) => DbCheck {
                 status: if d > self.db_threshold {
                     "degraded"
@@ -109,21 +151,12 @@ impl Health {
                 latency_ms: Some(d.as_secs_f64() * 1000.0),
                 error: None,
             },
-            Err(e) => DbCheck {
+            Err(reason) => DbCheck {
                 status: "error",
                 latency_ms: None,
-                error: Some(e.to_string()),
+                error: Some(reason),
             },
         };
-        let ok = database.error.is_none();
-        if self.db_ok.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
-            match &database.error {
-                Some(e) => {
-                    log::error!(target: "health", error = e.as_str(); "database unusable: health and readiness now answer 503")
-                }
-                None => log::info!(target: "health", "database usable again"),
-            }
-        }
         let free = crate::sys::free_bytes(&self.dir);
         let disk = DiskCheck {
             status: match free {
@@ -147,5 +180,17 @@ impl Health {
             disk,
             memory,
         }
+    }
+}
+
+/// What an unauthenticated health body may say about a store error: a fixed phrase.
+/// The error itself can name the database file (SPEC §5b: health bodies name no file
+/// paths, issue #13); it goes to the log.
+pub fn reason(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Busy => "database busy",
+        StoreError::Full => "disk full",
+        StoreError::Unavailable(_) => "database unavailable",
+        _ => "database error",
     }
 }

@@ -126,11 +126,25 @@ pub fn tasks_updated(n: usize) {
     TASKS_UPDATED.fetch_add(n as u64, Relaxed);
 }
 
+/// Task counts by status, as the `tasks{status}` gauge shows them.
+pub type TaskCounts = Vec<(&'static str, i64)>;
+
+/// How old the `tasks{status}` gauge may be (SPEC §5b: ≤ 5 s).
+const TASKS_CACHE_FOR: Duration = Duration::from_secs(5);
+
+/// The `tasks{status}` gauge: a count over every task, so a scrape costs O(1) in the
+/// number of tasks only if that count is taken at most once per `TASKS_CACHE_FOR`,
+/// by one scrape at a time, while the others answer the last counts (SPEC §5b).
+pub fn tasks_by_status(count: impl FnOnce() -> TaskCounts) -> std::sync::Arc<TaskCounts> {
+    static TASKS: crate::cache::Cached<TaskCounts> = crate::cache::Cached::new(TASKS_CACHE_FOR);
+    TASKS.get(count).value
+}
+
 /// Gauges read at scrape time (from the store, /proc and the backup record).
 #[derive(Debug, Default)]
 pub struct Gauges {
     pub db_size_bytes: u64,
-    pub tasks_by_status: Vec<(&'static str, i64)>,
+    pub tasks_by_status: std::sync::Arc<TaskCounts>,
     pub backup_last_success_timestamp: Option<f64>,
     pub backup_last_duration: Option<f64>,
     pub backup_last_size: Option<u64>,
@@ -372,7 +386,7 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         g.db_size_bytes,
     );
     t.head("tasks", "gauge", "Tasks by status");
-    for (status, n) in &g.tasks_by_status {
+    for (status, n) in g.tasks_by_status.iter() {
         t.line("tasks", &format!(",status=\"{status}\""), n);
     }
     let opt = |v: Option<f64>| v.unwrap_or(0.0);

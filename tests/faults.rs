@@ -111,3 +111,35 @@ fn a_database_deleted_under_the_server_turns_health_503_with_a_log_line() {
         "one clear line, not one per probe:\n{log}"
     );
 }
+
+/// SPEC §5b: health bodies name no file paths. With the database gone, every health
+/// body says a fixed phrase and the detail goes to the log (issue #13 item 10).
+#[test]
+fn health_bodies_say_a_fixed_phrase_not_the_store_error() {
+    let s = TestServer::start_with(&[("AUTH_DISABLED", "true")]);
+    std::fs::remove_file(&s.db).expect("delete the database");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while s.send("GET", "/health", &[], None).status != 503 {
+        assert!(std::time::Instant::now() < deadline, "/health stayed 200");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let dir = s.dir.to_str().expect("utf-8").to_string();
+    for path in ["/health", "/healthz", "/health/db", "/health/ready"] {
+        let r = s.send("GET", path, &[], None);
+        assert_eq!(r.status, 503, "{path}");
+        let body = r.text();
+        assert!(!body.contains(&dir), "{path} names a path: {body}");
+        let j = r.json();
+        let error = match path {
+            "/health/db" => &j["error"],
+            "/health/ready" => continue,
+            _ => &j["checks"]["database"]["error"],
+        };
+        assert_eq!(error, "database unavailable", "{path}: {body}");
+    }
+    assert!(
+        s.log_text().contains("gone or unreadable"),
+        "the detail is logged:\n{}",
+        s.log_text()
+    );
+}

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use crate::harness::{free_port, raw, signal, temp_dir, TestServer, BIN};
 
 /// A datagram socket standing in for systemd's notify socket.
-struct Notify {
+pub(crate) struct Notify {
     path: PathBuf,
     msgs: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl Notify {
-    fn bind(dir: &std::path::Path) -> Notify {
+    pub(crate) fn bind(dir: &std::path::Path) -> Notify {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("bind notify socket");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
@@ -37,7 +37,7 @@ impl Notify {
         Notify { path, msgs }
     }
 
-    fn env(&self) -> (&'static str, String) {
+    pub(crate) fn env(&self) -> (&'static str, String) {
         (
             "NOTIFY_SOCKET",
             self.path.to_str().expect("utf-8").to_string(),
@@ -45,7 +45,7 @@ impl Notify {
     }
 
     /// Waits until a message starting with `prefix` arrives; returns when it came.
-    fn wait_for(&self, prefix: &str, limit: Duration) -> Instant {
+    pub(crate) fn wait_for(&self, prefix: &str, limit: Duration) -> Instant {
         let deadline = Instant::now() + limit;
         loop {
             if let Some((at, _)) = self
@@ -66,7 +66,7 @@ impl Notify {
         }
     }
 
-    fn count(&self, msg: &str, from: Instant, to: Instant) -> usize {
+    pub(crate) fn count(&self, msg: &str, from: Instant, to: Instant) -> usize {
         self.msgs
             .lock()
             .expect("msgs")
@@ -75,7 +75,7 @@ impl Notify {
             .count()
     }
 
-    fn all(&self) -> Vec<String> {
+    pub(crate) fn all(&self) -> Vec<String> {
         self.msgs
             .lock()
             .expect("msgs")

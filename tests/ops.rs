@@ -161,3 +161,86 @@ fn request_lines_are_json_with_route_templates() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `db_queries_total` as `/metrics` shows it.
+fn db_queries(s: &TestServer) -> u64 {
+    let text = s.send("GET", "/metrics", &[], None).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("db_queries_total{service=\"dashboard-backend\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no db_queries_total in\n{text}"))
+}
+
+/// SPEC §5b: `/metrics` costs O(1) in the number of tasks. The count by status runs
+/// at most once per 5 s, however many scrapes arrive (issue #13 item 8).
+#[test]
+fn concurrent_scrapes_count_the_tasks_at_most_once_in_five_seconds() {
+    let s = std::sync::Arc::new(TestServer::start_with(&[("AUTH_DISABLED", "true")]));
+    let pid = s.project("scraped");
+    s.post(
+        &format!("/projects/{pid}/tasks"),
+        &serde_json::json!({"title": "t"}),
+    );
+    // This scrape counts the tasks; the next ones, within 5 s, must not.
+    let first = db_queries(&s);
+    let scrapes: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            let path = if i % 2 == 0 {
+                "/metrics"
+            } else {
+                "/metrics/json"
+            };
+            std::thread::spawn(move || s.send("GET", path, &[], None).status)
+        })
+        .collect();
+    for t in scrapes {
+        assert_eq!(t.join().expect("scrape"), 200);
+    }
+    let last = db_queries(&s);
+    // One more is allowed: a slow machine may cross the 5 s mark once.
+    assert!(
+        last - first <= 1,
+        "{} database queries for 9 scrapes",
+        last - first
+    );
+}
+
+/// SPEC §4: `/health` answers at once while a slow database probe runs, from the
+/// cached checks, instead of queueing behind the probe (issue #13 item 8).
+#[test]
+fn health_answers_while_a_slow_database_probe_runs() {
+    let s = std::sync::Arc::new(TestServer::start_with(&[
+        ("AUTH_DISABLED", "true"),
+        ("DASHBOARD_BACKEND_TEST_HOOKS", "1"),
+    ]));
+    assert_eq!(s.send("GET", "/health", &[], None).status, 200);
+    let hook = s.send("GET", "/_test/slow-health-probe?ms=4000", &[], None);
+    assert_eq!(hook.status, 204);
+    // Let the cached checks expire (cached for at most 1 s), then start the probe.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let slow = {
+        let s = s.clone();
+        std::thread::spawn(move || s.send("GET", "/health", &[], None).status)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !s.log_text().contains("slow health probe started") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow probe never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let h = s.send("GET", "/health", &[], None);
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(
+        !slow.is_finished(),
+        "/health waited for the slow probe to finish"
+    );
+    assert_eq!(
+        s.send("GET", "/health/ready", &[], None).status,
+        200,
+        "readiness does not wait either"
+    );
+    assert_eq!(slow.join().expect("slow probe"), 200);
+}

@@ -35,3 +35,6 @@ mod projects;
 mod ratelimit;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
 mod tasks;
+/// The watchdog: what counts as progress, which requests it leaves out of metrics
+/// and logs, and the start timeout it extends during migrations.
+mod watchdog;

@@ -52,7 +52,7 @@ pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
-    Ok(match c.app.store.ping() {
+    Ok(match c.app.health.ping_db(&c.app.store) {
         Ok(d) => Response::json(
             200,
             &json!({
@@ -62,9 +62,9 @@ pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
                 "timestamp": crate::clock::now_rfc3339(),
             }),
         ),
-        Err(e) => Response::json(
+        Err(reason) => Response::json(
             503,
-            &json!({"status": "error", "database": "disconnected", "error": e.to_string()}),
+            &json!({"status": "error", "database": "disconnected", "error": reason}),
         ),
     })
 }
@@ -112,12 +112,16 @@ fn gauges(c: &Call<'_>) -> Gauges {
         backup_last_duration: backup.last_duration_seconds,
         backup_last_size: backup.last_size_bytes,
         backup_last_failure_timestamp: secs(backup.last_failure_ms),
-        tasks_by_status: c
-            .app
-            .store
-            .count_by_status()
-            .map(|v| v.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
-            .unwrap_or_default(),
+        tasks_by_status: metrics::tasks_by_status(|| {
+            c.app
+                .store
+                .count_by_status()
+                .map(|v| v.into_iter().map(|(s, n)| (s.as_str(), n)).collect())
+                .unwrap_or_else(|e| {
+                    log::warn!(target: "metrics", error:% = e; "cannot count tasks by status");
+                    Vec::new()
+                })
+        }),
     }
 }
 

@@ -40,7 +40,13 @@ fn probe(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("no address"))?;
-    crate::http::probe::get(addr, host, path, "dashboard-backend-check", TIMEOUT)
+    crate::http::probe::get(
+        addr,
+        host,
+        path,
+        &[("User-Agent", "dashboard-backend-check")],
+        TIMEOUT,
+    )
 }
 
 pub fn run(config: &Config, url: Option<&str>) -> Result<(), CliError> {

@@ -77,6 +77,23 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     if app.test_hooks && req.path == "/_test/panic" {
         panic!("test hook: a handler panics");
     }
+    if app.test_hooks
+        && matches!(
+            req.path.as_str(),
+            "/_test/busy-writer" | "/_test/stuck-writer"
+        )
+    {
+        let progressing = req.path == "/_test/busy-writer";
+        let held = app
+            .store
+            .hold_writer(Duration::from_millis(hook_ms(req)), progressing);
+        return (Response::empty(if held.is_ok() { 204 } else { 503 }), None);
+    }
+    if app.test_hooks && req.path == "/_test/slow-health-probe" {
+        app.health
+            .slow_next_probe(Duration::from_millis(hook_ms(req)));
+        return (Response::empty(204), None);
+    }
     let (index, params) = match router::resolve(req.method, &req.path) {
         Resolved::Found(i, p) => (i, p),
         Resolved::NotFound => {
@@ -133,6 +150,15 @@ fn test_sleep(req: &Request) -> Response {
         .min(60_000);
     std::thread::sleep(Duration::from_millis(ms));
     Response::json(200, &json!({ "slept_ms": ms }))
+}
+
+/// The `?ms=` of a test hook (default 1000, at most a minute).
+fn hook_ms(req: &Request) -> u64 {
+    req.query
+        .strip_prefix("ms=")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1000)
+        .min(60_000)
 }
 
 /// Who is calling, and may they: the key is looked up first so that the rate limit
@@ -202,7 +228,7 @@ fn truncate(s: &str) -> &str {
 /// Metrics, the request log line and the access log. Health and metrics requests
 /// are logged only at debug (SPEC §4).
 pub fn record(app: &App, req: &Request, route: Option<usize>, status: u16, elapsed: Duration) {
-    if req.header("user-agent") == Some(crate::watchdog::PROBE_AGENT) {
+    if crate::watchdog::is_probe(req) {
         return;
     }
     crate::metrics::observe(route, req.method, status, elapsed);

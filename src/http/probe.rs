@@ -5,21 +5,23 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// GETs `path` from `addr`; returns the status code and the trimmed body.
+/// GETs `path` from `addr` with `headers`; returns the status code and the trimmed body.
 pub fn get(
     addr: SocketAddr,
     host: &str,
     path: &str,
-    agent: &str,
+    headers: &[(&str, &str)],
     budget: Duration,
 ) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, budget)?;
     s.set_read_timeout(Some(budget))?;
     s.set_write_timeout(Some(budget))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {agent}\r\n\r\n"
-    )?;
+    let mut head = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
     let mut buf = Vec::new();
     s.take(64 * 1024).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);

@@ -48,6 +48,11 @@ pub fn check_version(conn: &Connection) -> Result<i64> {
     Ok(v)
 }
 
+/// Whether the database is older than this binary (a migration will run).
+pub fn pending(conn: &Connection) -> Result<bool> {
+    Ok(check_version(conn)? < latest())
+}
+
 /// Applies every pending migration, each in its own immediate transaction.
 /// Returns the versions applied.
 pub fn apply(conn: &Connection) -> Result<Vec<i64>> {

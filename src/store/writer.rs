@@ -7,11 +7,16 @@
 //! what happens to the rare one that fails after writing). With
 //! `synchronous=FULL` one fsync covers the whole batch: a 2xx means on disk, yet
 //! throughput grows with concurrency instead of collapsing.
+//!
+//! The writer also counts its progress (SQLite steps and commits) so the watchdog can
+//! tell a long job that is moving from a writer that is stuck (`alive`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -69,28 +74,64 @@ enum Msg {
     Stop,
 }
 
+/// SQLite virtual-machine steps between two progress counts: a few hundred
+/// microseconds of work, so a long job shows progress many times a second at the
+/// cost of one atomic add per count.
+const PROGRESS_STEPS: i32 = 10_000;
+
+/// How often `alive` looks at the progress count while it waits.
+const ALIVE_POLL: Duration = Duration::from_millis(10);
+
+/// Counts progress on `conn` into `progress`: SQLite calls the handler every
+/// `PROGRESS_STEPS` steps of any statement, a migration's as well as a job's.
+pub fn count_progress(conn: &Connection, progress: Arc<AtomicU64>) {
+    conn.progress_handler(
+        PROGRESS_STEPS,
+        Some(move || {
+            progress.fetch_add(1, Ordering::Relaxed);
+            false // never interrupt
+        }),
+    );
+}
+
 /// Handle to the writer thread.
 pub struct Writer {
     queue: Sender<Msg>,
     thread: Mutex<Option<JoinHandle<Result<()>>>>,
+    /// Bumped by SQLite while the writer computes and after each transaction.
+    progress: Arc<AtomicU64>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> Result<Writer> {
+    /// Starts the writer thread on `conn`, whose progress `count_progress` counts
+    /// into `progress`.
+    pub fn start(conn: Connection, progress: Arc<AtomicU64>) -> Result<Writer> {
         let (tx, rx) = mpsc::channel();
+        let counted = progress.clone();
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &counted))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(Writer {
             queue: tx,
             thread: Mutex::new(Some(thread)),
+            progress,
         })
     }
 
     /// Queues `work` and waits until the batch holding it has committed.
     pub fn submit<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.enqueue(work)?
+            .recv()
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    /// Queues `work`; its answer arrives on the returned channel.
+    fn enqueue<T, F>(&self, work: F) -> Result<Receiver<Result<T>>>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -104,9 +145,38 @@ impl Writer {
         self.queue
             .send(Msg::Job(job))
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        Ok(answer)
+    }
+
+    /// Is the writer making progress? Waits at most `budget`: `Ok` once an empty job
+    /// is answered, or as soon as the writer is seen working (SQLite steps, commits)
+    /// while a long job holds it — a delete of millions of rows is slow, not dead.
+    /// A writer that neither answers nor moves (waiting on a lock, a hung disk, a
+    /// job blocked outside SQLite) is not alive. SPEC §6, issue #13.
+    pub fn alive(&self, budget: Duration) -> Result<()> {
+        let seen = self.progress.load(Ordering::Relaxed);
+        let answer = self.enqueue(|_| Ok(()))?;
+        let deadline = Instant::now() + budget;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answer.recv_timeout(left.min(ALIVE_POLL)) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(StoreError::Unavailable("writer stopped".into()))
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.progress.load(Ordering::Relaxed) != seen {
+                        return Ok(());
+                    }
+                    if left.is_zero() {
+                        return Err(StoreError::Unavailable(format!(
+                            "the writer neither answered nor made progress in {} ms",
+                            budget.as_millis()
+                        )));
+                    }
+                }
+            }
+        }
     }
 
     /// Finishes the queued writes, checkpoints the WAL and closes the connection.
@@ -122,7 +192,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<Msg>) -> Result<()> {
+fn run(conn: Connection, rx: Receiver<Msg>, progress: &AtomicU64) -> Result<()> {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut stop = false;
     while !stop {
@@ -141,6 +211,8 @@ fn run(conn: Connection, rx: Receiver<Msg>) -> Result<()> {
             }
         }
         commit_batch(&conn, &mut batch);
+        // A batch of short jobs may finish without SQLite counting a step.
+        progress.fetch_add(1, Ordering::Relaxed);
     }
     // Jobs queued after Stop (none in practice: workers are joined first) are refused.
     while let Ok(Msg::Job(j)) = rx.try_recv() {
@@ -248,7 +320,9 @@ mod tests {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
             .expect("schema");
-        Arc::new(Writer::start(conn).expect("start"))
+        let progress = Arc::new(AtomicU64::new(0));
+        count_progress(&conn, progress.clone());
+        Arc::new(Writer::start(conn, progress).expect("start"))
     }
 
     fn insert(v: i64, fail: Option<&'static str>) -> impl FnOnce(&Connection) -> Result<i64> {
@@ -335,6 +409,44 @@ mod tests {
                 && rows == vec![3];
             assert!(ok, "{mode}: {answers:?}, rows {rows:?}");
         }
+    }
+
+    /// A job that keeps SQLite busy counts as alive; one that waits outside SQLite
+    /// does not; an idle writer answers.
+    #[test]
+    fn alive_means_answering_or_making_progress() {
+        let w = writer();
+        let budget = Duration::from_millis(200);
+        assert!(w.alive(budget).is_ok(), "idle");
+        let hold = |progressing: bool| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                w.submit(move |c| {
+                    let until = Instant::now() + Duration::from_millis(600);
+                    while Instant::now() < until {
+                        if progressing {
+                            c.query_row(
+                                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+                                 LIMIT 100000) SELECT count(*) FROM n",
+                                [],
+                                |_| Ok(()),
+                            )?;
+                        } else {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+        };
+        let busy = hold(true);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(w.alive(budget).is_ok(), "a long job making progress");
+        busy.join().expect("join").expect("busy job");
+        let stuck = hold(false);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(w.alive(budget).is_err(), "a job stuck outside SQLite");
+        stuck.join().expect("join").expect("stuck job");
     }
 
     #[test]
