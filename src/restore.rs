@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::backup::{create_private, parent, sync_dir, with_suffix, write_error, Temps};
+use crate::backup::{create_temp, parent, sync_dir, with_suffix, write_error, Temps};
 use crate::cli::CliError;
 use crate::store::lock::{self, ServerLock};
 use crate::store::{maintenance, migrate};
@@ -108,7 +108,7 @@ fn unpack(file: &Path, tmp: &Path, dir: &Path) -> Result<(), CliError> {
     } else {
         Box::new(BufReader::new(input))
     };
-    let mut out = create_private(tmp).map_err(|e| write_error("unpacking", dir, &e))?;
+    let mut out = create_temp(tmp).map_err(|e| write_error("unpacking", dir, &e))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match reader.read(&mut buf) {
@@ -154,7 +154,8 @@ fn verify(file: &Path, tmp: &Path) -> Result<(i64, Option<i64>), CliError> {
             "is not an SQLite database (nor a gzip of one)".into(),
         ));
     }
-    let conn = Connection::open_with_flags(tmp, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(tmp, flags)
         .map_err(|e| refuse(format!("cannot be opened as an SQLite database ({e})")))?;
     let version = migrate::current_version(&conn)
         .map_err(|e| refuse(format!("cannot be read as an SQLite database ({e})")))?;

@@ -3,6 +3,7 @@
 //! live database untouched, retention, the backup_last_* metrics, failures on a
 //! read-only or full filesystem (a tmpfs the test mounts), and the server lock.
 
+pub mod links;
 pub mod support;
 
 use std::collections::BTreeSet;
