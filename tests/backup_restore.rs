@@ -4,6 +4,7 @@
 //! read-only or full filesystem (a tmpfs the test mounts), and the server lock.
 
 pub mod links;
+pub mod retention;
 pub mod support;
 
 use std::collections::BTreeSet;
@@ -258,8 +259,16 @@ fn retention_deletes_only_old_backups_of_ours() {
         "dashboard-20200101-000000.db.gz",
         "dashboard-20200102-030405.db.gz",
     ];
+    // Ours and younger than 30 days: with the new backup, the 7 newest.
+    let recent = [
+        "dashboard-20200103-000000.db.gz",
+        "dashboard-20200104-000000.db.gz",
+        "dashboard-20200105-000000.db.gz",
+        "dashboard-20200106-000000.db.gz",
+        "dashboard-20200107-000000.db.gz",
+        "dashboard-20200108-000000.db.gz",
+    ];
     let keep = [
-        "dashboard-20200103-000000.db.gz", // ours, but only 5 days old
         "other-20200101-000000.db.gz",
         "dashboard-20200101-000000.db.gz.bak",
         "dashboard-20200101-000000.db",
@@ -278,8 +287,10 @@ fn retention_deletes_only_old_backups_of_ours() {
     for f in old {
         touch(f, "40 days ago");
     }
-    touch(keep[0], "5 days ago");
-    for f in &keep[1..] {
+    for (i, f) in recent.iter().enumerate() {
+        touch(f, &format!("{} days ago", i + 1));
+    }
+    for f in keep {
         touch(f, "400 days ago");
     }
     std::fs::create_dir(backups.join("dashboard-20190101-000000.db.gz")).expect("mkdir");
@@ -292,7 +303,11 @@ fn retention_deletes_only_old_backups_of_ours() {
             "{f} is older than 30 days and ours, yet kept"
         );
     }
-    for f in keep.iter().chain(&["dashboard-20190101-000000.db.gz"]) {
+    for f in recent
+        .iter()
+        .chain(&keep)
+        .chain(&["dashboard-20190101-000000.db.gz"])
+    {
         assert!(left.contains(*f), "{f} was deleted: {left:?}");
     }
     assert_eq!(
