@@ -202,7 +202,7 @@ fn restore_refuses_bad_files_and_leaves_the_database_untouched() {
 }
 
 #[test]
-fn restore_and_vacuum_refuse_while_a_server_runs_unless_forced() {
+fn restore_and_vacuum_refuse_while_a_server_runs_even_forced() {
     let srv = TestServer::start();
     let pid = srv.project("locked");
     seed(&srv, pid, 10);
@@ -213,13 +213,15 @@ fn restore_and_vacuum_refuse_while_a_server_runs_unless_forced() {
         &json!({"title": "after the backup"}),
     );
 
-    let out = run(&srv.db, &backups, &["restore", s(&gz)], &[]);
-    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("--force"),
-        "{}",
-        text(&out.stderr)
-    );
+    // Refused even with --force: swapping the file under a running server would leave
+    // its readers on the new database and its writer on the old one (issue #13 10c).
+    for args in [vec!["restore", s(&gz)], vec!["restore", "--force", s(&gz)]] {
+        let out = run(&srv.db, &backups, &args, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{args:?}: {err}");
+        assert!(err.contains("systemctl stop"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one sentence expected: {err}");
+    }
     let out = run(&srv.db, &backups, &["db", "vacuum"], &[]);
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
     let out = run(&srv.db, &backups, &["db", "analyze"], &[]);
@@ -234,16 +236,21 @@ fn restore_and_vacuum_refuse_while_a_server_runs_unless_forced() {
         11,
         "a refused restore changed the data"
     );
-
-    let out = run(&srv.db, &backups, &["restore", "--force", s(&gz)], &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("restart"),
-        "{}",
-        text(&out.stderr)
+    let after = srv.post(
+        &format!("/projects/{pid}/tasks"),
+        &json!({"title": "written after the refused restores"}),
     );
+    assert_eq!(after.status, 201, "{}", after.text());
+    assert_eq!(
+        served_titles(&srv, pid).len(),
+        12,
+        "reads and writes disagree"
+    );
+
     let (dir, db, key) = (srv.dir.clone(), srv.db.clone(), srv.key.clone());
     assert!(srv.stop().success());
+    let out = run(&db, &backups, &["restore", "--force", s(&gz)], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let srv = TestServer::spawn(dir, db, key, &[]);
     assert_eq!(served_titles(&srv, pid).len(), 10);
 }
