@@ -19,6 +19,7 @@ pub struct App {
     pub limiter: Option<RateLimiter>,
     /// `None` when `CORS_ORIGINS` is unset.
     pub cors: Option<Cors>,
-    /// `DASHBOARD_BACKEND_TEST_HOOKS=1`: enables `/_test/sleep` for lifecycle tests.
+    /// `DASHBOARD_BACKEND_TEST_HOOKS=1`: enables `/_test/sleep` and `/_test/panic`, in
+    /// builds with the `test-hooks` feature only (the tests'; never a release build).
     pub test_hooks: bool,
 }

@@ -29,7 +29,7 @@ use crate::store::maintenance;
 use progress::Progress;
 
 use files::Trickle;
-pub use files::{create_private, parent, sync_dir, with_suffix, write_error, Temps};
+pub use files::{create_temp, parent, sync_dir, with_suffix, write_error, Temps};
 pub use record::{path_for as record_path, Record};
 
 /// Pages copied per backup step (1 MiB at 4 KiB pages).
@@ -123,12 +123,13 @@ fn write(db: &Path, dir: &Path) -> Result<(PathBuf, u64), CliError> {
 /// Copies `db` page by page into the new file `dest` and checks the copy.
 fn snapshot(db: &Path, dest: &Path, dir: &Path, bar: &mut Progress) -> Result<(), CliError> {
     let src = open_source(db)?;
-    let file = files::create_private(dest)
+    let file = files::create_temp(dest)
         .map_err(|e| write_error("creating the backup snapshot", dir, &e))?;
     let mut flush = Trickle::new(file, FLUSH_EVERY);
     let dest_err = |e: rusqlite::Error| sqlite_write_error("writing the backup snapshot", dir, e);
-    let mut dst =
-        Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(dest_err)?;
+    // NOFOLLOW: the name must still be the file just created, not a link to another.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let mut dst = Connection::open_with_flags(dest, flags).map_err(dest_err)?;
     // A scratch copy: no journal, and no fsync of SQLite's own (`flush` paces it).
     dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         .map_err(dest_err)?;
@@ -262,7 +263,7 @@ fn sqlite_write_error(doing: &str, dir: &Path, e: rusqlite::Error) -> CliError {
 fn compress(src: &Path, dest: &Path, bar: &mut Progress) -> std::io::Result<u64> {
     let mut input = std::fs::File::open(src)?;
     let total = input.metadata()?.len();
-    let out = files::create_private(dest)?;
+    let out = files::create_temp(dest)?;
     let mut flush = Trickle::new(out.try_clone()?, FLUSH_EVERY);
     let mut gz = GzEncoder::new(
         std::io::BufWriter::with_capacity(1 << 20, out),

@@ -4,7 +4,9 @@
 //! database as `<database>.pre-restore-<time>` (with its -wal/-shm), then rename the
 //! restored file into place. Nothing is touched until the new file has passed every
 //! check, and nothing is swapped while a server holds the database (see
-//! `store::lock`) unless `--force`.
+//! `store::lock`), `--force` or not: a server keeps its writer connection on the old
+//! inode while new readers open the new one, so it would serve one database and
+//! write another (issue #13 item 10c).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::backup::{create_private, parent, sync_dir, with_suffix, write_error, Temps};
+use crate::backup::{create_temp, parent, sync_dir, with_suffix, write_error, Temps};
 use crate::cli::CliError;
 use crate::store::lock::{self, ServerLock};
 use crate::store::{maintenance, migrate};
@@ -27,15 +29,12 @@ pub struct Restored {
     pub tasks: Option<i64>,
     /// Where the replaced database went (None when there was none).
     pub previous: Option<PathBuf>,
-    /// True when `--force` swapped the file under a running server.
-    pub under_running_server: bool,
 }
 
-/// Restores `file` as the database `db`.
-pub fn run(db: &Path, file: &Path, force: bool) -> Result<Restored, CliError> {
+/// Restores `file` as the database `db`; refuses while a server runs on `db`.
+pub fn run(db: &Path, file: &Path) -> Result<Restored, CliError> {
     // Fail fast, before unpacking a large file, when a server runs on the database.
-    let running = !free_of_servers(db)?;
-    if running && !force {
+    if !free_of_servers(db)? {
         return Err(server_running(db));
     }
     let dir = parent(db);
@@ -50,18 +49,15 @@ pub fn run(db: &Path, file: &Path, force: bool) -> Result<Restored, CliError> {
     copy_owner(db, &tmp);
     // Held while the files move, so a server that starts now waits and then opens the
     // restored database, never a half-swapped one.
-    let held = ServerLock::try_exclusive(db).map_err(|e| lock_error(db, &e))?;
-    if held.is_none() && !force {
+    let Some(held) = ServerLock::try_exclusive(db).map_err(|e| lock_error(db, &e))? else {
         return Err(server_running(db));
-    }
-    let under_running_server = running || held.is_none();
+    };
     let previous = swap(db, &tmp)?;
     drop(held);
     Ok(Restored {
         version,
         tasks,
         previous,
-        under_running_server,
     })
 }
 
@@ -76,7 +72,7 @@ fn server_running(db: &Path) -> CliError {
     CliError::new(
         69,
         format!(
-            "a dashboard-backend server is running on {}; stop it first (systemctl stop dashboard-backend) or pass --force",
+            "a dashboard-backend server is running on {}; stop it first (systemctl stop dashboard-backend), restore, then start it again (--force does not override this)",
             db.display()
         ),
     )
@@ -108,7 +104,7 @@ fn unpack(file: &Path, tmp: &Path, dir: &Path) -> Result<(), CliError> {
     } else {
         Box::new(BufReader::new(input))
     };
-    let mut out = create_private(tmp).map_err(|e| write_error("unpacking", dir, &e))?;
+    let mut out = create_temp(tmp).map_err(|e| write_error("unpacking", dir, &e))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match reader.read(&mut buf) {
@@ -154,7 +150,8 @@ fn verify(file: &Path, tmp: &Path) -> Result<(i64, Option<i64>), CliError> {
             "is not an SQLite database (nor a gzip of one)".into(),
         ));
     }
-    let conn = Connection::open_with_flags(tmp, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(tmp, flags)
         .map_err(|e| refuse(format!("cannot be opened as an SQLite database ({e})")))?;
     let version = migrate::current_version(&conn)
         .map_err(|e| refuse(format!("cannot be read as an SQLite database ({e})")))?;

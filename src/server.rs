@@ -32,9 +32,19 @@ pub fn store_error(e: StoreError, path: &std::path::Path) -> CliError {
 }
 
 fn bind(config: &Config) -> Result<TcpListener, CliError> {
-    if let Some(l) = crate::sys::listen_fd() {
-        log::info!(target: "server", "using the listening socket passed by systemd (LISTEN_FDS)");
-        return Ok(l);
+    // SPEC §6: take the socket systemd passes, but only a listening TCP one.
+    match crate::sys::listen_fd() {
+        Ok(Some(l)) => {
+            log::info!(target: "server", "using the listening socket passed by systemd (LISTEN_FDS)");
+            return Ok(l);
+        }
+        Ok(None) => {}
+        Err(why) => {
+            return Err(CliError::new(
+                78,
+                format!("the socket systemd passed (LISTEN_FDS, fd 3) {why}; give dashboard-backend.socket a ListenStream= with a TCP port or address"),
+            ))
+        }
     }
     let addr = format!("{}:{}", config.host, config.port);
     let host = config.host.trim_start_matches('[').trim_end_matches(']');

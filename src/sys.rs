@@ -20,20 +20,26 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// The listening socket systemd passed (fd 3), when `LISTEN_PID` is us and
-/// `LISTEN_FDS` ≥ 1. Clears the variables so children do not inherit them.
-pub fn listen_fd() -> Option<TcpListener> {
+/// `LISTEN_FDS` ≥ 1. Clears the variables so children do not inherit them. `Err` says
+/// what fd 3 is instead of a listening TCP socket (a `.socket` unit with
+/// `ListenDatagram=` or a path, say): adopted, it would never accept a connection
+/// while the server reported ready (issue #13 item 10d).
+pub fn listen_fd() -> Result<Option<TcpListener>, String> {
     use std::os::unix::io::FromRawFd;
-    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
-    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    let (Some(pid), Some(fds)) = (var("LISTEN_PID"), var("LISTEN_FDS")) else {
+        return Ok(None);
+    };
     if pid != std::process::id() || fds < 1 {
-        return None;
+        return Ok(None);
     }
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
     const SD_LISTEN_FDS_START: i32 = 3;
-    // SAFETY: systemd's protocol guarantees fd 3 is an open listening socket handed
-    // to this process (LISTEN_PID matched); nothing else in the process owns it.
+    check_listening_tcp(SD_LISTEN_FDS_START)?;
+    // SAFETY: fd 3 was handed to this process (LISTEN_PID matched) and is a listening
+    // TCP socket (checked just above); nothing else in the process owns it.
     let listener = unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) };
     // Set close-on-exec, as std does for sockets it opens itself.
     // SAFETY: fcntl on a valid fd with valid flags.
@@ -43,7 +49,49 @@ pub fn listen_fd() -> Option<TcpListener> {
             libc::fcntl(SD_LISTEN_FDS_START, libc::F_SETFD, flags | libc::FD_CLOEXEC);
         }
     }
-    Some(listener)
+    Ok(Some(listener))
+}
+
+/// `Ok` when `fd` is an IPv4 or IPv6 stream socket in the listening state; otherwise
+/// what it is instead, as the end of a sentence.
+fn check_listening_tcp(fd: libc::c_int) -> Result<(), String> {
+    let opt = |name| {
+        getsockopt_int(fd, libc::SOL_SOCKET, name).map_err(|e| format!("is not a socket ({e})"))
+    };
+    let (domain, kind) = (opt(libc::SO_DOMAIN)?, opt(libc::SO_TYPE)?);
+    let tcp_family = domain == libc::AF_INET || domain == libc::AF_INET6;
+    match (tcp_family, kind == libc::SOCK_STREAM) {
+        (true, true) if opt(libc::SO_ACCEPTCONN)? == 0 => {
+            Err("is a TCP socket that is not listening".into())
+        }
+        (true, true) => Ok(()),
+        (true, false) if kind == libc::SOCK_DGRAM => Err("is a UDP socket, not TCP".into()),
+        (true, false) => Err(format!("is an IP socket of type {kind}, not TCP")),
+        _ if domain == libc::AF_UNIX => Err("is a Unix socket, not TCP".into()),
+        _ => Err(format!("is a socket of address family {domain}, not TCP")),
+    }
+}
+
+/// An integer socket option of `fd`.
+fn getsockopt_int(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> std::io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live, writable and `len` is `value`'s exact size;
+    // an fd that is closed or not a socket makes the call fail, nothing else.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Socket options for the listening socket, which Linux copies to every accepted

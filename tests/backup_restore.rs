@@ -3,6 +3,8 @@
 //! live database untouched, retention, the backup_last_* metrics, failures on a
 //! read-only or full filesystem (a tmpfs the test mounts), and the server lock.
 
+pub mod links;
+pub mod retention;
 pub mod support;
 
 use std::collections::BTreeSet;
@@ -200,7 +202,7 @@ fn restore_refuses_bad_files_and_leaves_the_database_untouched() {
 }
 
 #[test]
-fn restore_and_vacuum_refuse_while_a_server_runs_unless_forced() {
+fn restore_and_vacuum_refuse_while_a_server_runs_even_forced() {
     let srv = TestServer::start();
     let pid = srv.project("locked");
     seed(&srv, pid, 10);
@@ -211,13 +213,15 @@ fn restore_and_vacuum_refuse_while_a_server_runs_unless_forced() {
         &json!({"title": "after the backup"}),
     );
 
-    let out = run(&srv.db, &backups, &["restore", s(&gz)], &[]);
-    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("--force"),
-        "{}",
-        text(&out.stderr)
-    );
+    // Refused even with --force: swapping the file under a running server would leave
+    // its readers on the new database and its writer on the old one (issue #13 10c).
+    for args in [vec!["restore", s(&gz)], vec!["restore", "--force", s(&gz)]] {
+        let out = run(&srv.db, &backups, &args, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{args:?}: {err}");
+        assert!(err.contains("systemctl stop"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one sentence expected: {err}");
+    }
     let out = run(&srv.db, &backups, &["db", "vacuum"], &[]);
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
     let out = run(&srv.db, &backups, &["db", "analyze"], &[]);
@@ -232,16 +236,21 @@ fn restore_and_vacuum_refuse_while_a_server_runs_unless_forced() {
         11,
         "a refused restore changed the data"
     );
-
-    let out = run(&srv.db, &backups, &["restore", "--force", s(&gz)], &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("restart"),
-        "{}",
-        text(&out.stderr)
+    let after = srv.post(
+        &format!("/projects/{pid}/tasks"),
+        &json!({"title": "written after the refused restores"}),
     );
+    assert_eq!(after.status, 201, "{}", after.text());
+    assert_eq!(
+        served_titles(&srv, pid).len(),
+        12,
+        "reads and writes disagree"
+    );
+
     let (dir, db, key) = (srv.dir.clone(), srv.db.clone(), srv.key.clone());
     assert!(srv.stop().success());
+    let out = run(&db, &backups, &["restore", "--force", s(&gz)], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let srv = TestServer::spawn(dir, db, key, &[]);
     assert_eq!(served_titles(&srv, pid).len(), 10);
 }
@@ -257,8 +266,16 @@ fn retention_deletes_only_old_backups_of_ours() {
         "dashboard-20200101-000000.db.gz",
         "dashboard-20200102-030405.db.gz",
     ];
+    // Ours and younger than 30 days: with the new backup, the 7 newest.
+    let recent = [
+        "dashboard-20200103-000000.db.gz",
+        "dashboard-20200104-000000.db.gz",
+        "dashboard-20200105-000000.db.gz",
+        "dashboard-20200106-000000.db.gz",
+        "dashboard-20200107-000000.db.gz",
+        "dashboard-20200108-000000.db.gz",
+    ];
     let keep = [
-        "dashboard-20200103-000000.db.gz", // ours, but only 5 days old
         "other-20200101-000000.db.gz",
         "dashboard-20200101-000000.db.gz.bak",
         "dashboard-20200101-000000.db",
@@ -277,8 +294,10 @@ fn retention_deletes_only_old_backups_of_ours() {
     for f in old {
         touch(f, "40 days ago");
     }
-    touch(keep[0], "5 days ago");
-    for f in &keep[1..] {
+    for (i, f) in recent.iter().enumerate() {
+        touch(f, &format!("{} days ago", i + 1));
+    }
+    for f in keep {
         touch(f, "400 days ago");
     }
     std::fs::create_dir(backups.join("dashboard-20190101-000000.db.gz")).expect("mkdir");
@@ -291,7 +310,11 @@ fn retention_deletes_only_old_backups_of_ours() {
             "{f} is older than 30 days and ours, yet kept"
         );
     }
-    for f in keep.iter().chain(&["dashboard-20190101-000000.db.gz"]) {
+    for f in recent
+        .iter()
+        .chain(&keep)
+        .chain(&["dashboard-20190101-000000.db.gz"])
+    {
         assert!(left.contains(*f), "{f} was deleted: {left:?}");
     }
     assert_eq!(

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, raw, signal, temp_dir, TestServer, BIN};
 
+mod adopt;
+
 /// A datagram socket standing in for systemd's notify socket.
 pub(crate) struct Notify {
     path: PathBuf,

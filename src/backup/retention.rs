@@ -1,7 +1,8 @@
 //! Backup file names and retention. Only files named exactly like ours
 //! (`dashboard-YYYYMMDD-HHMMSS.db.gz`) are ever deleted, only regular files, only when
-//! older (by mtime) than `BACKUP_RETENTION_DAYS`, and never the file just written: the
-//! backup directory may be shared, and a wrong delete cannot be undone.
+//! older (by mtime) than `BACKUP_RETENTION_DAYS`, never the file just written and never
+//! one of the `MIN_KEPT` newest: the backup directory may be shared, the clock may
+//! jump, and a wrong delete cannot be undone.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -27,33 +28,35 @@ pub fn is_ours(name: &str) -> bool {
             .all(|(i, c)| i == 8 || c.is_ascii_digit())
 }
 
-/// Deletes our backups in `dir` older than `days` (0 keeps everything), except `keep`.
+/// Backups always kept, the one just written included, however old they look.
+pub const MIN_KEPT: usize = 7;
+
+/// Deletes our backups in `dir` older than `days` (0 keeps everything), except `keep`
+/// and the `MIN_KEPT` newest. Age counts back from now or from the `MIN_KEPT`-th
+/// newest backup, whichever is earlier: a clock set a year ahead (or a year without
+/// backups) then still keeps the last `days` of history instead of all but the new
+/// file, and a backup dated in the future is never old (issue #13 item 10b).
 /// Returns what it deleted; a file it cannot delete is logged and left.
 pub fn prune(dir: &Path, days: u32, keep: &Path) -> Vec<PathBuf> {
     if days == 0 {
         return Vec::new();
     }
-    let cutoff = SystemTime::now()
-        .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
+    let mut ours = match list(dir) {
+        Ok(v) => v,
         Err(e) => {
             log::warn!(target: "backup", dir:% = dir.display(), error:% = e; "cannot list the backup directory for retention");
             return Vec::new();
         }
     };
+    ours.sort_by_key(|(_, t)| std::cmp::Reverse(*t)); // newest first
+    let now = SystemTime::now();
+    let reference = ours.get(MIN_KEPT - 1).map_or(now, |(_, t)| (*t).min(now));
+    let cutoff = reference
+        .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut deleted = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let ours = entry.file_name().to_str().is_some_and(is_ours);
-        // symlink_metadata: a symlink named like ours is not a backup of ours.
-        let old = std::fs::symlink_metadata(&path)
-            .ok()
-            .filter(|m| m.file_type().is_file())
-            .and_then(|m| m.modified().ok())
-            .is_some_and(|t| t < cutoff);
-        if !ours || !old || path == keep {
+    for (path, modified) in ours.into_iter().skip(MIN_KEPT) {
+        if modified >= cutoff || path == keep {
             continue;
         }
         match std::fs::remove_file(&path) {
@@ -70,6 +73,26 @@ pub fn prune(dir: &Path, days: u32, keep: &Path) -> Vec<PathBuf> {
         let _ = super::files::sync_dir(dir);
     }
     deleted
+}
+
+/// Our backups in `dir` (regular files named like ours) with their mtimes.
+fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime)>> {
+    let mut ours = Vec::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if !entry.file_name().to_str().is_some_and(is_ours) {
+            continue;
+        }
+        let path = entry.path();
+        // symlink_metadata: a symlink named like ours is not a backup of ours.
+        let modified = std::fs::symlink_metadata(&path)
+            .ok()
+            .filter(|m| m.file_type().is_file())
+            .and_then(|m| m.modified().ok());
+        if let Some(t) = modified {
+            ours.push((path, t));
+        }
+    }
+    Ok(ours)
 }
 
 #[cfg(test)]

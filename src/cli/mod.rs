@@ -247,7 +247,7 @@ pub fn run(argv: &[String]) -> Result<(), CliError> {
         Command::ApiKeyRevoke { id } => apikey::revoke(&config, id),
         Command::Check { url } => check::run(&config, url.as_deref()),
         Command::Backup { dir } => backup::run(&config, dir.as_deref()),
-        Command::Restore { file, force } => restore::run(&config, &file, force),
+        Command::Restore { file, force: _ } => restore::run(&config, &file),
         Command::Db { task } => db::run(&config, task),
         Command::Config => {
             print!("{}", config.render());

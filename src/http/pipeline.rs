@@ -71,11 +71,9 @@ fn client_addr(app: &App, req: &Request) -> IpAddr {
 
 fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     let rid = req.request_id.as_str();
-    if app.test_hooks && req.path == "/_test/sleep" {
-        return (test_sleep(req), None);
-    }
-    if app.test_hooks && req.path == "/_test/panic" {
-        panic!("test hook: a handler panics");
+    #[cfg(feature = "test-hooks")]
+    if let Some(resp) = test_hook(app, req) {
+        return (resp, None);
     }
     if app.test_hooks
         && matches!(
@@ -139,8 +137,22 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     (resp, Some(index))
 }
 
-/// Test hook (only with `DASHBOARD_BACKEND_TEST_HOOKS=1` at start): holds a worker
-/// for `?ms=` milliseconds, so tests can wedge the pool or keep a request in flight.
+/// Test hooks, compiled only with the `test-hooks` feature (which `cargo test` turns on
+/// and a release build never has) and answered only with `DASHBOARD_BACKEND_TEST_HOOKS=1`
+/// at start: `/_test/sleep` and `/_test/panic`.
+#[cfg(feature = "test-hooks")]
+fn test_hook(app: &App, req: &Request) -> Option<Response> {
+    match req.path.as_str() {
+        _ if !app.test_hooks => None,
+        "/_test/sleep" => Some(test_sleep(req)),
+        "/_test/panic" => panic!("test hook: a handler panics"),
+        _ => None,
+    }
+}
+
+/// Holds a worker for `?ms=` milliseconds, so tests can wedge the pool or keep a
+/// request in flight.
+#[cfg(feature = "test-hooks")]
 fn test_sleep(req: &Request) -> Response {
     let ms = req
         .query
