@@ -75,23 +75,6 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     if let Some(resp) = test_hook(app, req) {
         return (resp, None);
     }
-    if app.test_hooks
-        && matches!(
-            req.path.as_str(),
-            "/_test/busy-writer" | "/_test/stuck-writer"
-        )
-    {
-        let progressing = req.path == "/_test/busy-writer";
-        let held = app
-            .store
-            .hold_writer(Duration::from_millis(hook_ms(req)), progressing);
-        return (Response::empty(if held.is_ok() { 204 } else { 503 }), None);
-    }
-    if app.test_hooks && req.path == "/_test/slow-health-probe" {
-        app.health
-            .slow_next_probe(Duration::from_millis(hook_ms(req)));
-        return (Response::empty(204), None);
-    }
     let (index, params) = match router::resolve(req.method, &req.path) {
         Resolved::Found(i, p) => (i, p),
         Resolved::NotFound => {
@@ -139,13 +122,27 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
 
 /// Test hooks, compiled only with the `test-hooks` feature (which `cargo test` turns on
 /// and a release build never has) and answered only with `DASHBOARD_BACKEND_TEST_HOOKS=1`
-/// at start: `/_test/sleep` and `/_test/panic`.
+/// at start: `/_test/sleep`, `/_test/panic`, `/_test/busy-writer` and
+/// `/_test/stuck-writer` (hold the writer, with or without progress) and
+/// `/_test/slow-health-probe`.
 #[cfg(feature = "test-hooks")]
 fn test_hook(app: &App, req: &Request) -> Option<Response> {
     match req.path.as_str() {
         _ if !app.test_hooks => None,
         "/_test/sleep" => Some(test_sleep(req)),
         "/_test/panic" => panic!("test hook: a handler panics"),
+        p @ ("/_test/busy-writer" | "/_test/stuck-writer") => {
+            let progressing = p == "/_test/busy-writer";
+            let held = app
+                .store
+                .hold_writer(Duration::from_millis(hook_ms(req)), progressing);
+            Some(Response::empty(if held.is_ok() { 204 } else { 503 }))
+        }
+        "/_test/slow-health-probe" => {
+            app.health
+                .slow_next_probe(Duration::from_millis(hook_ms(req)));
+            Some(Response::empty(204))
+        }
         _ => None,
     }
 }
@@ -154,17 +151,13 @@ fn test_hook(app: &App, req: &Request) -> Option<Response> {
 /// request in flight.
 #[cfg(feature = "test-hooks")]
 fn test_sleep(req: &Request) -> Response {
-    let ms = req
-        .query
-        .strip_prefix("ms=")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(1000)
-        .min(60_000);
+    let ms = hook_ms(req);
     std::thread::sleep(Duration::from_millis(ms));
     Response::json(200, &json!({ "slept_ms": ms }))
 }
 
 /// The `?ms=` of a test hook (default 1000, at most a minute).
+#[cfg(feature = "test-hooks")]
 fn hook_ms(req: &Request) -> u64 {
     req.query
         .strip_prefix("ms=")
