@@ -153,7 +153,7 @@ fn open_sockets_not_parsed_requests_count_against_max_connections() {
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut c = TcpStream::connect(s.addr).expect("connect");
-        c.write_all(b"GET /_test/sleep?ms=3000 HTTP/1.1\r\nConnection: close\r\n\r\n")
+        c.write_all(b"GET /_test/sleep?ms=8000 HTTP/1.1\r\nConnection: close\r\n\r\n")
             .expect("write");
         held.push(c);
     }
@@ -162,7 +162,7 @@ fn open_sockets_not_parsed_requests_count_against_max_connections() {
     let r = probe(s.addr, "/health/live", Duration::from_secs(3)).expect("an answer");
     assert_eq!(r.status, 503, "the cap must count open sockets");
     for mut c in held {
-        let (buf, _) = read_to_close(&mut c, Duration::from_secs(10));
+        let (buf, _) = read_to_close(&mut c, Duration::from_secs(30));
         assert_eq!(parse(&buf).map(|r| r.status), Some(200));
     }
     let r = probe(s.addr, "/health/live", Duration::from_secs(3)).expect("served again");
