@@ -68,3 +68,95 @@ fn public_routes_need_no_key_in_the_document_too() {
         );
     }
 }
+
+/// The operation object for a route, by lower-case method and template.
+fn operation<'a>(d: &'a Value, method: &str, template: &str) -> &'a Value {
+    &d["paths"][template][method.to_ascii_lowercase()]
+}
+
+/// Every parameter of every operation is stated exactly as the server's parser
+/// defines it (`api::params`), and every parameter the parser reads is documented:
+/// names, enums, bounds, patterns, defaults and the array style (issue #18 item 3).
+#[test]
+fn parameter_schemas_are_the_parsers_definitions() {
+    use super::params::{Kind, Param, PATH_ID, QUERIES};
+    let d = doc();
+    let mut problems = Vec::new();
+    for r in ROUTES {
+        let m = r.method.as_str();
+        let op = operation(&d, m, r.template);
+        let documented: Vec<&Value> = op["parameters"].as_array().into_iter().flatten().collect();
+        let query: &[Param] = QUERIES
+            .iter()
+            .find(|(qm, t, _)| *qm == m && *t == r.template)
+            .map_or(&[], |(_, _, p)| p);
+        let path_names = r
+            .template
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
+        let mut want: Vec<(&str, &str, Param)> = path_names
+            .map(|n| {
+                (
+                    "path",
+                    n,
+                    Param {
+                        name: "id",
+                        ..PATH_ID
+                    },
+                )
+            })
+            .collect();
+        want.extend(query.iter().map(|p| ("query", p.name, *p)));
+        for (inn, name, p) in &want {
+            let Some(doc_p) = documented
+                .iter()
+                .find(|x| x["in"] == *inn && x["name"] == *name)
+            else {
+                problems.push(format!(
+                    "{m} {}: {inn} parameter {name} is not documented",
+                    r.template
+                ));
+                continue;
+            };
+            if doc_p["schema"] != p.schema() {
+                problems.push(format!(
+                    "{m} {} {name}: schema should be {}",
+                    r.template,
+                    p.schema()
+                ));
+            }
+            let list = matches!(p.kind, Kind::Words(_));
+            let style_ok = if list {
+                doc_p["style"] == "form" && doc_p["explode"] == false
+            } else {
+                doc_p.get("style").is_none() && doc_p.get("explode").is_none()
+            };
+            if !style_ok {
+                problems.push(format!(
+                    "{m} {} {name}: a comma list is style form, explode false; nothing else sets them",
+                    r.template
+                ));
+            }
+            if doc_p["required"] != (*inn == "path") {
+                problems.push(format!(
+                    "{m} {} {name}: required must be {}",
+                    r.template,
+                    *inn == "path"
+                ));
+            }
+        }
+        for x in &documented {
+            let known = x["in"] == "header"
+                || want
+                    .iter()
+                    .any(|(inn, name, _)| x["in"] == *inn && x["name"] == *name);
+            if !known {
+                problems.push(format!(
+                    "{m} {}: documents {} parameter {} that the server does not read",
+                    r.template, x["in"], x["name"]
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
