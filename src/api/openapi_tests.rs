@@ -160,3 +160,74 @@ fn parameter_schemas_are_the_parsers_definitions() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// What a 201 creates, and where the new resource lives (its `Location`).
+const CREATES: &[(&str, &str)] = &[
+    ("createProject", "/projects/{id}"),
+    ("createTasks", "/tasks/{id}"),
+];
+
+/// Every POST that creates a resource links to every operation on it, with every
+/// path parameter filled from the response body, so stateful testers and generated
+/// clients can follow create → get → claim → complete (issue #18 item 4).
+#[test]
+fn creates_link_to_every_operation_on_what_they_create() {
+    let d = doc();
+    let ops: Vec<(&str, &str, &Value)> = ROUTES
+        .iter()
+        .map(|r| {
+            let op = operation(&d, r.method.as_str(), r.template);
+            (r.template, op["operationId"].as_str().unwrap_or(""), op)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (_, id, op) in &ops {
+        if op["responses"].get("201").is_some() && !CREATES.iter().any(|(c, _)| c == id) {
+            problems.push(format!("{id} answers 201 but is not in CREATES"));
+        }
+    }
+    for (create, home) in CREATES {
+        let Some((_, _, op)) = ops.iter().find(|(_, id, _)| id == create) else {
+            problems.push(format!("{create} is not documented"));
+            continue;
+        };
+        let links = &op["responses"]["201"]["links"];
+        let on_it = ops.iter().filter(|(t, _, _)| {
+            *t == *home
+                || t.strip_prefix(home)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
+        for (template, target, _) in on_it {
+            let found = links
+                .as_object()
+                .into_iter()
+                .flatten()
+                .any(|(_, l)| l["operationId"] == *target);
+            if !found {
+                problems.push(format!("{create} has no link to {target} ({template})"));
+            }
+        }
+        for (name, link) in links.as_object().into_iter().flatten() {
+            let target = link["operationId"].as_str().unwrap_or("");
+            let Some((template, _, _)) = ops.iter().find(|(_, id, _)| *id == target) else {
+                problems.push(format!(
+                    "{create} link {name} names unknown operation {target:?}"
+                ));
+                continue;
+            };
+            let path_params = template
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
+            for p in path_params {
+                let expr = link["parameters"][p].as_str().unwrap_or("");
+                let field = expr.strip_prefix("$response.body#/").unwrap_or("");
+                if op["responses"]["201"].get("content").is_none() || field.is_empty() {
+                    problems.push(format!(
+                        "{create} link {name}: {p} must come from $response.body#/…, not {expr:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
