@@ -1,6 +1,6 @@
 //! Stats and the events feed of a project.
 
-use super::{list_response, Call};
+use super::{list_response, params, Call};
 use crate::error::ApiError;
 use crate::http::response::Response;
 
@@ -11,7 +11,7 @@ pub fn stats(c: &Call<'_>) -> Result<Response, ApiError> {
 /// `?after=<event id>&limit=`: oldest first; `next_cursor` is the `after` of the next page.
 pub fn events(c: &Call<'_>) -> Result<Response, ApiError> {
     let q = c.query()?;
-    let after = match (q.id("after")?, q.id("cursor")?) {
+    let after = match (q.int(&params::AFTER)?, q.int(&params::EVENT_CURSOR)?) {
         (Some(a), _) | (None, Some(a)) => a,
         (None, None) => 0,
     };

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod claim;
 pub mod ops;
+pub mod params;
 pub mod projects;
 pub mod tasks;
 
@@ -17,6 +18,7 @@ use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::model::ApiKey;
 use crate::router::Params;
+pub use params::Query;
 
 /// Everything a handler gets.
 pub struct Call<'a> {
@@ -52,66 +54,6 @@ impl Call<'_> {
     /// Decoded query parameters.
     pub fn query(&self) -> Result<Query, ApiError> {
         Query::of(self.req)
-    }
-}
-
-/// Query parameters with typed accessors that answer `bad_request` on bad values.
-pub struct Query(Vec<(String, String)>);
-
-impl Query {
-    /// The request's query string, decoded (`bad_request` on bad escapes).
-    pub fn of(req: &Request) -> Result<Query, ApiError> {
-        Ok(Query(req.query_pairs()?))
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The cursor to continue from; an empty `cursor=` means the first page.
-    pub fn cursor(&self) -> Option<&str> {
-        self.get("cursor").filter(|c| !c.is_empty())
-    }
-
-    /// `limit` in 1..=500, default 50.
-    pub fn limit(&self) -> Result<usize, ApiError> {
-        match self.get("limit") {
-            None => Ok(50),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=500).contains(&n) => Ok(n),
-                _ => Err(ApiError::bad_request(
-                    "limit must be an integer from 1 to 500",
-                )),
-            },
-        }
-    }
-
-    /// An optional string of at most `max` characters.
-    pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(v) if !v.is_empty() && v.chars().count() <= max => Ok(Some(v.to_string())),
-            Some(_) => Err(ApiError::bad_request(format!(
-                "{name} must be 1 to {max} characters"
-            ))),
-        }
-    }
-
-    /// An optional non-negative integer.
-    pub fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if n >= 0 => Ok(Some(n)),
-                _ => Err(ApiError::bad_request(format!(
-                    "{name} must be a non-negative integer"
-                ))),
-            },
-        }
     }
 }
 

@@ -68,3 +68,166 @@ fn public_routes_need_no_key_in_the_document_too() {
         );
     }
 }
+
+/// The operation object for a route, by lower-case method and template.
+fn operation<'a>(d: &'a Value, method: &str, template: &str) -> &'a Value {
+    &d["paths"][template][method.to_ascii_lowercase()]
+}
+
+/// Every parameter of every operation is stated exactly as the server's parser
+/// defines it (`api::params`), and every parameter the parser reads is documented:
+/// names, enums, bounds, patterns, defaults and the array style (issue #18 item 3).
+#[test]
+fn parameter_schemas_are_the_parsers_definitions() {
+    use super::params::{Kind, Param, PATH_ID, QUERIES};
+    let d = doc();
+    let mut problems = Vec::new();
+    for r in ROUTES {
+        let m = r.method.as_str();
+        let op = operation(&d, m, r.template);
+        let documented: Vec<&Value> = op["parameters"].as_array().into_iter().flatten().collect();
+        let query: &[Param] = QUERIES
+            .iter()
+            .find(|(qm, t, _)| *qm == m && *t == r.template)
+            .map_or(&[], |(_, _, p)| p);
+        let path_names = r
+            .template
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
+        let mut want: Vec<(&str, &str, Param)> = path_names
+            .map(|n| {
+                (
+                    "path",
+                    n,
+                    Param {
+                        name: "id",
+                        ..PATH_ID
+                    },
+                )
+            })
+            .collect();
+        want.extend(query.iter().map(|p| ("query", p.name, *p)));
+        for (inn, name, p) in &want {
+            let Some(doc_p) = documented
+                .iter()
+                .find(|x| x["in"] == *inn && x["name"] == *name)
+            else {
+                problems.push(format!(
+                    "{m} {}: {inn} parameter {name} is not documented",
+                    r.template
+                ));
+                continue;
+            };
+            if doc_p["schema"] != p.schema() {
+                problems.push(format!(
+                    "{m} {} {name}: schema should be {}",
+                    r.template,
+                    p.schema()
+                ));
+            }
+            let list = matches!(p.kind, Kind::Words(_));
+            let style_ok = if list {
+                doc_p["style"] == "form" && doc_p["explode"] == false
+            } else {
+                doc_p.get("style").is_none() && doc_p.get("explode").is_none()
+            };
+            if !style_ok {
+                problems.push(format!(
+                    "{m} {} {name}: a comma list is style form, explode false; nothing else sets them",
+                    r.template
+                ));
+            }
+            if doc_p["required"] != (*inn == "path") {
+                problems.push(format!(
+                    "{m} {} {name}: required must be {}",
+                    r.template,
+                    *inn == "path"
+                ));
+            }
+        }
+        for x in &documented {
+            let known = x["in"] == "header"
+                || want
+                    .iter()
+                    .any(|(inn, name, _)| x["in"] == *inn && x["name"] == *name);
+            if !known {
+                problems.push(format!(
+                    "{m} {}: documents {} parameter {} that the server does not read",
+                    r.template, x["in"], x["name"]
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// What a 201 creates, and where the new resource lives (its `Location`).
+const CREATES: &[(&str, &str)] = &[
+    ("createProject", "/projects/{id}"),
+    ("createTasks", "/tasks/{id}"),
+];
+
+/// Every POST that creates a resource links to every operation on it, with every
+/// path parameter filled from the response body, so stateful testers and generated
+/// clients can follow create → get → claim → complete (issue #18 item 4).
+#[test]
+fn creates_link_to_every_operation_on_what_they_create() {
+    let d = doc();
+    let ops: Vec<(&str, &str, &Value)> = ROUTES
+        .iter()
+        .map(|r| {
+            let op = operation(&d, r.method.as_str(), r.template);
+            (r.template, op["operationId"].as_str().unwrap_or(""), op)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (_, id, op) in &ops {
+        if op["responses"].get("201").is_some() && !CREATES.iter().any(|(c, _)| c == id) {
+            problems.push(format!("{id} answers 201 but is not in CREATES"));
+        }
+    }
+    for (create, home) in CREATES {
+        let Some((_, _, op)) = ops.iter().find(|(_, id, _)| id == create) else {
+            problems.push(format!("{create} is not documented"));
+            continue;
+        };
+        let links = &op["responses"]["201"]["links"];
+        let on_it = ops.iter().filter(|(t, _, _)| {
+            *t == *home
+                || t.strip_prefix(home)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
+        for (template, target, _) in on_it {
+            let found = links
+                .as_object()
+                .into_iter()
+                .flatten()
+                .any(|(_, l)| l["operationId"] == *target);
+            if !found {
+                problems.push(format!("{create} has no link to {target} ({template})"));
+            }
+        }
+        for (name, link) in links.as_object().into_iter().flatten() {
+            let target = link["operationId"].as_str().unwrap_or("");
+            let Some((template, _, _)) = ops.iter().find(|(_, id, _)| *id == target) else {
+                problems.push(format!(
+                    "{create} link {name} names unknown operation {target:?}"
+                ));
+                continue;
+            };
+            let path_params = template
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
+            for p in path_params {
+                let expr = link["parameters"][p].as_str().unwrap_or("");
+                let field = expr.strip_prefix("$response.body#/").unwrap_or("");
+                if op["responses"]["201"].get("content").is_none() || field.is_empty() {
+                    problems.push(format!(
+                        "{create} link {name}: {p} must come from $response.body#/…, not {expr:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -1,9 +1,9 @@
 //! Projects: list, create, get, update, delete.
 
-use super::{decode_cursor, encode_cursor, etag, list_response, Call};
+use super::{decode_cursor, encode_cursor, etag, list_response, params, Call};
 use crate::error::ApiError;
 use crate::http::response::Response;
-use crate::model::{Project, PROJECT_STATUSES};
+use crate::model::Project;
 use crate::validate;
 
 fn one(status: u16, p: &Project) -> Response {
@@ -12,13 +12,8 @@ fn one(status: u16, p: &Project) -> Response {
 
 pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
     let q = c.query()?;
-    let status = q.text("status", 32)?;
-    if let Some(s) = &status {
-        if !PROJECT_STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request("status must be active or archived"));
-        }
-    }
-    let after = match q.cursor() {
+    let status = q.text(&params::PROJECT_STATUS)?.map(String::from);
+    let after = match q.text(&params::CURSOR)? {
         Some(cur) => decode_cursor(cur, 'p')?.1,
         None => 0,
     };

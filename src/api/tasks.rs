@@ -1,7 +1,7 @@
 //! Tasks: list (filters, sort, cursor paging), create (one or bulk), get, update,
 //! delete. Reachable as `/tasks/{id}` and `/projects/{pid}/tasks/{id}`.
 
-use super::{decode_cursor, encode_cursor, etag, list_response, Call};
+use super::{decode_cursor, encode_cursor, etag, list_response, params, Call};
 use crate::error::ApiError;
 use crate::http::response::Response;
 use crate::model::{Task, TaskCursor, TaskQuery, TaskSort, TaskStatus};
@@ -31,22 +31,21 @@ fn sort_key(s: TaskSort, t: &Task) -> i64 {
 pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
     let q = c.query()?;
     let mut statuses = Vec::new();
-    if let Some(list) = q.get("status") {
-        for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let st = TaskStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?} in filter")))?;
-            if !statuses.contains(&st) {
-                statuses.push(st);
-            }
+    // Every word was checked against `TASK_STATUSES`, which a test ties to the model.
+    for st in q
+        .words(&params::TASK_STATUS)?
+        .into_iter()
+        .filter_map(TaskStatus::parse)
+    {
+        if !statuses.contains(&st) {
+            statuses.push(st);
         }
     }
-    let sort = match q.get("sort") {
+    let sort = match q.text(&params::SORT)? {
         None => TaskSort::CreatedAt,
-        Some(s) => TaskSort::parse(s).ok_or_else(|| {
-            ApiError::bad_request("sort must be priority, created_at or updated_at")
-        })?,
+        Some(s) => TaskSort::parse(s).ok_or_else(ApiError::internal)?,
     };
-    let after = match q.cursor() {
+    let after = match q.text(&params::CURSOR)? {
         Some(cur) => {
             let (key, id) = decode_cursor(cur, sort_tag(sort))?;
             Some(TaskCursor { key, id })
@@ -55,8 +54,8 @@ pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
     };
     let query = TaskQuery {
         statuses,
-        assignee: q.text("assignee", validate::AGENT_MAX)?,
-        label: q.text("label", validate::LABEL_MAX)?,
+        assignee: q.text(&params::ASSIGNEE)?.map(String::from),
+        label: q.text(&params::LABEL)?.map(String::from),
         sort,
         after,
         limit: q.limit()?,
