@@ -147,23 +147,25 @@ fn open_sockets_not_parsed_requests_count_against_max_connections() {
     // parsed, though it was still open; past the cap, accept's try_clone hit EMFILE,
     // panicked, and the server never accepted again.
     let s = TestServer::start_with(&[
-        ("MAX_CONNECTIONS", "8"),
+        ("MAX_CONNECTIONS", "4"),
+        ("WORKERS", "4"),
         ("DASHBOARD_BACKEND_TEST_HOOKS", "1"),
     ]);
     let mut held = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..4 {
         let mut c = TcpStream::connect(s.addr).expect("connect");
         c.write_all(b"GET /_test/sleep?ms=8000 HTTP/1.1\r\nConnection: close\r\n\r\n")
             .expect("write");
         held.push(c);
     }
     std::thread::sleep(Duration::from_millis(300));
-    // Eight sockets are open: a ninth is refused, however its request would look.
+    // Four sockets are open: a fifth is refused, however its request would look.
     let r = probe(s.addr, "/health/live", Duration::from_secs(3)).expect("an answer");
     assert_eq!(r.status, 503, "the cap must count open sockets");
     for mut c in held {
         let (buf, _) = read_to_close(&mut c, Duration::from_secs(30));
-        assert_eq!(parse(&buf).map(|r| r.status), Some(200));
+        let status = parse(&buf).map(|r| r.status);
+        assert_eq!(status, Some(200), "{:?}", String::from_utf8_lossy(&buf));
     }
     let r = probe(s.addr, "/health/live", Duration::from_secs(3)).expect("served again");
     assert_eq!(r.status, 200);
