@@ -11,7 +11,7 @@ use crate::store::Store;
 
 pub struct App {
     pub config: Config,
-    pub store: Store,
+    pub store: std::sync::Arc<dyn Store>,
     pub life: Lifecycle,
     pub health: Health,
     pub access_log: AccessLog,

@@ -25,7 +25,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::cli::CliError;
-use crate::store::maintenance;
+use crate::store::sqlite::maintenance;
 use progress::Progress;
 
 use files::Trickle;
@@ -174,7 +174,7 @@ fn open_source(db: &Path) -> Result<Connection, CliError> {
     let unreadable = |e: &dyn std::fmt::Display| {
         CliError::new(69, format!("cannot read database {}: {e}", db.display()))
     };
-    let src = crate::store::open_plain(db).map_err(|e| unreadable(&e))?;
+    let src = crate::store::sqlite::open_plain(db).map_err(|e| unreadable(&e))?;
     // Without this read transaction every commit by the server would restart the copy
     // from page 1 (SQLite restarts a backup whose source changed), and a busy database
     // would never finish. Held, it pins one WAL snapshot without blocking the writer.

@@ -96,7 +96,7 @@ impl Health {
     /// under way is slow, a database last seen "ok" is reported "degraded" with the
     /// time the probe has taken so far: a database that hangs must not look healthy
     /// for as long as it hangs.
-    pub fn checks(&self, store: &Store) -> Arc<Checks> {
+    pub fn checks(&self, store: &dyn Store) -> Arc<Checks> {
         let snap = self.cache.get(|| self.probe(store));
         match snap.refresh_running {
             Some(running) if running >= CACHE_FOR && snap.value.database.status == "ok" => {
@@ -115,7 +115,7 @@ impl Health {
     /// Pings the database (for `/health` and `/health/db`). The cause of a failure
     /// is logged when the database turns unusable (once, not once a probe); the
     /// caller gets only a fixed phrase for the unauthenticated body.
-    pub fn ping_db(&self, store: &Store) -> Result<Duration, &'static str> {
+    pub fn ping_db(&self, store: &dyn Store) -> Result<Duration, &'static str> {
         let result = store.ping();
         let ok = result.is_ok();
         if self.db_ok.swap(ok, Ordering::Relaxed) != ok {
@@ -135,7 +135,7 @@ impl Health {
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn probe(&self, store: &Store) -> Checks {
+    fn probe(&self, store: &dyn Store) -> Checks {
         let delay = self.probe_delay_ms.swap(0, Ordering::Relaxed);
         if delay > 0 {
             log::warn!(target: "health", delay_ms = delay; "test hook: slow health probe started");

@@ -17,8 +17,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::backup::{create_temp, parent, sync_dir, with_suffix, write_error, Temps};
 use crate::cli::CliError;
-use crate::store::lock::{self, ServerLock};
-use crate::store::{maintenance, migrate};
+use crate::store::sqlite::lock::{self, ServerLock};
+use crate::store::sqlite::{maintenance, migrate};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -226,7 +226,7 @@ fn swap(db: &Path, tmp: &Path) -> Result<Option<PathBuf>, CliError> {
 /// Folds the WAL into the database file, so the kept copy is one self-contained file.
 /// Best effort: a damaged current database is kept as it is, side files and all.
 fn checkpoint(db: &Path) {
-    match crate::store::open_plain(db) {
+    match crate::store::sqlite::open_plain(db) {
         Ok(conn) => {
             if let Err(e) = maintenance::checkpoint(&conn) {
                 log::warn!(target: "restore", error:% = e; "cannot checkpoint the current database; keeping its WAL beside it");

@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::lifecycle::{notify, Lifecycle, Phase};
 use crate::logging::AccessLog;
-use crate::store::lock::ServerLock;
+use crate::store::sqlite::lock::ServerLock;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{Options, Store, StoreError};
 
 /// Maps a store error at start-up to an exit code and sentence.
@@ -99,14 +100,18 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     // Held until serve returns: restore and db vacuum refuse to run under it.
     let _lock = ServerLock::shared(&config.database_path)
         .map_err(|e| store_error(e, &config.database_path))?;
-    let store = Store::open(
-        &config.database_path,
-        &Options {
-            readers: config.workers,
-            ..Options::default()
-        },
-    )
-    .map_err(|e| store_error(e, &config.database_path))?;
+    // Every thread that reads gets a connection without waiting: the workers, and the
+    // write threads, which look up API keys before their write.
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(
+            &config.database_path,
+            &Options {
+                readers: config.workers + crate::http::WRITE_THREADS,
+                ..Options::default()
+            },
+        )
+        .map_err(|e| store_error(e, &config.database_path))?,
+    );
     let access_log = AccessLog::open(config.access_log.clone()).map_err(|e| {
         CliError::new(
             73,

@@ -146,7 +146,7 @@ fn pings_go_on_during_a_long_write_and_stop_when_the_writer_is_stuck() {
 fn version_1_database(db: &std::path::Path) {
     std::fs::create_dir_all(db.parent().expect("dir")).expect("mkdir");
     let c = rusqlite::Connection::open(db).expect("open");
-    c.execute_batch(include_str!("../src/store/migrations/0001_init.sql"))
+    c.execute_batch(include_str!("../src/store/sqlite/migrations/0001_init.sql"))
         .expect("0001");
     c.execute_batch(
         "PRAGMA user_version = 1;

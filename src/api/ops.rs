@@ -12,7 +12,7 @@ use crate::metrics::{self, Gauges, Process, SERVICE};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
-    let checks = c.app.health.checks(&c.app.store);
+    let checks = c.app.health.checks(&*c.app.store);
     let draining = matches!(c.app.life.phase(), Phase::Draining | Phase::Stopping);
     let status = if draining {
         "draining"
@@ -52,7 +52,7 @@ pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
-    Ok(match c.app.health.ping_db(&c.app.store) {
+    Ok(match c.app.health.ping_db(&*c.app.store) {
         Ok(d) => Response::json(
             200,
             &json!({
@@ -73,7 +73,7 @@ pub fn ready(c: &Call<'_>) -> Result<Response, ApiError> {
     let reason = match c.app.life.phase() {
         Phase::Starting => Some("starting"),
         Phase::Draining | Phase::Stopping => Some("draining"),
-        Phase::Ready if c.app.health.checks(&c.app.store).database.status == "error" => {
+        Phase::Ready if c.app.health.checks(&*c.app.store).database.status == "error" => {
             Some("database")
         }
         Phase::Ready => None,
@@ -100,14 +100,10 @@ pub fn options_root(_: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 fn gauges(c: &Call<'_>) -> Gauges {
-    let path = c.app.store.path();
-    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let backup = crate::backup::Record::load(path).unwrap_or_default();
+    let backup = crate::backup::Record::load(&c.app.config.database_path).unwrap_or_default();
     let secs = |ms: Option<i64>| ms.map(|ms| ms as f64 / 1000.0);
     Gauges {
-        db_size_bytes: size(path) + size(std::path::Path::new(&wal)),
+        db_size_bytes: c.app.store.size_bytes().unwrap_or(0),
         backup_last_success_timestamp: secs(backup.last_success_ms),
         backup_last_duration: backup.last_duration_seconds,
         backup_last_size: backup.last_size_bytes,

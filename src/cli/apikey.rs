@@ -4,10 +4,11 @@ use super::CliError;
 use crate::config::Config;
 use crate::model::Role;
 use crate::server::store_error;
-use crate::store::{Options, Store};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{KeyStore, Options, Probe};
 
-fn open(config: &Config) -> Result<Store, CliError> {
-    Store::open(
+fn open(config: &Config) -> Result<SqliteStore, CliError> {
+    SqliteStore::open(
         &config.database_path,
         &Options {
             readers: 1,

@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::CliError;
 use crate::config::Config;
 use crate::server::store_error;
-use crate::store::lock::ServerLock;
-use crate::store::{maintenance, StoreError};
+use crate::store::sqlite::lock::ServerLock;
+use crate::store::{sqlite::maintenance, StoreError};
 
 /// Which maintenance task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub fn run(config: &Config, task: DbTask) -> Result<(), CliError> {
 
 fn integrity(db: &Path) -> Result<(), CliError> {
     let t = Instant::now();
-    let conn = crate::store::open_plain(db).map_err(|e| store_error(e, db))?;
+    let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
     let problems = maintenance::integrity_check(&conn, MAX_PROBLEMS).map_err(|e| match e {
         StoreError::Busy => store_error(e, db),
         e => CliError::new(
@@ -95,7 +95,7 @@ fn vacuum(db: &Path) -> Result<(), CliError> {
         })?;
     let t = Instant::now();
     let before = size_with_wal(db);
-    let conn = crate::store::open_plain(db).map_err(|e| store_error(e, db))?;
+    let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
     maintenance::vacuum(&conn).map_err(|e| match e {
         StoreError::Full => CliError::new(
             74,
@@ -123,7 +123,7 @@ fn analyze(db: &Path) -> Result<(), CliError> {
         .map_err(|e| crate::restore::lock_error(db, &e))?
         .is_none();
     let t = Instant::now();
-    let conn = crate::store::open_plain(db).map_err(|e| store_error(e, db))?;
+    let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
     maintenance::analyze(&conn, online.then_some(ONLINE_ANALYSIS_LIMIT))
         .map_err(|e| store_error(e, db))?;
     let how = if online {

@@ -3,7 +3,8 @@
 use super::CliError;
 use crate::config::Config;
 use crate::server::store_error;
-use crate::store::migrate;
+use crate::store::sqlite::migrate;
+use crate::store::Probe;
 
 pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
     let path = &config.database_path;
@@ -15,7 +16,7 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
             );
         }
         let conn = if path.exists() {
-            crate::store::open_plain(path).map_err(|e| store_error(e, path))?
+            crate::store::sqlite::open_plain(path).map_err(|e| store_error(e, path))?
         } else {
             rusqlite::Connection::open_in_memory().map_err(|e| CliError::new(70, e.to_string()))?
         };
@@ -30,7 +31,7 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let store = crate::store::Store::open(
+    let store = crate::store::sqlite::SqliteStore::open(
         path,
         &crate::store::Options {
             readers: 1,
@@ -38,7 +39,7 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
         },
     )
     .map_err(|e| store_error(e, path))?;
-    let conn = crate::store::open_plain(path).map_err(|e| store_error(e, path))?;
+    let conn = crate::store::sqlite::open_plain(path).map_err(|e| store_error(e, path))?;
     let v = migrate::current_version(&conn).map_err(|e| store_error(e, path))?;
     drop(conn);
     store.close().map_err(|e| store_error(e, path))?;

@@ -32,7 +32,7 @@ use response::Response;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Threads that carry writes through the group commit (mostly asleep on it).
-const WRITE_THREADS: usize = 64;
+pub const WRITE_THREADS: usize = 64;
 /// Writes waiting for a write thread before workers feel back-pressure.
 const WRITE_QUEUE: usize = 1024;
 

@@ -12,6 +12,9 @@ use rusqlite::Connection;
 
 use super::{open_reader_conn, Result, StoreError};
 
+/// Longest a read waits for a free connection (as the writer's busy timeout).
+const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct ReadPool {
     path: PathBuf,
     max: usize,
@@ -90,7 +93,16 @@ impl ReadPool {
                 };
             }
             self.opened.fetch_sub(1, Ordering::AcqRel);
-            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
+            // Sized for every reading thread, so this wait is rare; bounded all the
+            // same, so a stuck reader cannot hold every other one forever (503 Busy).
+            let (guard, waited) = self
+                .returned
+                .wait_timeout(idle, WAIT)
+                .unwrap_or_else(|e| e.into_inner());
+            idle = guard;
+            if waited.timed_out() && idle.is_empty() {
+                return Err(StoreError::Busy);
+            }
         }
     }
 
