@@ -151,6 +151,12 @@ fn open_sockets_not_parsed_requests_count_against_max_connections() {
         ("WORKERS", "4"),
         ("DASHBOARD_BACKEND_TEST_HOOKS", "1"),
     ]);
+    // The harness's own connections (readiness polls) must be gone first.
+    let until = Instant::now() + Duration::from_secs(10);
+    while metric(&s, "http_connections_open") > 1.0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut c = TcpStream::connect(s.addr).expect("connect");
@@ -158,10 +164,23 @@ fn open_sockets_not_parsed_requests_count_against_max_connections() {
             .expect("write");
         held.push(c);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    // Four sockets are open: a fifth is refused, however its request would look.
-    let r = probe(s.addr, "/health/live", Duration::from_secs(3)).expect("an answer");
-    assert_eq!(r.status, 503, "the cap must count open sockets");
+    // Four sockets are open (once the accept thread has taken them all): a fifth is
+    // refused, however its request would look.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    loop {
+        let r = probe(s.addr, "/health/live", Duration::from_secs(3)).expect("an answer");
+        seen.push(r.status);
+        if r.status == 503 || Instant::now() > until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&503),
+        "the cap must count open sockets: {seen:?}"
+    );
     for mut c in held {
         let (buf, _) = read_to_close(&mut c, Duration::from_secs(30));
         let status = parse(&buf).map(|r| r.status);

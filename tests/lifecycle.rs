@@ -122,7 +122,8 @@ fn ready_is_sent_only_when_a_request_can_be_served() {
     notify.wait_for("STOPPING=1", Duration::from_secs(1));
 }
 
-fn watchdog_server(dir: &std::path::Path, notify: &Notify) -> TestServer {
+/// A server under a 1 s watchdog with the test hooks on, reporting to `notify`.
+pub(crate) fn watchdog_server(dir: &std::path::Path, notify: &Notify) -> TestServer {
     let env = notify.env();
     TestServer::spawn(
         dir.to_path_buf(),

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{temp_dir, TestServer};
-use crate::lifecycle::Notify;
+use crate::lifecycle::{watchdog_server, Notify};
 
 /// The value of one `/metrics` line, by name and label text (0 when absent).
 fn metric(s: &TestServer, name: &str, labels: &str) -> f64 {
@@ -82,22 +82,6 @@ fn only_the_real_probe_is_left_out_of_metrics_and_the_access_log() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn watchdog_server(dir: &std::path::Path, notify: &Notify) -> TestServer {
-    let env = notify.env();
-    TestServer::spawn(
-        dir.to_path_buf(),
-        dir.join("data").join("d.db"),
-        None,
-        &[
-            ("AUTH_DISABLED", "true"),
-            ("WATCHDOG_USEC", "1000000"),
-            ("WORKERS", "4"),
-            ("DASHBOARD_BACKEND_TEST_HOOKS", "1"),
-            (env.0, &env.1),
-        ],
-    )
 }
 
 /// Holds the writer for `ms` through a test hook, in the background.

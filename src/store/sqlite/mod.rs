@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use super::{KeyStore, Options, Probe, ProjectStore, Result, StoreError, TaskStore};
 use crate::model::*;
-use super::{KeyStore, Options, ProjectStore, Probe, Result, StoreError, TaskStore};
 use pool::ReadPool;
 use writer::Writer;
 
@@ -48,8 +48,6 @@ impl From<rusqlite::Error> for StoreError {
         }
     }
 }
-
-
 
 /// The database: one writer thread, a pool of readers.
 pub struct SqliteStore {
@@ -111,7 +109,6 @@ impl SqliteStore {
         crate::metrics::db_query();
         self.writer.submit(f)
     }
-
 }
 
 impl Probe for SqliteStore {
@@ -158,22 +155,8 @@ impl Probe for SqliteStore {
     /// as a long delete does) or waiting outside SQLite (a writer stuck without
     /// progress).
     fn hold_writer(&self, hold: Duration, progressing: bool) -> Result<()> {
-        self.writer.submit(move |c| {
-            let until = Instant::now() + hold;
-            while Instant::now() < until {
-                if progressing {
-                    c.query_row(
-                        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
-                         LIMIT 100000) SELECT count(*) FROM n",
-                        [],
-                        |_| Ok(()),
-                    )?;
-                } else {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            Ok(())
-        })
+        self.writer
+            .submit(move |c| writer::hold(c, Instant::now() + hold, progressing))
     }
 
     /// Stops the writer after the queued writes, checkpoints and truncates the WAL.

@@ -84,6 +84,25 @@ const ALIVE_POLL: Duration = Duration::from_millis(10);
 
 /// Counts progress on `conn` into `progress`: SQLite calls the handler every
 /// `PROGRESS_STEPS` steps of any statement, a migration's as well as a job's.
+/// Keeps `c` busy until `until`: computing (SQLite steps, as a long delete makes) or
+/// sleeping outside SQLite (a writer stuck without progress). For the watchdog's tests.
+#[cfg(any(test, feature = "test-hooks"))]
+pub(crate) fn hold(c: &Connection, until: Instant, progressing: bool) -> Result<()> {
+    while Instant::now() < until {
+        if progressing {
+            c.query_row(
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+                 LIMIT 100000) SELECT count(*) FROM n",
+                [],
+                |_| Ok(()),
+            )?;
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(())
+}
+
 pub fn count_progress(conn: &Connection, progress: Arc<AtomicU64>) {
     conn.progress_handler(
         PROGRESS_STEPS,
@@ -421,22 +440,7 @@ mod tests {
         let hold = |progressing: bool| {
             let w = w.clone();
             std::thread::spawn(move || {
-                w.submit(move |c| {
-                    let until = Instant::now() + Duration::from_millis(600);
-                    while Instant::now() < until {
-                        if progressing {
-                            c.query_row(
-                                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
-                                 LIMIT 100000) SELECT count(*) FROM n",
-                                [],
-                                |_| Ok(()),
-                            )?;
-                        } else {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                    Ok(())
-                })
+                w.submit(move |c| hold(c, Instant::now() + Duration::from_millis(600), progressing))
             })
         };
         let busy = hold(true);
