@@ -166,7 +166,7 @@ impl Health {
             free_bytes: free,
             min_free_bytes: self.min_free,
         };
-        let rss = crate::metrics::Process::read().rss_bytes;
+        let rss = crate::sys::Process::read().rss_bytes;
         let memory = MemoryCheck {
             status: if rss > MEMORY_HIGH_BYTES {
                 "degraded"

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::http::request::Method;
-use crate::router::ROUTES;
+use crate::sys::Process;
+
 
 pub const SERVICE: &str = "dashboard-backend";
 
@@ -34,16 +34,23 @@ const BUCKETS: [f64; 13] = [
 const CODES: [u16; 18] = [
     200, 201, 204, 304, 400, 401, 403, 404, 405, 409, 412, 413, 415, 422, 429, 500, 503, 504,
 ];
-const METHODS: [Method; 8] = [
-    Method::Get,
-    Method::Head,
-    Method::Post,
-    Method::Put,
-    Method::Patch,
-    Method::Delete,
-    Method::Options,
-    Method::Other,
+/// Method labels; anything else is `OTHER`.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
 ];
+
+/// The route templates, in the router's order (`register_routes`): metrics is a
+/// leaf and takes them as plain values instead of importing the router.
+static ROUTES: OnceLock<Vec<&'static str>> = OnceLock::new();
+
+/// Names the routes whose indices `observe` will be given; called once at start.
+pub fn register_routes(templates: Vec<&'static str>) {
+    let _ = ROUTES.set(templates);
+}
+
+fn routes() -> &'static [&'static str] {
+    ROUTES.get().map(Vec::as_slice).unwrap_or(&[])
+}
 
 /// Counters of one (route, method) pair.
 struct Slot {
@@ -68,13 +75,13 @@ impl Slot {
 fn slots() -> &'static [Slot] {
     static SLOTS: OnceLock<Vec<Slot>> = OnceLock::new();
     SLOTS.get_or_init(|| {
-        (0..(ROUTES.len() + 1) * METHODS.len())
+        (0..(routes().len() + 1) * METHODS.len())
             .map(|_| Slot::new())
             .collect()
     })
 }
 
-fn method_index(m: Method) -> usize {
+fn method_index(m: &str) -> usize {
     METHODS
         .iter()
         .position(|x| *x == m)
@@ -82,16 +89,18 @@ fn method_index(m: Method) -> usize {
 }
 
 fn route_name(i: usize) -> &'static str {
-    ROUTES.get(i).map(|r| r.template).unwrap_or("unmatched")
+    routes().get(i).copied().unwrap_or("unmatched")
 }
 
-/// Records one answered request. `route` is the index in `ROUTES`, or `None`.
-pub fn observe(route: Option<usize>, method: Method, status: u16, elapsed: Duration) {
+/// Records one answered request. `route` is the index among the registered
+/// routes, or `None` (unmatched); `method` its name.
+pub fn observe(route: Option<usize>, method: &str, status: u16, elapsed: Duration) {
     HTTP_REQUESTS.fetch_add(1, Relaxed);
     if status >= 400 {
         HTTP_ERRORS.fetch_add(1, Relaxed);
     }
-    let r = route.unwrap_or(ROUTES.len());
+    let n = routes().len();
+    let r = route.map_or(n, |r| r.min(n));
     let slot = &slots()[r * METHODS.len() + method_index(method)];
     let secs = elapsed.as_secs_f64();
     if let Some(b) = BUCKETS.iter().position(|le| secs <= *le) {
@@ -151,49 +160,6 @@ pub struct Gauges {
     pub backup_last_failure_timestamp: Option<f64>,
 }
 
-/// Process figures from /proc/self.
-#[derive(Debug, Default)]
-pub struct Process {
-    pub rss_bytes: u64,
-    pub cpu_seconds: f64,
-    pub open_fds: u64,
-    pub start_time: f64,
-}
-
-impl Process {
-    pub fn read() -> Process {
-        let page = 4096u64;
-        let rss_bytes = std::fs::read_to_string("/proc/self/statm")
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .map(|pages| pages * page)
-            .unwrap_or(0);
-        // utime and stime are fields 14 and 15, in clock ticks (100 Hz on Linux).
-        let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let ut: f64 = f.get(11)?.parse().ok()?;
-                let st: f64 = f.get(12)?.parse().ok()?;
-                Some((ut + st) / 100.0)
-            })
-            .unwrap_or(0.0);
-        let open_fds = std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.count() as u64)
-            .unwrap_or(0);
-        Process {
-            rss_bytes,
-            cpu_seconds,
-            open_fds,
-            start_time: crate::clock::start_ms() as f64 / 1000.0,
-        }
-    }
-}
 
 struct Text(String);
 
@@ -429,7 +395,7 @@ fn for_each_slot(mut f: impl FnMut(&'static str, &'static str, &Slot)) {
             continue;
         }
         let (r, m) = (i / METHODS.len(), i % METHODS.len());
-        f(route_name(r), METHODS[m].as_str(), s);
+        f(route_name(r), METHODS[m], s);
     }
 }
 

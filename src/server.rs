@@ -130,6 +130,7 @@ pub fn serve(config: Config) -> Result<(), CliError> {
             .map_err(|e| CliError::new(71, format!("cannot start the HTTP server: {e}")))?,
     );
     let _ = crate::metrics::CONNECTIONS.set(server.connection_stats());
+    crate::metrics::register_routes(crate::router::ROUTES.iter().map(|r| r.template).collect());
     let workers = config.workers;
     let limiter = crate::http::ratelimit::RateLimiter::new(config.rate_limit_per_minute);
     let cors = crate::http::cors::Cors::new(&config.cors_origins);

@@ -207,3 +207,47 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// Process figures from /proc/self.
+#[derive(Debug, Default)]
+pub struct Process {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    pub start_time: f64,
+}
+
+impl Process {
+    pub fn read() -> Process {
+        let page = 4096u64;
+        let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .map(|pages| pages * page)
+            .unwrap_or(0);
+        // utime and stime are fields 14 and 15, in clock ticks (100 Hz on Linux).
+        let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ut: f64 = f.get(11)?.parse().ok()?;
+                let st: f64 = f.get(12)?.parse().ok()?;
+                Some((ut + st) / 100.0)
+            })
+            .unwrap_or(0.0);
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
+        Process {
+            rss_bytes,
+            cpu_seconds,
+            open_fds,
+            start_time: crate::clock::start_ms() as f64 / 1000.0,
+        }
+    }
+}

@@ -7,7 +7,8 @@ use super::Call;
 use crate::error::ApiError;
 use crate::http::response::Response;
 use crate::lifecycle::Phase;
-use crate::metrics::{self, Gauges, Process, SERVICE};
+use crate::metrics::{self, Gauges, SERVICE};
+use crate::sys::Process;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -236,7 +236,7 @@ pub fn record(app: &App, req: &Request, route: Option<usize>, status: u16, elaps
     if crate::watchdog::is_probe(req) {
         return;
     }
-    crate::metrics::observe(route, req.method, status, elapsed);
+    crate::metrics::observe(route, req.method.as_str(), status, elapsed);
     let template = route.map(|i| ROUTES[i].template).unwrap_or("unmatched");
     let quiet = route.is_some_and(|i| ROUTES[i].access == Access::Public);
     let level = if status >= 500 {
