@@ -14,7 +14,6 @@ use serde_json::{json, Map, Value};
 
 use crate::sys::Process;
 
-
 pub const SERVICE: &str = "dashboard-backend";
 
 static HTTP_REQUESTS: AtomicU64 = AtomicU64::new(0);
@@ -159,7 +158,6 @@ pub struct Gauges {
     pub backup_last_size: Option<u64>,
     pub backup_last_failure_timestamp: Option<f64>,
 }
-
 
 struct Text(String);
 

@@ -310,6 +310,11 @@ fn a_panicking_handler_answers_500_and_the_worker_lives_on() {
         200,
         "the only worker survived"
     );
+    // The log is read off stderr by the harness's own thread: give it a moment.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !s.log_text().contains("boom-1") && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         s.log_text().contains("boom-1"),
         "the panic is logged with the request id"
