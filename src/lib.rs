@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod restore;
 pub mod router;
 pub mod server;

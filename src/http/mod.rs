@@ -12,7 +12,6 @@
 pub mod cors;
 pub mod pipeline;
 pub mod probe;
-pub mod proxy;
 pub mod ratelimit;
 pub mod request;
 pub mod response;

@@ -12,7 +12,6 @@ use serde_json::json;
 use crate::api::Call;
 use crate::app::App;
 use crate::error::ApiError;
-use crate::http::proxy;
 use crate::http::ratelimit::Client;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
@@ -66,7 +65,7 @@ fn client_addr(app: &App, req: &Request) -> IpAddr {
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
         .flat_map(|(_, value)| value.split(','));
-    proxy::client(peer, hops, &app.config.trusted_proxies)
+    crate::net::client(peer, hops, &app.config.trusted_proxies)
 }
 
 fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
