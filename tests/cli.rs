@@ -76,11 +76,11 @@ fn migrate_and_status() {
     assert!(st.contains("pending"), "{st}");
     let out = cli(&db, &["migrate"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("schema version 2"));
+    assert!(text(&out.stdout).contains("schema version 3"));
     let st = text(&cli(&db, &["migrate", "status"]).stdout);
     assert!(!st.contains("pending"), "{st}");
     assert!(
-        st.contains("init") && st.contains("partial_indexes"),
+        st.contains("init") && st.contains("partial_indexes") && st.contains("task_counts"),
         "{st}"
     );
 }

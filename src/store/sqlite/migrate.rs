@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "partial_indexes",
         include_str!("migrations/0002_partial_indexes.sql"),
     ),
+    (
+        3,
+        "task_counts",
+        include_str!("migrations/0003_task_counts.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.
@@ -141,7 +146,7 @@ mod tests {
                (1, 'c', 'completed', 3, 3, NULL, 9);",
         )
         .expect("old rows");
-        assert_eq!(apply(&conn).expect("migrate"), vec![2]);
+        assert_eq!(apply(&conn).expect("migrate"), vec![2, 3]);
         assert_eq!(current_version(&conn).expect("version"), latest());
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
         assert_eq!(count("SELECT count(*) FROM tasks"), 3);
@@ -164,6 +169,13 @@ mod tests {
                 sql.split_once("WHERE ").expect("where").1
             ));
             assert_eq!(n, want, "{index}");
+        }
+        // 0003 fills the counts from the rows that were already there.
+        for (status, want) in [("pending", 1), ("in_progress", 1), ("completed", 1)] {
+            let n = count(&format!(
+                "SELECT n FROM task_counts WHERE project_id = 1 AND status = '{status}'"
+            ));
+            assert_eq!(n, want, "{status}");
         }
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))

@@ -168,3 +168,99 @@ fn events_and_stats_use_indexes() {
         assert_indexed(sql, &p);
     }
 }
+
+#[test]
+fn counts_read_the_counts_table_not_the_tasks() {
+    // Issue #19: stats and the tasks{status} gauge cost O(statuses), not O(tasks).
+    let (_d, conn) = store_conn();
+    for sql in [tasks::STATS_BY_STATUS_SQL, tasks::COUNT_BY_STATUS_SQL] {
+        let p = plan(&conn, sql, count_params(sql));
+        assert!(!p.contains("tasks "), "{sql} reads the tasks table:\n{p}");
+        assert!(p.contains("task_counts"), "{sql}:\n{p}");
+    }
+}
+
+#[test]
+fn the_count_triggers_never_drift_from_the_rows() {
+    // Every kind of change to a task's status, in a random mix, then one full count.
+    let (_d, conn) = store_conn();
+    let now = 1_700_000_000_000i64;
+    for p in 1..=3 {
+        conn.execute(
+            "INSERT INTO projects (id, name, created_at, updated_at) VALUES (?1, 'p', ?2, ?2)",
+            rusqlite::params![p, now],
+        )
+        .expect("project");
+    }
+    let statuses = [
+        "pending",
+        "in_progress",
+        "blocked",
+        "completed",
+        "failed",
+        "cancelled",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..3000 {
+        match next(6) {
+            0 | 1 => {
+                conn.execute(
+                    "INSERT INTO tasks (project_id, title, status, created_at, updated_at)
+                     VALUES (?1, 't', ?2, ?3, ?3)",
+                    rusqlite::params![1 + next(3) as i64, statuses[next(6) as usize], now],
+                )
+                .expect("insert");
+            }
+            2 | 3 => {
+                conn.execute(
+                    "UPDATE tasks SET status = ?1 WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
+                    [statuses[next(6) as usize]],
+                )
+                .expect("update");
+            }
+            4 => {
+                conn.execute(
+                    "DELETE FROM tasks WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
+                    [],
+                )
+                .expect("delete");
+            }
+            _ => {
+                conn.execute(
+                    "UPDATE tasks SET title = 'x', version = version + 1
+                     WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
+                    [],
+                )
+                .expect("other update");
+            }
+        }
+    }
+    conn.execute("DELETE FROM projects WHERE id = 3", [])
+        .expect("cascade");
+    let drift: i64 = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM (
+               SELECT project_id, status, count(*) AS n FROM tasks GROUP BY 1, 2
+               EXCEPT SELECT project_id, status, n FROM task_counts WHERE n > 0))
+             + (SELECT count(*) FROM task_counts c WHERE n <> (SELECT count(*) FROM tasks t
+                  WHERE t.project_id = c.project_id AND t.status = c.status))",
+            [],
+            |r| r.get(0),
+        )
+        .expect("compare");
+    assert_eq!(drift, 0, "task_counts drifted from the rows");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM task_counts WHERE project_id = 3",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0, "a deleted project keeps no counts");
+}

@@ -417,8 +417,9 @@ pub const STATS_OLDEST_PENDING_SQL: &str =
     "SELECT created_at FROM tasks WHERE project_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1";
 pub const STATS_COMPLETED_SQL: &str = "SELECT count(*) FROM tasks
      WHERE project_id = ?1 AND status = 'completed' AND completed_at >= ?2";
+/// Kept by the triggers of migration 0003: a few rows, whatever the number of tasks.
 pub const STATS_BY_STATUS_SQL: &str =
-    "SELECT status, count(*) FROM tasks WHERE project_id = ?1 GROUP BY status";
+    "SELECT status, n FROM task_counts WHERE project_id = ?1 AND n > 0";
 
 pub fn stats(c: &Connection, pid: i64) -> Result<Stats> {
     projects::ensure_exists(c, pid)?;
@@ -452,9 +453,12 @@ pub fn stats(c: &Connection, pid: i64) -> Result<Stats> {
     })
 }
 
+/// Sums the per-project counts of migration 0003: O(projects × statuses).
+pub const COUNT_BY_STATUS_SQL: &str = "SELECT status, sum(n) FROM task_counts GROUP BY status";
+
 /// Task counts by status over every project.
 pub fn count_by_status(c: &Connection) -> Result<Vec<(TaskStatus, i64)>> {
-    let mut st = c.prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status")?;
+    let mut st = c.prepare_cached(COUNT_BY_STATUS_SQL)?;
     let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     let mut out: Vec<(TaskStatus, i64)> = TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
     for row in rows {
