@@ -81,6 +81,7 @@ fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
         idle_timeout: config.idle_timeout,
         max_connections,
         max_head_bytes: MAX_HEAD_BYTES,
+        max_body_bytes: config.max_body_bytes,
         error_body: crate::http::response::connection_error_body,
     }
 }

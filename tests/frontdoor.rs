@@ -375,3 +375,141 @@ fn metric(s: &TestServer, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_pipelined_request_gets_the_read_deadline_not_the_idle_one() {
+    // Attack F2: a request taken from the buffer ran on the 60 s idle clock, so a
+    // body that never came held a write thread for a minute.
+    let s = TestServer::start_with(&[
+        ("READ_TIMEOUT_SECONDS", "2"),
+        ("IDLE_TIMEOUT_SECONDS", "60"),
+    ]);
+    let mut c = TcpStream::connect(s.addr).expect("connect");
+    c.write_all(
+        b"GET /health/live HTTP/1.1\r\n\r\nPOST /projects HTTP/1.1\r\nContent-Length: 100\r\n\r\n",
+    )
+    .expect("write");
+    let (buf, closed) = read_to_close(&mut c, Duration::from_secs(8));
+    let rs = responses(&buf);
+    let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![200, 408],
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(closed);
+}
+
+#[test]
+fn a_connection_that_never_speaks_gets_the_read_timeout() {
+    // Attack F4: a connection that never sent a byte was held for the idle timeout
+    // (60 s), so ~1 000 connects a minute kept every slot taken.
+    let s = TestServer::start_with(&[
+        ("READ_TIMEOUT_SECONDS", "1"),
+        ("IDLE_TIMEOUT_SECONDS", "60"),
+    ]);
+    let mut c = TcpStream::connect(s.addr).expect("connect");
+    let t = Instant::now();
+    let (_, closed) = read_to_close(&mut c, Duration::from_secs(6));
+    assert!(closed, "still open after {:?}", t.elapsed());
+}
+
+#[test]
+fn lenient_framing_is_refused() {
+    // Attack F6: each of these was accepted by a lenient parser, where a proxy in
+    // front may read it differently.
+    let s = TestServer::start();
+    let key = s.key.clone().expect("key");
+    let post = |extra: &str, body: &str| {
+        format!("POST /projects HTTP/1.1\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n{extra}\r\n{body}")
+    };
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("bare LF in a chunk extension", post("Transfer-Encoding: chunked\r\n", "2;\nxx\r\n{}\r\n0\r\n\r\n"), 400),
+        ("vertical tab before chunked", post("Transfer-Encoding: \x0bchunked\r\n", "0\r\n\r\n"), 400),
+        ("NUL in a header name", post("X-A\x00: 1\r\nContent-Length: 2\r\n", "{}"), 400),
+        ("empty header name", post(": x\r\nContent-Length: 2\r\n", "{}"), 400),
+        ("chunked on HTTP/1.0", "POST /projects HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 400),
+        ("junk after the version", "GET /health HTTP/1.1 junk\r\n\r\n".into(), 400),
+        ("CR before CRLF", "GET /health HTTP/1.1\r\r\n\r\n".into(), 400),
+        ("a second Expect", "POST /projects HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\nExpect: foo\r\n\r\n{}".into(), 417),
+    ];
+    for (name, raw, want) in cases {
+        let mut c = TcpStream::connect(s.addr).expect("connect");
+        let _ = c.write_all(raw.as_bytes());
+        let (buf, closed) = read_to_close(&mut c, Duration::from_secs(5));
+        let got = parse(&buf).map(|r| r.status);
+        assert_eq!(
+            got,
+            Some(want),
+            "{name}: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        assert!(closed, "{name}: must close");
+    }
+}
+
+#[test]
+fn slow_bodies_do_not_hold_the_write_threads() {
+    // Attack F3: a body is read where its request is dispatched; 64 slow bodies held
+    // all 64 write threads and every write waited for their read timeout.
+    let s = TestServer::start_with(&[("READ_TIMEOUT_SECONDS", "10")]);
+    let mut slow = Vec::new();
+    for _ in 0..80 {
+        let mut c = TcpStream::connect(s.addr).expect("connect");
+        c.write_all(b"POST /projects HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            .expect("write");
+        slow.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let r = auth_post(&s, "/projects", r#"{"name":"not behind the slow ones"}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a write waited {:?} behind 80 slow bodies",
+        t.elapsed()
+    );
+    drop(slow);
+}
+
+#[test]
+fn big_unfinished_heads_take_bounded_memory() {
+    // Attack F1: each connection could grow a 64 KiB head buffer (and a copy), about
+    // 155 KiB a connection, 160 MiB for 1 000, never given back.
+    let s = TestServer::start_with(&[("READ_TIMEOUT_SECONDS", "10")]);
+    let before = rss_kib(s.pid());
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(900));
+    let head = format!("GET /health HTTP/1.1\r\n{}", pad.repeat(66));
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        if let Ok(mut c) = TcpStream::connect(s.addr) {
+            let _ = c.write_all(head.as_bytes());
+            held.push(c);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = rss_kib(s.pid());
+    eprintln!("RSS {before} KiB before, {during} KiB with 600 unfinished 60 KiB heads");
+    assert!(
+        during < before + 40 * 1024,
+        "600 unfinished heads grew RSS from {before} to {during} KiB"
+    );
+    drop(held);
+    assert_eq!(
+        probe(s.addr, "/health/live", Duration::from_secs(5)).map(|r| r.status),
+        Some(200)
+    );
+}

@@ -28,7 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Header, Method};
-use crate::limits::{Clock, ConnectionLimits, ConnectionStats, OpenGuard};
+use crate::limits::{Budget, Clock, ConnectionLimits, ConnectionStats, OpenGuard};
 use crate::Request;
 
 /// Request heads are read in steps of this much (and the buffer kept between requests
@@ -70,7 +70,8 @@ impl Body {
     }
 }
 
-/// The rendezvous of one request between its connection thread and a worker.
+/// The rendezvous of one request between its connection thread and a worker: the
+/// worker hands the reply over; the connection thread waits for it.
 pub(crate) struct Exchange {
     state: Mutex<ExchangeState>,
     done: Condvar,
@@ -79,10 +80,6 @@ pub(crate) struct Exchange {
 
 #[derive(Default)]
 struct ExchangeState {
-    /// The connection's input, given back when the request's body reader drops.
-    input: Option<Input>,
-    /// The body was read to its end (the next request starts where it stopped).
-    body_complete: bool,
     reply: Option<Reply>,
     /// The request's writer is gone: no more reply can come.
     writer_gone: bool,
@@ -119,22 +116,13 @@ impl Exchange {
         self.done.notify_all();
     }
 
-    fn give_back(&self, input: Input, complete: bool) {
+    /// Blocks until the request's writer is gone; the reply, if one was given.
+    fn wait(&self) -> Option<Reply> {
         let mut s = self.lock();
-        s.input = Some(input);
-        s.body_complete = complete;
-        drop(s);
-        self.done.notify_all();
-    }
-
-    /// Blocks until the request is done with the connection.
-    fn wait(&self) -> (Input, bool, Option<Reply>) {
-        let mut s = self.lock();
-        while s.input.is_none() || !s.writer_gone {
+        while !s.writer_gone {
             s = self.done.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        let input = s.input.take().expect("checked above");
-        (input, s.body_complete, s.reply.take())
+        s.reply.take()
     }
 }
 
@@ -171,12 +159,15 @@ impl Drop for Outbox {
     }
 }
 
-/// Bytes read from the socket and not yet consumed, and the socket behind them.
+/// Bytes read from the socket and not yet consumed, and the socket behind them. The
+/// first `READ_STEP` bytes of buffer are the connection's own; more (a long head) is
+/// taken from the shared budget, and given back between requests.
 pub(crate) struct Input {
     sock: Arc<TcpStream>,
     clock: Arc<Clock>,
     buf: Vec<u8>,
     pos: usize,
+    budget: Budget,
 }
 
 impl Input {
@@ -193,7 +184,8 @@ impl Input {
     }
 
     /// Reads one step more from the socket into the buffer, keeping at most `cap`
-    /// bytes buffered. Ok(0) at end of stream.
+    /// bytes buffered. Ok(0) at end of stream; `OutOfMemory` when over `cap` or when
+    /// the shared budget is spent.
     fn fill(&mut self, cap: usize) -> io::Result<usize> {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
@@ -204,7 +196,16 @@ impl Input {
             return Err(io::Error::new(ErrorKind::OutOfMemory, "line too long"));
         }
         let old = self.buf.len();
-        self.buf.resize(old + room, 0);
+        let want = old + room;
+        if want > self.buf.capacity() {
+            // Beyond the first step, twice the growth (the parsed head copies it).
+            let over = want.saturating_sub(READ_STEP.max(self.buf.capacity())) * 2;
+            if over > 0 && !self.budget.take(over) {
+                return Err(io::Error::new(ErrorKind::OutOfMemory, "head budget spent"));
+            }
+            self.buf.reserve_exact(want - old);
+        }
+        self.buf.resize(want, 0);
         let got = self.clock.read_from(&mut &*self.sock, &mut self.buf[old..]);
         self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
         got
@@ -242,13 +243,16 @@ impl Input {
         }
     }
 
-    /// Keeps a modest buffer between requests (a long head grew it).
+    /// Back to a modest buffer between requests, and the budget given back.
     fn shrink(&mut self) {
-        if self.buf.capacity() > 4 * READ_STEP && self.buffered().len() <= READ_STEP {
+        if self.buf.capacity() > READ_STEP && self.buffered().len() <= READ_STEP {
             let rest = self.buffered().to_vec();
             self.buf = Vec::with_capacity(READ_STEP);
             self.buf.extend_from_slice(&rest);
             self.pos = 0;
+        }
+        if self.buf.capacity() <= READ_STEP {
+            self.budget.release();
         }
     }
 }
@@ -271,119 +275,158 @@ pub(crate) enum Framing {
     Chunked,
 }
 
+/// A body read ahead by the connection thread, so a client dribbling it holds only
+/// its own thread, never a worker. The memory is the shared budget's until the
+/// request is dropped.
+pub(crate) struct BodyReader {
+    data: Vec<u8>,
+    pos: usize,
+    /// Why reading stopped early (timeout, cut off, bad chunking): returned once the
+    /// data is consumed, so the application answers it.
+    error: Option<io::Error>,
+    _budget: Budget,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.data[self.pos..];
+        if rest.is_empty() {
+            return match self.error.take() {
+                Some(e) => Err(e),
+                None => Ok(0),
+            };
+        }
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What reading a body ahead gave.
+struct ReadAhead {
+    data: Vec<u8>,
+    /// The whole body was consumed from the socket: the next request starts after it.
+    complete: bool,
+    error: Option<io::Error>,
+    budget: Budget,
+}
+
+/// How long a body waits for the shared budget before it counts as not received.
+const BUDGET_POLL: Duration = Duration::from_millis(10);
+
+/// Reads a body of at most `max` bytes (one byte more marks it too large) into
+/// memory taken from the shared budget; waits for budget while others hold it, up
+/// to the read deadline.
+fn read_ahead(input: &mut Input, framing: Framing, max: usize, stats: &Arc<ConnectionStats>) -> ReadAhead {
+    let mut out = ReadAhead {
+        data: Vec::new(),
+        complete: false,
+        error: None,
+        budget: Budget::new(stats.clone()),
+    };
+    let limit = max.saturating_add(1);
+    let mut chunk = match framing {
+        Framing::Length(n) if n as u128 > max as u128 => return out,
+        Framing::Length(n) => Chunk::Data(n),
+        Framing::Chunked => Chunk::Size,
+    };
+    let mut step = [0u8; 16 * 1024];
+    loop {
+        if out.data.len() >= limit {
+            return out; // too large: the application answers 413
+        }
+        let want = match decode(input, &mut chunk, framing) {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                out.complete = true;
+                return out;
+            }
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        let want = want.min(step.len() as u64).min((limit - out.data.len()) as u64) as usize;
+        while !out.budget.take(want) {
+            if let Err(e) = input.clock.check_deadline() {
+                out.error = Some(e);
+                return out;
+            }
+            std::thread::sleep(BUDGET_POLL);
+        }
+        match input.read_raw(&mut step[..want]) {
+            Ok(0) => {
+                out.error = Some(eof());
+                return out;
+            }
+            Ok(n) => {
+                out.data.extend_from_slice(&step[..n]);
+                if let Chunk::Data(left) = &mut chunk {
+                    *left -= n as u64;
+                }
+            }
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Chunk {
     Size,
     Data(u64),
     Trailers(usize),
-    Done,
 }
 
-/// The body of one request, read through the connection's input; on drop it gives
-/// the input back to the connection thread.
-pub(crate) struct BodyReader {
-    input: Option<Input>,
-    framing: Framing,
-    chunk: Chunk,
-    exchange: Arc<Exchange>,
-}
-
-impl BodyReader {
-    fn complete(&self) -> bool {
-        match self.framing {
-            Framing::Length(n) => n == 0,
-            Framing::Chunked => matches!(self.chunk, Chunk::Done),
-        }
-    }
-
-    fn read_chunked(input: &mut Input, chunk: &mut Chunk, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match *chunk {
-                Chunk::Done => return Ok(0),
-                Chunk::Size => {
-                    let line = input.line(MAX_CHUNK_LINE)?;
-                    let size = parse_chunk_size(&line)?;
-                    *chunk = if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    };
+/// Advances the framing to the next data bytes: how many may be read now, or `None`
+/// at the end of the body. Chunk-size and trailer lines are bounded.
+fn decode(input: &mut Input, chunk: &mut Chunk, framing: Framing) -> io::Result<Option<u64>> {
+    loop {
+        match *chunk {
+            Chunk::Data(0) if framing != Framing::Chunked => return Ok(None),
+            Chunk::Data(0) => {
+                if !input.line(0)?.is_empty() {
+                    return Err(invalid("chunk data longer than its size"));
                 }
-                Chunk::Data(0) => {
-                    if !input.line(0)?.is_empty() {
-                        return Err(invalid("chunk data longer than its size"));
-                    }
-                    *chunk = Chunk::Size;
+                *chunk = Chunk::Size;
+            }
+            Chunk::Data(left) => return Ok(Some(left)),
+            Chunk::Size => {
+                let line = input.line(MAX_CHUNK_LINE)?;
+                let size = parse_chunk_size(&line)?;
+                *chunk = if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                };
+            }
+            Chunk::Trailers(seen) => {
+                let line = input.line(MAX_CHUNK_LINE)?;
+                if line.is_empty() {
+                    return Ok(None);
                 }
-                Chunk::Data(left) => {
-                    let want = (left.min(out.len() as u64)) as usize;
-                    let n = input.read_raw(&mut out[..want])?;
-                    if n == 0 {
-                        return Err(eof());
-                    }
-                    *chunk = Chunk::Data(left - n as u64);
-                    return Ok(n);
+                if line.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+                    return Err(invalid("malformed trailer"));
                 }
-                Chunk::Trailers(seen) => {
-                    let line = input.line(MAX_CHUNK_LINE)?;
-                    let seen = seen + line.len() + 2;
-                    if seen > MAX_TRAILERS {
-                        return Err(invalid("chunked trailers too large"));
-                    }
-                    *chunk = if line.is_empty() {
-                        Chunk::Done
-                    } else {
-                        Chunk::Trailers(seen)
-                    };
+                let seen = seen + line.len() + 2;
+                if seen > MAX_TRAILERS {
+                    return Err(invalid("chunked trailers too large"));
                 }
+                *chunk = Chunk::Trailers(seen);
             }
         }
     }
 }
 
-impl Read for BodyReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let input = match self.input.as_mut() {
-            Some(i) => i,
-            None => return Ok(0),
-        };
-        if out.is_empty() {
-            return Ok(0);
-        }
-        match self.framing {
-            Framing::Length(0) => Ok(0),
-            Framing::Length(left) => {
-                let want = left.min(out.len() as u64) as usize;
-                let n = input.read_raw(&mut out[..want])?;
-                if n == 0 {
-                    return Err(eof());
-                }
-                self.framing = Framing::Length(left - n as u64);
-                Ok(n)
-            }
-            Framing::Chunked => Self::read_chunked(input, &mut self.chunk, out),
-        }
-    }
-}
-
-impl Drop for BodyReader {
-    fn drop(&mut self) {
-        if let Some(mut input) = self.input.take() {
-            // What is left of a fixed-length body already sitting in the buffer costs
-            // nothing to skip, and keeps the connection usable.
-            if let Framing::Length(left) = self.framing {
-                if left > 0 && left <= input.buffered().len() as u64 {
-                    input.consume(left as usize);
-                    self.framing = Framing::Length(0);
-                }
-            }
-            self.exchange.give_back(input, self.complete());
-        }
-    }
-}
-
-/// `1a;ext=x` → 26. At most 15 hex digits (no overflow), nothing else before `;`.
+/// `1a;ext=x` → 26. At most 15 hex digits (no overflow), nothing else before `;`,
+/// no CR, LF or NUL anywhere in the line (a bare LF there is a framing ambiguity).
 pub(crate) fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
+    if line.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(invalid("malformed chunk size"));
+    }
     let digits = match line.iter().position(|&b| b == b';') {
         Some(i) => &line[..i],
         None => line,
@@ -479,28 +522,13 @@ fn parse_head(bytes: &[u8]) -> Result<Head, HeadError> {
     // ASCII, so valid UTF-8.
     let text = std::str::from_utf8(bytes).map_err(|_| HeadError::Malformed("request head is not ASCII"))?;
     let mut lines = text.split("\r\n");
-    let line = lines.next().unwrap_or("");
-    let (method, path, version) = crate::client::parse_request_line(line.trim())
-        .map_err(|_| HeadError::Malformed("malformed request line"))?;
-    if version > HTTPVersion(1, 1) {
-        return Err(HeadError::Malformed("only HTTP/1.0 and HTTP/1.1 are supported"));
-    }
-    if version < HTTPVersion(1, 0) {
-        return Err(HeadError::Malformed("malformed request line"));
-    }
+    let (method, path, version) = parse_request_line(lines.next().unwrap_or(""))?;
     let mut headers = Vec::new();
     for line in lines {
         if headers.len() >= MAX_HEADERS {
             return Err(HeadError::TooLarge);
         }
-        // Obsolete line folding and bare CR or LF are refused (RFC 9112 §5.2, §2.2).
-        if line.starts_with([' ', '\t']) || line.contains(['\r', '\n']) {
-            return Err(HeadError::Malformed("malformed header"));
-        }
-        match Header::from_str(line.trim()) {
-            Ok(h) => headers.push(h),
-            Err(_) => return Err(HeadError::Malformed("malformed header")),
-        }
+        headers.push(parse_header(line)?);
     }
     Ok(Head {
         method,
@@ -508,6 +536,48 @@ fn parse_head(bytes: &[u8]) -> Result<Head, HeadError> {
         version,
         headers,
     })
+}
+
+/// `METHOD SP target SP HTTP/1.x`, exactly (RFC 9112 §3): no extra words, no stray
+/// whitespace or CR.
+fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), HeadError> {
+    const BAD: HeadError = HeadError::Malformed("malformed request line");
+    let mut parts = line.split(' ');
+    let (Some(m), Some(target), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(BAD);
+    };
+    if m.is_empty() || !m.bytes().all(is_tchar) || target.is_empty() || target.bytes().any(|b| b.is_ascii_control()) {
+        return Err(BAD);
+    }
+    let version = match v {
+        "HTTP/1.0" => HTTPVersion(1, 0),
+        "HTTP/1.1" => HTTPVersion(1, 1),
+        "HTTP/2.0" | "HTTP/2" | "HTTP/3.0" | "HTTP/3" => {
+            return Err(HeadError::Malformed("only HTTP/1.0 and HTTP/1.1 are supported"))
+        }
+        _ => return Err(BAD),
+    };
+    let method = m.parse().map_err(|_| BAD)?;
+    Ok((method, target.to_owned(), version))
+}
+
+/// `name: value` with a token name and no control characters but HTAB in the value;
+/// obsolete line folding is refused (RFC 9112 §5, RFC 9110 §5.5).
+fn parse_header(line: &str) -> Result<Header, HeadError> {
+    const BAD: HeadError = HeadError::Malformed("malformed header");
+    let (name, value) = line.split_once(':').ok_or(BAD)?;
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(BAD);
+    }
+    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return Err(BAD);
+    }
+    Header::from_str(&format!("{name}:{}", value.trim_matches([' ', '\t']))).map_err(|_| BAD)
+}
+
+/// RFC 9110 §5.6.2 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The body's framing; `Err` when it is ambiguous (RFC 9112 §6.3), `None` for no body.
@@ -521,7 +591,7 @@ fn framing(headers: &[Header]) -> Result<Option<Framing>, ()> {
     match headers.iter().find(|h| h.field.equiv("Content-Length")) {
         // ambiguous_framing checked: at most 19 digits, so it fits a u64.
         Some(h) => Ok(Some(Framing::Length(
-            h.value.as_str().trim().parse().map_err(|_| ())?,
+            h.value.as_str().trim_matches([' ', '\t']).parse().map_err(|_| ())?,
         ))),
         None => Ok(None),
     }
@@ -533,7 +603,7 @@ fn connection_has(headers: &[Header], token: &str) -> bool {
         .iter()
         .filter(|h| h.field.equiv("Connection"))
         .flat_map(|h| h.value.as_str().split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token))
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when asked for
@@ -565,14 +635,20 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
         guard: _open,
     } = conn;
     let sock = Arc::new(sock);
+    let stats = clock.stats_arc();
     let mut input = Input {
         sock: sock.clone(),
         clock: clock.clone(),
         buf: Vec::new(),
         pos: 0,
+        budget: Budget::new(stats.clone()),
     };
     loop {
         clock.between_requests();
+        if !input.buffered().is_empty() {
+            // A pipelined request has begun: the read deadline, not the idle one.
+            clock.got_bytes();
+        }
         let head = match read_head(&mut input, limits.max_head_bytes) {
             Ok(h) => h,
             Err(HeadError::Closed) => return,
@@ -584,36 +660,57 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
             }
             Err(HeadError::Malformed(m)) => return refuse(&sock, &limits, 400, m),
         };
+        clock.got_bytes();
         let framing = match framing(&head.headers) {
+            Ok(Some(Framing::Chunked)) if head.version < HTTPVersion(1, 1) => {
+                // RFC 9112 §6.1: chunked on HTTP/1.0 is faulty framing.
+                return refuse(&sock, &limits, 400, "chunked transfer coding needs HTTP/1.1");
+            }
             Ok(f) => f,
             Err(()) => return refuse(&sock, &limits, 400, "ambiguous message framing"),
         };
-        match head
-            .headers
-            .iter()
-            .find(|h| h.field.equiv("Expect"))
-            .map(|h| h.value.as_str().trim())
-        {
-            None => {}
-            Some(v) if v.eq_ignore_ascii_case("100-continue") => {
-                let has_body = !matches!(framing, None | Some(Framing::Length(0)));
-                if has_body && head.version >= HTTPVersion(1, 1) {
-                    let deadline = Instant::now() + limits.read_timeout;
-                    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
-                    if write_all(&sock, &[interim], deadline).is_err() {
-                        return;
-                    }
+        let will_read = match framing {
+            None | Some(Framing::Length(0)) => false,
+            Some(Framing::Length(n)) => n as u128 <= limits.max_body_bytes as u128,
+            Some(Framing::Chunked) => true,
+        };
+        let mut expects = head.headers.iter().filter(|h| h.field.equiv("Expect"));
+        if let Some(first) = expects.next() {
+            let ok = |h: &Header| h.value.as_str().eq_ignore_ascii_case("100-continue");
+            if !ok(first) || expects.any(|h| !ok(h)) {
+                return refuse(&sock, &limits, 417, "unsupported Expect header");
+            }
+            // Only when the body will be read: a refused one is not asked for.
+            if will_read && head.version >= HTTPVersion(1, 1) {
+                let deadline = Instant::now() + limits.read_timeout;
+                if write_all(&sock, &[b"HTTP/1.1 100 Continue\r\n\r\n"], deadline).is_err() {
+                    return;
                 }
             }
-            Some(_) => return refuse(&sock, &limits, 417, "unsupported Expect header"),
         }
+        let ahead = match framing {
+            Some(f) if will_read => read_ahead(&mut input, f, limits.max_body_bytes, &stats),
+            Some(Framing::Length(n)) if n > 0 => ReadAhead {
+                data: Vec::new(),
+                complete: false,
+                error: None,
+                budget: Budget::new(stats.clone()),
+            },
+            _ => ReadAhead {
+                data: Vec::new(),
+                complete: true,
+                error: None,
+                budget: Budget::new(stats.clone()),
+            },
+        };
+        let complete = ahead.complete;
         let keep_alive = wants_keep_alive(&head) && !limits_closing(&clock);
-        let exchange = Exchange::new(clock.stats_arc());
+        let exchange = Exchange::new(stats.clone());
         let body = BodyReader {
-            input: Some(input),
-            framing: framing.unwrap_or(Framing::Length(0)),
-            chunk: Chunk::Size,
-            exchange: exchange.clone(),
+            data: ahead.data,
+            pos: 0,
+            error: ahead.error,
+            _budget: ahead.budget,
         };
         let outbox = Outbox {
             exchange: exchange.clone(),
@@ -633,9 +730,7 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
             keep_alive,
             exchange.clone(),
         ));
-        let (back, complete, reply) = exchange.wait();
-        input = back;
-        let Some(reply) = reply else {
+        let Some(reply) = exchange.wait() else {
             let _ = sock.shutdown(Shutdown::Both);
             return;
         };
@@ -645,7 +740,9 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
             let _ = sock.shutdown(Shutdown::Both);
             return;
         }
-        if !complete || reply.close || !keep_alive || limits_closing(&clock) {
+        let close = reply.close;
+        drop(reply);
+        if !complete || close || !keep_alive || limits_closing(&clock) {
             linger(&sock);
             let _ = sock.shutdown(Shutdown::Both);
             return;
@@ -928,6 +1025,7 @@ pub fn fuzz_one(bytes: &[u8]) -> Vec<u8> {
         idle_timeout: Duration::from_secs(2),
         max_connections: 1,
         max_head_bytes: 8 * 1024,
+        max_body_bytes: 64 * 1024,
         error_body: |status, msg| ("text/plain", format!("{status} {msg}").into_bytes()),
     };
     let stats = Arc::new(ConnectionStats::default());

@@ -20,6 +20,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Request line plus headers larger than this get 431 and a close.
     pub max_head_bytes: usize,
+    /// Bodies are read ahead by the connection up to this many bytes; a longer one is
+    /// left unread (the application answers 413 and the connection closes).
+    pub max_body_bytes: usize,
     /// Body of the responses the connection layer writes itself (400, 408, 431,
     /// 503): `(status, message) -> (content type, body)`.
     pub error_body: fn(u16, &str) -> (&'static str, Vec<u8>),
@@ -37,6 +40,51 @@ pub struct ConnectionStats {
     closing: std::sync::atomic::AtomicBool,
     /// The accept loop has ended (its listener is closed).
     accept_stopped: std::sync::atomic::AtomicBool,
+    /// Bytes of request heads and bodies held by all connections (`Budget`).
+    buffered: AtomicUsize,
+}
+
+/// All connections together hold at most this many bytes of request heads beyond
+/// their first 4 KiB and of request bodies read ahead of their workers.
+pub(crate) const BUFFER_BUDGET: usize = 48 << 20;
+
+/// Bytes taken from the shared budget; given back on drop.
+pub(crate) struct Budget {
+    stats: Arc<ConnectionStats>,
+    held: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(stats: Arc<ConnectionStats>) -> Budget {
+        Budget { stats, held: 0 }
+    }
+
+    /// Takes `n` more bytes if the budget allows; false when it is spent.
+    pub(crate) fn take(&mut self, n: usize) -> bool {
+        let prev = self.stats.buffered.fetch_add(n, Ordering::AcqRel);
+        if prev + n > BUFFER_BUDGET {
+            self.stats.buffered.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.held += n;
+        true
+    }
+
+    /// Gives everything back.
+    pub(crate) fn release(&mut self) {
+        self.stats.buffered.fetch_sub(self.held, Ordering::AcqRel);
+        self.held = 0;
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl ConnectionStats {
@@ -65,6 +113,11 @@ impl ConnectionStats {
     pub fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
+    /// Bytes of request heads and bodies buffered right now (bounded by the budget).
+    pub fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
     /// Whether the accept loop has ended and closed its listener.
     pub fn accept_stopped(&self) -> bool {
         self.accept_stopped.load(Ordering::Acquire)
@@ -110,6 +163,9 @@ impl Drop for OpenGuard {
 /// Where a connection is in its request cycle, for the deadlines.
 #[derive(Clone, Copy, Debug)]
 enum Phase {
+    /// A new connection that has sent nothing yet: it gets the read timeout, not the
+    /// idle one, so a flood of silent connections cannot hold the slots for a minute.
+    Fresh(Option<Instant>),
     /// Between requests; the idle clock starts at the first read attempt.
     Idle(Option<Instant>),
     /// A request has started arriving; it must be complete by this instant.
@@ -128,7 +184,7 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn new(limits: &ConnectionLimits, stats: Arc<ConnectionStats>) -> Arc<Clock> {
         Arc::new(Clock {
-            phase: Mutex::new(Phase::Idle(None)),
+            phase: Mutex::new(Phase::Fresh(None)),
             read_timeout: limits.read_timeout,
             idle_timeout: limits.idle_timeout,
             stats,
@@ -149,7 +205,11 @@ impl Clock {
 
     /// A new request may start now: back to the idle clock.
     pub(crate) fn between_requests(&self) {
-        *self.phase() = Phase::Idle(None);
+        let mut p = self.phase();
+        // A connection that has not spoken yet keeps its shorter first deadline.
+        if !matches!(*p, Phase::Fresh(_)) {
+            *p = Phase::Idle(None);
+        }
     }
 
     /// The deadline for the next read, and whether it is the idle one.
@@ -161,13 +221,31 @@ impl Clock {
                 (now + self.idle_timeout, true)
             }
             Phase::Idle(Some(since)) => (since + self.idle_timeout, true),
+            Phase::Fresh(None) => {
+                *p = Phase::Fresh(Some(now));
+                (now + self.read_timeout, true)
+            }
+            Phase::Fresh(Some(since)) => (since + self.read_timeout, true),
             Phase::Active(deadline) => (deadline, false),
         }
     }
 
-    fn got_bytes(&self) {
+    /// `TimedOut` once the current request's deadline has passed.
+    pub(crate) fn check_deadline(&self) -> IoResult<()> {
+        match *self.phase() {
+            Phase::Active(deadline) if Instant::now() >= deadline => {
+                self.stats.note_timed_out();
+                Err(IoError::new(ErrorKind::TimedOut, "request not received in time"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A request has begun (bytes arrived, or a pipelined head was already buffered):
+    /// from now on it must be complete within the read timeout.
+    pub(crate) fn got_bytes(&self) {
         let mut p = self.phase();
-        if let Phase::Idle(_) = *p {
+        if let Phase::Idle(_) | Phase::Fresh(_) = *p {
             *p = Phase::Active(Instant::now() + self.read_timeout);
         }
     }
