@@ -43,7 +43,8 @@ pub fn postgres() -> bool {
 /// `if harness::sqlite_only("why") { return; }`
 pub fn sqlite_only(reason: &str) -> bool {
     if postgres() {
-        eprintln!("SKIPPED on postgres: {reason}");
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        eprintln!("SKIPPED on postgres: {reason} ({test})");
     }
     postgres()
 }
