@@ -3,8 +3,8 @@
 //!
 //! Lifecycle: the first test that needs a database starts the cluster (`initdb` and
 //! `pg_ctl start`, as the `postgres` user when we are root, since initdb refuses root)
-//! in `target/tmp/pg-<pid>/`, on a free loopback port and a Unix socket in that
-//! directory. Beside it runs a watcher, `sh` in its own session, blocked reading a pipe
+//! in `target/tmp/pg-<pid>/` (`/tmp/dashboard-pg-<pid>/` when the postgres user cannot
+//! reach that), on a free loopback port and a Unix socket in that directory. Beside it runs a watcher, `sh` in its own session, blocked reading a pipe
 //! whose only writer is this process: when the pipe closes it stops the cluster with
 //! `pg_ctl -m immediate stop` and deletes the data directory. The pipe closes at a
 //! normal exit (an `atexit` hook closes it and waits for the watcher, so no postmaster
@@ -136,22 +136,16 @@ fn start() -> Result<Cluster, String> {
              PG_BINDIR)"
         ));
     }
-    let root =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(|e| format!("create {root:?}: {e}"))?;
-    // A Unix socket path is at most 107 bytes: fall back to /tmp in a deep checkout.
-    let sockets = if root.as_os_str().len() + "/.s.PGSQL.65535".len() < 100 {
-        root.clone()
-    } else {
-        let d = std::env::temp_dir().join(format!("dashboard-pg-{}", std::process::id()));
-        std::fs::create_dir_all(&d).map_err(|e| format!("create {d:?}: {e}"))?;
-        d
-    };
-    if is_root() {
-        for d in [&root, &sockets] {
-            run("chown", Command::new("chown").arg("postgres:").arg(d))?;
-        }
+    let pid = std::process::id();
+    let mut root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-{pid}"));
+    make_owned_dir(&root)?;
+    // The socket path is at most 107 bytes, and the postgres user must reach the
+    // directory (a checkout under /root is closed to it): else the cluster goes to /tmp.
+    let short = root.as_os_str().len() + "/.s.PGSQL.65535".len() < 100;
+    if !short || !owner_can_write(&root) {
+        let _ = std::fs::remove_dir_all(&root);
+        root = std::env::temp_dir().join(format!("dashboard-pg-{pid}"));
+        make_owned_dir(&root)?;
     }
     let data = root.join("data");
     let log = root.join("postgres.log");
@@ -168,7 +162,7 @@ fn start() -> Result<Cluster, String> {
         let port = super::free_port();
         let opts = format!(
             "-k {} -c listen_addresses=127.0.0.1 -p {port} -c max_connections=500 -c fsync=on",
-            sockets.display()
+            root.display()
         );
         let started = run(
             "pg_ctl start",
@@ -193,6 +187,25 @@ fn start() -> Result<Cluster, String> {
         }
     }
     Err(last)
+}
+
+/// A fresh directory owned by the cluster's owner.
+fn make_owned_dir(dir: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {dir:?}: {e}"))?;
+    if is_root() {
+        run("chown", Command::new("chown").arg("postgres:").arg(dir))?;
+    }
+    Ok(())
+}
+
+fn owner_can_write(dir: &Path) -> bool {
+    let mut test = as_owner(Path::new("test"));
+    test.arg("-w")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    test.status().is_ok_and(|s| s.success())
 }
 
 fn tail(log: &Path) -> String {
