@@ -16,11 +16,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{signal, temp_dir, TestServer};
+use crate::harness::{self, signal, temp_dir, TestServer};
 use support::*;
 
 #[test]
 fn backup_under_write_load_holds_every_acknowledged_row() {
+    if harness::sqlite_only("reads the snapshot with SQLite (integrity_check, task ids)") {
+        return;
+    }
     let srv = Arc::new(TestServer::start());
     let pid = srv.project("load");
     let seeded = seed(&srv, pid, 6000);
@@ -78,6 +81,9 @@ fn backup_under_write_load_holds_every_acknowledged_row() {
 
 #[test]
 fn restore_round_trip_serves_the_backed_up_rows() {
+    if harness::sqlite_only("restore (refused on PostgreSQL: pg_restore) and the SQLite WAL") {
+        return;
+    }
     let srv = TestServer::start();
     let pid = srv.project("trip");
     for i in 0..5 {
@@ -134,6 +140,9 @@ fn restore_round_trip_serves_the_backed_up_rows() {
 
 #[test]
 fn restore_refuses_bad_files_and_leaves_the_database_untouched() {
+    if harness::sqlite_only("restore (refused on PostgreSQL: pg_restore) of SQLite files") {
+        return;
+    }
     let srv = TestServer::start();
     let pid = srv.project("live");
     seed(&srv, pid, 300);
@@ -203,6 +212,9 @@ fn restore_refuses_bad_files_and_leaves_the_database_untouched() {
 
 #[test]
 fn restore_and_vacuum_refuse_while_a_server_runs_even_forced() {
+    if harness::sqlite_only("restore and db vacuum/analyze (refused on PostgreSQL)") {
+        return;
+    }
     let srv = TestServer::start();
     let pid = srv.project("locked");
     seed(&srv, pid, 10);
@@ -379,6 +391,9 @@ fn metrics_show_backup_success_and_failure() {
 
 #[test]
 fn backup_into_a_read_only_directory_fails_cleanly() {
+    if harness::sqlite_only("reads the backup record beside the SQLite file") {
+        return;
+    }
     let Some(ro) = Tmpfs::mount("ro", "ro,size=64k") else {
         return;
     };
@@ -389,6 +404,9 @@ fn backup_into_a_read_only_directory_fails_cleanly() {
 
 #[test]
 fn backup_into_a_full_filesystem_fails_cleanly() {
+    if harness::sqlite_only("sizes the SQLite file and WAL, reads the backup record beside them") {
+        return;
+    }
     let Some(small) = Tmpfs::mount("full", "size=64k") else {
         return;
     };
@@ -407,6 +425,9 @@ fn backup_into_a_full_filesystem_fails_cleanly() {
 
 #[test]
 fn db_integrity_vacuum_analyze() {
+    if harness::sqlite_only("db integrity/vacuum/analyze on a SQLite file it writes and corrupts") {
+        return;
+    }
     let dir = temp_dir("dbcmd");
     let db = dir.join("dashboard.db");
     let nowhere = dir.join("backups");

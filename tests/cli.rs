@@ -1,4 +1,4 @@
-use crate::harness::{cli, cli_env, temp_dir, TestServer};
+use crate::harness::{self, cli, cli_env, temp_dir, TestServer};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -87,6 +87,9 @@ fn migrate_and_status() {
 
 #[test]
 fn a_newer_schema_or_a_foreign_file_is_refused_untouched() {
+    if harness::sqlite_only("plants SQLite files (user_version 99, not a database)") {
+        return;
+    }
     let dir = temp_dir("future");
     let db = dir.join("f.db");
     {
@@ -131,6 +134,9 @@ fn a_newer_schema_or_a_foreign_file_is_refused_untouched() {
 
 #[test]
 fn server_exits_zero_on_sigterm_and_leaves_a_checkpointed_database() {
+    if harness::sqlite_only("checks the WAL is checkpointed and reads the SQLite file") {
+        return;
+    }
     let s = TestServer::start();
     s.project("persist");
     let db = s.db.clone();

@@ -4,10 +4,13 @@
 use serde_json::{json, Value};
 
 use crate::backup_restore::support::Tmpfs;
-use crate::harness::TestServer;
+use crate::harness::{self, TestServer};
 
 #[test]
 fn a_full_disk_refuses_writes_with_503_and_recovers() {
+    if harness::sqlite_only("fills the tmpfs that holds the SQLite file") {
+        return;
+    }
     let Some(fs) = Tmpfs::mount("diskfull", "size=6m") else {
         assert!(
             std::env::var("CI").is_err(),
@@ -77,6 +80,9 @@ fn a_full_disk_refuses_writes_with_503_and_recovers() {
 
 #[test]
 fn a_database_deleted_under_the_server_turns_health_503_with_a_log_line() {
+    if harness::sqlite_only("deletes the SQLite file under the server") {
+        return;
+    }
     let s = TestServer::start_with(&[("AUTH_DISABLED", "true")]);
     s.project("doomed");
     assert_eq!(s.send("GET", "/health", &[], None).status, 200);
@@ -116,6 +122,9 @@ fn a_database_deleted_under_the_server_turns_health_503_with_a_log_line() {
 /// body says a fixed phrase and the detail goes to the log (issue #13 item 10).
 #[test]
 fn health_bodies_say_a_fixed_phrase_not_the_store_error() {
+    if harness::sqlite_only("deletes the SQLite file under the server") {
+        return;
+    }
     let s = TestServer::start_with(&[("AUTH_DISABLED", "true")]);
     std::fs::remove_file(&s.db).expect("delete the database");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);

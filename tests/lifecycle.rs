@@ -96,7 +96,7 @@ fn ready_is_sent_only_when_a_request_can_be_served() {
         .env_clear()
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1")
-        .env("DATABASE_PATH", dir.join("d.db"))
+        .envs(crate::harness::db_env(&dir.join("d.db")))
         .env("SHUTDOWN_DRAIN_SECONDS", "0")
         .env(notify.env().0, notify.env().1)
         .stderr(Stdio::null())
@@ -176,6 +176,9 @@ fn watchdog_pings_twice_a_second_and_stops_when_workers_are_wedged() {
 
 #[test]
 fn watchdog_stops_while_another_process_locks_the_database() {
+    if crate::harness::sqlite_only("locks the SQLite file from another process") {
+        return;
+    }
     let dir = temp_dir("wd-lock");
     let notify = Notify::bind(&dir);
     let s = watchdog_server(&dir, &notify);
@@ -314,8 +317,11 @@ fn serves_on_a_socket_passed_by_systemd_socket_activate() {
     let port = free_port();
     let mut child = Command::new("systemd-socket-activate")
         .args(["-l", &format!("127.0.0.1:{port}")])
-        .arg("-E")
-        .arg(format!("DATABASE_PATH={}", dir.join("d.db").display()))
+        .args(
+            crate::harness::db_env(&dir.join("d.db"))
+                .into_iter()
+                .flat_map(|(k, v)| ["-E".into(), format!("{k}={}", v.to_string_lossy())]),
+        )
         .args(["-E", "PORT=1", "-E", "SHUTDOWN_DRAIN_SECONDS=0"])
         .arg(BIN)
         .stderr(Stdio::null())

@@ -1,7 +1,14 @@
 //! Test harness: starts the real binary on an ephemeral port with its own database,
 //! and talks raw HTTP/1.1 to it (so malformed input is as easy as good input).
+//!
+//! The backend: SQLite by default; with `TEST_BACKEND=postgres` every database path
+//! the harness hands the binary (`DATABASE_PATH`) also gets a PostgreSQL database of
+//! its own in a cluster started once per run (`pg.rs`), passed as `DATABASE_URL`.
+//! Tests that only make sense on SQLite say so with `sqlite_only`.
 
 #![allow(dead_code)]
+
+mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +31,38 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create test dir");
     d
+}
+
+/// True when the suite runs against PostgreSQL (`TEST_BACKEND=postgres`).
+pub fn postgres() -> bool {
+    pg::enabled()
+}
+
+/// For a test that cannot apply to PostgreSQL (it works on the SQLite file itself):
+/// on that backend, says so and returns true, and the test returns.
+/// `if harness::sqlite_only("why") { return; }`
+pub fn sqlite_only(reason: &str) -> bool {
+    if postgres() {
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        eprintln!("SKIPPED on postgres: {reason} ({test})");
+    }
+    postgres()
+}
+
+/// `DATABASE_URL` for the test database at `db` on PostgreSQL (created on first use,
+/// the same one for every later use of that path); None on SQLite.
+pub fn database_url(db: &std::path::Path) -> Option<String> {
+    postgres().then(|| pg::database_url(db))
+}
+
+/// The environment that names the test database at `db`, for tests that build their
+/// own `Command`: `DATABASE_PATH`, and `DATABASE_URL` on PostgreSQL.
+pub fn db_env(db: &std::path::Path) -> Vec<(&'static str, std::ffi::OsString)> {
+    let mut env = vec![("DATABASE_PATH", db.as_os_str().to_owned())];
+    if let Some(url) = database_url(db) {
+        env.push(("DATABASE_URL", url.into()));
+    }
+    env
 }
 
 /// A port that was free a moment ago (for tests that must know it before start).
@@ -161,6 +200,8 @@ pub struct TestServer {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// The SQLite file; on PostgreSQL also the key of this server's database
+    /// (`database_url`), so the CLI helpers and a restart find the same data.
     pub db: PathBuf,
     /// A write key (None when started with AUTH_DISABLED).
     pub key: Option<String>,
@@ -195,7 +236,7 @@ impl TestServer {
         cmd.env_clear()
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
-            .env("DATABASE_PATH", &db)
+            .envs(db_env(&db))
             .env("SHUTDOWN_DRAIN_SECONDS", "0")
             .env("LOG_LEVEL", "info")
             .env("BACKUP_DIR", dir.join("backups"))
@@ -383,16 +424,24 @@ impl Drop for TestServer {
     }
 }
 
-/// Runs the binary with `DATABASE_PATH=db` and no other environment.
+/// Runs the binary with `DATABASE_PATH=db` (and on PostgreSQL its `DATABASE_URL`) and
+/// no other environment.
 pub fn cli(db: &std::path::Path, args: &[&str]) -> Output {
     cli_env(args, &[("DATABASE_PATH", db.to_str().expect("utf-8 path"))])
 }
 
+/// Runs the binary with exactly `env`; on PostgreSQL a `DATABASE_PATH` in it brings
+/// its `DATABASE_URL` along (unless `env` names one).
 pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.env_clear().args(args).stdin(Stdio::null());
+    let has_url = env.iter().any(|(k, _)| *k == "DATABASE_URL");
     for (k, v) in env {
-        cmd.env(k, v);
+        if *k == "DATABASE_PATH" && !has_url {
+            cmd.envs(db_env(std::path::Path::new(v)));
+        } else {
+            cmd.env(k, v);
+        }
     }
     cmd.output().expect("run cli")
 }

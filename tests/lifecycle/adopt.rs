@@ -16,7 +16,7 @@ fn spawn_with_fd3(sock: RawFd, dir: &std::path::Path) -> Child {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0""#, BIN])
         .env_clear()
-        .env("DATABASE_PATH", dir.join("d.db"))
+        .envs(crate::harness::db_env(&dir.join("d.db")))
         .env("PORT", "1") // binding it would fail: only the passed socket can serve
         .env("SHUTDOWN_DRAIN_SECONDS", "0")
         .env("LOG_LEVEL", "warn")
