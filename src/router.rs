@@ -61,6 +61,7 @@ pub static ROUTES: &[Route] = &[
     r(Post, "/projects/{id}/tasks", tasks::create, Write),
     r(Post, "/projects/{id}/tasks/claim", claim::claim, Write),
     r(Get, "/projects/{id}/stats", activity::stats, Read),
+    r(Get, "/stats", activity::stats_all, Read),
     r(Get, "/projects/{id}/events", activity::events, Read),
     r(Get, "/projects/{pid}/tasks/{id}", tasks::get, Read),
     r(Patch, "/projects/{pid}/tasks/{id}", tasks::update, Write),

@@ -297,3 +297,39 @@ fn events_feed_and_stats() {
     assert!(st["oldest_pending_age_seconds"].as_i64().expect("age") >= 0);
     assert_eq!(s.get("/projects/999/stats").status, 404);
 }
+
+#[test]
+fn all_stats_in_one_request_equal_each_projects_stats() {
+    // Issue #19: the dashboard's overview is one request, not one per project.
+    let s = TestServer::start();
+    let a = s.project("a");
+    let b = s.project("b");
+    let tasks: Vec<Value> = (0..5).map(|i| json!({"title": format!("t{i}")})).collect();
+    assert_eq!(
+        s.post(&format!("/projects/{a}/tasks"), &json!(tasks))
+            .status,
+        201
+    );
+    assert_eq!(
+        s.post(&format!("/projects/{b}/tasks"), &json!({"title": "x"}))
+            .status,
+        201
+    );
+    let claim = json!({"agent": "agent-1", "lease_seconds": 60});
+    assert_eq!(
+        s.post(&format!("/projects/{a}/tasks/claim"), &claim).status,
+        200
+    );
+    let all = s.get("/stats");
+    assert_eq!(all.status, 200, "{}", all.text());
+    let items = all.json()["items"].as_array().cloned().expect("items");
+    assert_eq!(items.len(), 2);
+    for (item, pid) in items.iter().zip([a, b]) {
+        let one = s.get(&format!("/projects/{pid}/stats")).json();
+        assert_eq!(item["project_id"], pid);
+        assert_eq!(item["by_status"], one["by_status"]);
+        assert_eq!(item["total"], one["total"]);
+    }
+    assert_eq!(items[0]["by_status"]["in_progress"], 1);
+    assert_eq!(items[0]["by_status"]["pending"], 4);
+}

@@ -8,6 +8,15 @@ pub fn stats(c: &Call<'_>) -> Result<Response, ApiError> {
     Ok(Response::json(200, &c.app.store.stats(c.params.id())?))
 }
 
+/// Every project's stats in one answer: `{"items": [Stats…], "timestamp"}`.
+pub fn stats_all(c: &Call<'_>) -> Result<Response, ApiError> {
+    let items = c.app.store.stats_all()?;
+    Ok(Response::json(
+        200,
+        &serde_json::json!({ "items": items, "timestamp": crate::clock::now_rfc3339() }),
+    ))
+}
+
 /// `?after=<event id>&limit=`: oldest first; `next_cursor` is the `after` of the next page.
 pub fn events(c: &Call<'_>) -> Result<Response, ApiError> {
     let q = c.query()?;

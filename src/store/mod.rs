@@ -158,6 +158,29 @@ pub trait Probe {
 }
 
 /// Every capability of an engine: what the server holds as `Arc<dyn Store>`.
-pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync {}
+pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync {
+    /// Stats of every project, oldest project first (`GET /stats`, the dashboard's
+    /// overview in one request). Each project costs its few counter rows and two
+    /// index lookups, whatever its number of tasks.
+    fn stats_all(&self) -> Result<Vec<Stats>> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.list_projects(None, after, 500)?;
+            for p in &page.items {
+                match self.stats(p.id) {
+                    Ok(s) => out.push(s),
+                    // Deleted between the listing and its stats: not in the overview.
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.more => after = last.id,
+                _ => return Ok(out),
+            }
+        }
+    }
+}
 
 impl<T: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync> Store for T {}
