@@ -13,6 +13,8 @@ mod claim;
 mod cli;
 /// Many writers at once: group commit under contention.
 mod concurrency;
+/// Stats and counts stay equal to the rows under a concurrent random mix.
+mod counts;
 /// Every error code and its status; malformed input.
 mod errors;
 /// Faults under a running server: a full disk, a deleted database.

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Counts at scale (issue #19): stats, /metrics and /health on a big database.
+
+Seeds one project of N tasks (scripts/seed-db.sh, default 1 000 000) and 100 projects
+of 10 000, starts the release binary with LOG_LEVEL=debug and an ACCESS_LOG, then:
+1 000 x GET /projects/1/stats, 1 000 x GET /metrics, 1 000 x GET /stats (server time
+from the access log's duration_ms), and GET /health timed by a client while 8 others
+scrape /metrics in a loop.
+
+    scripts/bench-counts.py [N]
+"""
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/dashboard-backend")
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="bench-counts-")
+    db = os.path.join(work, "dashboard.db")
+    env = dict(os.environ, BIN=BIN)
+    subprocess.run([os.path.join(ROOT, "scripts/seed-db.sh"), db, str(n)], check=True, env=env)
+    now = int(time.time() * 1000)
+    sql = f"""PRAGMA synchronous=OFF; BEGIN;
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100)
+INSERT INTO projects (name, created_at, updated_at) SELECT 'p' || x, {now}, {now} FROM c;
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000)
+INSERT INTO tasks (project_id, title, status, priority, created_at, updated_at, completed_at)
+SELECT p.id, 't' || x, CASE WHEN x % 4 = 0 THEN 'completed' ELSE 'pending' END, x % 10,
+       {now} - x, {now} - x, CASE WHEN x % 4 = 0 THEN {now} - x END
+FROM c, projects p WHERE p.id > 1;
+COMMIT;"""
+    t = time.time()
+    subprocess.run(["sqlite3", db], input=sql, text=True, check=True)
+    print(f"bench-counts: +100 projects x 10 000 tasks in {time.time() - t:.1f} s", flush=True)
+    access = os.path.join(work, "access.log")
+    port = 18000 + os.getpid() % 1000
+    proc = subprocess.Popen([BIN], env={"PATH": os.environ["PATH"], "DATABASE_PATH": db, "PORT": str(port),
+                                        "HOST": "127.0.0.1", "AUTH_DISABLED": "true", "RATE_LIMIT_PER_MINUTE": "0",
+                                        "LOG_LEVEL": "debug", "ACCESS_LOG": access},
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/health/ready")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def get(path):
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            return r.status
+
+        for path in ["/projects/1/stats", "/metrics", "/stats"]:
+            for _ in range(1000):
+                assert get(path) == 200, path
+        stop = threading.Event()
+
+        def scrape():
+            s = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while not stop.is_set():
+                s.request("GET", "/metrics")
+                s.getresponse().read()
+
+        scrapers = [threading.Thread(target=scrape, daemon=True) for _ in range(8)]
+        for s in scrapers:
+            s.start()
+        time.sleep(0.5)
+        health = []
+        for _ in range(1000):
+            t0 = time.perf_counter()
+            assert get("/health") == 200
+            health.append((time.perf_counter() - t0) * 1000)
+        stop.set()
+        time.sleep(0.5)
+        by_route = {}
+        with open(access) as f:
+            for line in f:
+                e = json.loads(line)
+                by_route.setdefault(e["route"], []).append(e["duration_ms"])
+        print(f"bench-counts: {n} tasks in project 1, 100 projects of 10 000")
+        print("| request | count | server p50 ms | server p99 ms |")
+        print("|---|---:|---:|---:|")
+        for route in ["/projects/{id}/stats", "/metrics", "/stats"]:
+            d = by_route.get(route, [])
+            print(f"| GET {route} | {len(d)} | {pct(d, 0.5):.3f} | {pct(d, 0.99):.3f} |")
+        print(f"| GET /health (client, 8 scrapers of /metrics) | {len(health)} | {pct(health, 0.5):.3f} | {pct(health, 0.99):.3f} |")
+    finally:
+        proc.terminate()
+        proc.wait()
+        subprocess.run(["rm", "-rf", work])
+
+
+if __name__ == "__main__":
+    main()
