@@ -76,7 +76,7 @@ fn migrate_and_status() {
     assert!(st.contains("pending"), "{st}");
     let out = cli(&db, &["migrate"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("schema version 3"));
+    assert!(text(&out.stdout).contains("schema version 4"));
     let st = text(&cli(&db, &["migrate", "status"]).stdout);
     assert!(!st.contains("pending"), "{st}");
     assert!(

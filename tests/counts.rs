@@ -113,5 +113,12 @@ fn stats_equal_a_full_count_after_a_concurrent_random_mix() {
             total += want;
         }
         assert_eq!(stats["total"].as_i64(), Some(total), "project {pid}");
+        // Every completion of this test happened in the last hour.
+        let completed = counted.get("completed").copied().unwrap_or(0);
+        assert_eq!(
+            stats["completed_last_hour"].as_i64(),
+            Some(completed),
+            "project {pid}"
+        );
     }
 }

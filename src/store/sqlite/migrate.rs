@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "task_counts",
         include_str!("migrations/0003_task_counts.sql"),
     ),
+    (
+        4,
+        "completion_buckets",
+        include_str!("migrations/0004_completion_buckets.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.
@@ -146,7 +151,7 @@ mod tests {
                (1, 'c', 'completed', 3, 3, NULL, 9);",
         )
         .expect("old rows");
-        assert_eq!(apply(&conn).expect("migrate"), vec![2, 3]);
+        assert_eq!(apply(&conn).expect("migrate"), vec![2, 3, 4]);
         assert_eq!(current_version(&conn).expect("version"), latest());
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
         assert_eq!(count("SELECT count(*) FROM tasks"), 3);

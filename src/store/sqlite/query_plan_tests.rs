@@ -218,9 +218,14 @@ fn the_count_triggers_never_drift_from_the_rows() {
                 .expect("insert");
             }
             2 | 3 => {
+                // completed_at follows the status, as the store sets it, anywhere in
+                // the last two hours (the buckets' window).
+                let to = statuses[next(6) as usize];
+                let at = (to == "completed").then(|| now - next(7_200_000) as i64);
                 conn.execute(
-                    "UPDATE tasks SET status = ?1 WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
-                    [statuses[next(6) as usize]],
+                    "UPDATE tasks SET status = ?1, completed_at = ?2
+                     WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
+                    rusqlite::params![to, at],
                 )
                 .expect("update");
             }
@@ -255,6 +260,21 @@ fn the_count_triggers_never_drift_from_the_rows() {
         )
         .expect("compare");
     assert_eq!(drift, 0, "task_counts drifted from the rows");
+    let drift: i64 = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM (
+               SELECT project_id, completed_at / 10000, count(*) FROM tasks
+                 WHERE status = 'completed' AND completed_at IS NOT NULL GROUP BY 1, 2
+               EXCEPT SELECT project_id, bucket, n FROM task_completions WHERE n > 0))
+             + (SELECT count(*) FROM (
+               SELECT project_id, bucket, n FROM task_completions WHERE n > 0
+               EXCEPT SELECT project_id, completed_at / 10000, count(*) FROM tasks
+                 WHERE status = 'completed' AND completed_at IS NOT NULL GROUP BY 1, 2))",
+            [],
+            |r| r.get(0),
+        )
+        .expect("compare completions");
+    assert_eq!(drift, 0, "task_completions drifted from the rows");
     let left: i64 = conn
         .query_row(
             "SELECT count(*) FROM task_counts WHERE project_id = 3",

@@ -415,8 +415,16 @@ pub fn heartbeat(
 
 pub const STATS_OLDEST_PENDING_SQL: &str =
     "SELECT created_at FROM tasks WHERE project_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1";
-pub const STATS_COMPLETED_SQL: &str = "SELECT count(*) FROM tasks
-     WHERE project_id = ?1 AND status = 'completed' AND completed_at >= ?2";
+/// Completed in the last hour: whole 10-second buckets after the one the hour starts
+/// in (migration 0004), plus an exact count inside that first bucket from the
+/// completion index — at most 361 counter rows and 10 s of completions.
+/// ?1 project, ?2 the hour's start in ms.
+pub const STATS_COMPLETED_SQL: &str = "SELECT
+     (SELECT coalesce(sum(n), 0) FROM task_completions
+       WHERE project_id = ?1 AND bucket > ?2 / 10000)
+   + (SELECT count(*) FROM tasks
+       WHERE project_id = ?1 AND status = 'completed'
+         AND completed_at >= ?2 AND completed_at < (?2 / 10000 + 1) * 10000)";
 /// Kept by the triggers of migration 0003: a few rows, whatever the number of tasks.
 pub const STATS_BY_STATUS_SQL: &str =
     "SELECT status, n FROM task_counts WHERE project_id = ?1 AND n > 0";
