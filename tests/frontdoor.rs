@@ -231,8 +231,17 @@ fn after_sigterm_a_connection_is_answered_or_refused_never_dropped() {
         ("DASHBOARD_BACKEND_TEST_HOOKS", "1"),
     ]);
     let addr = s.addr;
-    let slow =
-        std::thread::spawn(move || probe(addr, "/_test/sleep?ms=2500", Duration::from_secs(10)));
+    // A slow write holds a write thread (and the process) while every read worker
+    // has found its queue empty and left.
+    let slow = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(addr).ok()?;
+        c.write_all(b"POST /_test/sleep?ms=2500 HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            .ok()?;
+        let _ = c.shutdown(Shutdown::Write);
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        parse(&buf)
+    });
     std::thread::sleep(Duration::from_millis(300));
     signal(s.pid(), "TERM");
     std::thread::sleep(Duration::from_millis(300));
@@ -243,7 +252,7 @@ fn after_sigterm_a_connection_is_answered_or_refused_never_dropped() {
             std::thread::spawn(move || -> Option<bool> {
                 let mut c = TcpStream::connect(addr).ok()?; // refused: fine
                 c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-                let _ = c.write_all(b"GET /health/live HTTP/1.1\r\nConnection: close\r\n\r\n");
+                let _ = c.write_all(b"GET /health/live HTTP/1.1\r\n\r\n");
                 let _ = c.shutdown(Shutdown::Write);
                 let mut buf = Vec::new();
                 let _ = c.read_to_end(&mut buf);
