@@ -7,6 +7,8 @@
 //! own folder with its own migrations and connection setup (`sqlite/`); what only one
 //! engine can do — SQLite's online backup, integrity check, vacuum — stays beside it.
 
+pub mod patch;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -68,11 +70,14 @@ impl Default for Options {
     }
 }
 
-
 /// Projects: list, read, create, update, delete (with their tasks and events).
 pub trait ProjectStore {
-    fn list_projects(&self, status: Option<String>, after: i64, limit: usize)
-        -> Result<Page<Project>>;
+    fn list_projects(
+        &self,
+        status: Option<String>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Page<Project>>;
     fn get_project(&self, id: i64) -> Result<Project>;
     fn create_project(&self, p: NewProject, actor: Option<String>) -> Result<Project>;
     fn update_project(
@@ -111,8 +116,13 @@ pub trait TaskStore {
     /// Atomically takes the best claimable task of project `pid`, or `None`.
     fn claim(&self, pid: i64, claim: Claim) -> Result<Option<Task>>;
     /// Extends the lease of a task `agent` holds.
-    fn heartbeat(&self, id: i64, pid: Option<i64>, agent: String, lease_seconds: i64)
-        -> Result<Task>;
+    fn heartbeat(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        agent: String,
+        lease_seconds: i64,
+    ) -> Result<Task>;
     fn stats(&self, pid: i64) -> Result<Stats>;
     /// Task counts by status over all projects (the `tasks{status}` gauge).
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>>;
@@ -123,14 +133,21 @@ pub trait TaskStore {
 pub trait KeyStore {
     /// The live (unrevoked) key whose hash is `hash`.
     fn find_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>>;
-    fn create_key(&self, name: String, role: Role, prefix: String, hash: [u8; 32])
-        -> Result<ApiKey>;
+    fn create_key(
+        &self,
+        name: String,
+        role: Role,
+        prefix: String,
+        hash: [u8; 32],
+    ) -> Result<ApiKey>;
     fn list_keys(&self) -> Result<Vec<ApiKey>>;
     fn revoke_key(&self, id: i64) -> Result<ApiKey>;
 }
 
 /// What health checks and the watchdog ask of the engine.
 pub trait Probe {
+    /// `"sqlite"` or `"postgres"`, for `/health/db` (SPEC §10).
+    fn backend(&self) -> &'static str;
     /// Time a trivial query takes (health probes); fails when the database is away.
     fn ping(&self) -> Result<Duration>;
     /// Whether writes answer or make progress within `budget` (the watchdog).

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use super::{KeyStore, Options, Probe, ProjectStore, Result, StoreError, TaskStore};
 use crate::model::*;
-use super::{KeyStore, Options, ProjectStore, Probe, Result, StoreError, TaskStore};
 use pool::ReadPool;
 use writer::Writer;
 
@@ -48,8 +48,6 @@ impl From<rusqlite::Error> for StoreError {
         }
     }
 }
-
-
 
 /// The database: one writer thread, a pool of readers.
 pub struct SqliteStore {
@@ -111,10 +109,13 @@ impl SqliteStore {
         crate::metrics::db_query();
         self.writer.submit(f)
     }
-
 }
 
 impl Probe for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     /// The file and its WAL.
     fn size_bytes(&self) -> Option<u64> {
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
