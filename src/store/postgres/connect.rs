@@ -60,10 +60,14 @@ impl Connector {
     /// Opens and sets up one connection. The error names no password: the driver's
     /// messages carry host, user and the server's reason only.
     pub fn connect(&self) -> Result<Client> {
-        let mut client = self
-            .config
-            .connect(self.tls.clone())
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let mut client = self.config.connect(self.tls.clone()).map_err(|e| {
+            // The driver's top line is only "error connecting to server": add the
+            // cause (refused, timed out, authentication failed), never the URL.
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}{cause}"))
+        })?;
         client.batch_execute(SESSION)?;
         Ok(client)
     }

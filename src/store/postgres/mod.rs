@@ -19,6 +19,7 @@
 //! first event id, not its xid, since xids are not assigned in event-id order.)
 //! `tests.rs` proves it with two connections committing out of order.
 
+pub mod admin;
 mod apikeys;
 mod connect;
 mod events;
