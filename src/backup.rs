@@ -62,7 +62,33 @@ pub struct Written {
 /// outcome; a failure is recorded too, and leaves nothing under a final name.
 pub fn run(db: &Path, dir: &Path, days: u32) -> Result<Written, CliError> {
     let t0 = Instant::now();
-    match write(db, dir) {
+    let written = write(db, dir);
+    record(db, dir, days, t0, written)
+}
+
+/// On PostgreSQL (SPEC §7, §10): `pg_dump --format=custom` into
+/// `dir/dashboard-YYYYMMDD-HHMMSS.dump`, with the same retention and record (kept
+/// beside `record_base`, since there is no local database file).
+pub fn run_postgres(
+    url: &crate::store::postgres::PgUrl,
+    record_base: &Path,
+    dir: &Path,
+    days: u32,
+) -> Result<Written, CliError> {
+    let t0 = Instant::now();
+    let written = write_dump(url, dir);
+    record(record_base, dir, days, t0, written)
+}
+
+/// Applies retention and records the outcome of a backup that took since `t0`.
+fn record(
+    db: &Path,
+    dir: &Path,
+    days: u32,
+    t0: Instant,
+    written: Result<(PathBuf, u64), CliError>,
+) -> Result<Written, CliError> {
+    match written {
         Ok((path, size)) => {
             let took = t0.elapsed();
             let record_error = Record::success(db, crate::clock::now_ms(), took, size, &path)
@@ -84,6 +110,36 @@ pub fn run(db: &Path, dir: &Path, days: u32) -> Result<Written, CliError> {
             Err(e)
         }
     }
+}
+
+/// pg_dump into a temporary file, fsync, publish under the next free name.
+fn write_dump(url: &crate::store::postgres::PgUrl, dir: &Path) -> Result<(PathBuf, u64), CliError> {
+    files::ensure_dir(dir).map_err(|e| write_error("creating the backup directory", dir, &e))?;
+    let start_ms = crate::clock::now_ms();
+    let stamp = crate::clock::file_stamp(start_ms);
+    let mut temps = Temps::default();
+    let tmp = temps.add(dir.join(format!(
+        ".dashboard-{stamp}.dump.partial-{}",
+        std::process::id()
+    )));
+    crate::store::postgres::admin::dump(url, &tmp)?;
+    // Like the SQLite backups: owner only, the dump holds key hashes.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| write_error("writing the backup", dir, &e))?;
+    }
+    let size = std::fs::File::open(&tmp)
+        .and_then(|f| {
+            f.sync_all()?;
+            f.metadata()
+        })
+        .map_err(|e| write_error("writing the backup", dir, &e))?
+        .len();
+    let path = publish(&tmp, dir, start_ms, retention::dump_name)
+        .map_err(|e| write_error("naming the backup", dir, &e))?;
+    drop(temps);
+    Ok((path, size))
 }
 
 /// Snapshot, check, compress, publish. Returns the final path and its size.
@@ -114,8 +170,8 @@ fn write(db: &Path, dir: &Path) -> Result<(PathBuf, u64), CliError> {
         .map_err(|e| write_error("compressing the backup", dir, &e))?;
     log::debug!(target: "backup", seconds = t.elapsed().as_secs_f64(); "snapshot compressed");
     bar.finish();
-    let path =
-        publish(&gz, dir, start_ms).map_err(|e| write_error("naming the backup", dir, &e))?;
+    let path = publish(&gz, dir, start_ms, retention::file_name)
+        .map_err(|e| write_error("naming the backup", dir, &e))?;
     drop(temps);
     Ok((path, size))
 }
@@ -290,10 +346,15 @@ fn compress(src: &Path, dest: &Path, bar: &mut Progress) -> std::io::Result<u64>
 /// Gives the finished file its final name — the snapshot's start time — without ever
 /// replacing another backup (a hard link fails if the name exists; then the next
 /// second's name is tried), drops the temporary name and fsyncs the directory.
-fn publish(tmp: &Path, dir: &Path, start_ms: i64) -> std::io::Result<PathBuf> {
+fn publish(
+    tmp: &Path,
+    dir: &Path,
+    start_ms: i64,
+    name: fn(&str) -> String,
+) -> std::io::Result<PathBuf> {
     for i in 0..60 {
         let stamp = crate::clock::file_stamp(start_ms + i * 1000);
-        let path = dir.join(retention::file_name(&stamp));
+        let path = dir.join(name(&stamp));
         match std::fs::hard_link(tmp, &path) {
             Ok(()) => {
                 std::fs::remove_file(tmp)?;

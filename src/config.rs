@@ -39,6 +39,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "./data/dashboard.db",
         "SQLite file; parent directory created if missing",
     ),
+    (
+        "DATABASE_URL",
+        "",
+        "postgres://user[:password]@host[:port]/db[?sslmode=…]: PostgreSQL instead of SQLite",
+    ),
+    (
+        "DATABASE_POOL_SIZE",
+        "16",
+        "PostgreSQL connections per instance",
+    ),
     ("LOG_LEVEL", "info", "error, warn, info, debug or trace"),
     ("LOG_FORMAT", "json", "json (one object a line) or pretty"),
     (
@@ -133,6 +143,10 @@ pub struct Config {
     pub port: u16,
     pub host: String,
     pub database_path: PathBuf,
+    /// `DATABASE_URL`: when set, PostgreSQL instead of the SQLite file (SPEC §10).
+    pub database_url: Option<crate::store::postgres::PgUrl>,
+    /// `DATABASE_POOL_SIZE`: PostgreSQL connections per instance.
+    pub database_pool_size: usize,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
     pub access_log: Option<PathBuf>,
@@ -313,6 +327,13 @@ impl Config {
             port: int("PORT", get("PORT"), 0u16, 65535)?,
             host,
             database_path: PathBuf::from(non_empty("DATABASE_PATH")?),
+            database_url: database_url(get("DATABASE_URL"))?,
+            database_pool_size: int(
+                "DATABASE_POOL_SIZE",
+                get("DATABASE_POOL_SIZE"),
+                1usize,
+                10_000,
+            )?,
             log_level,
             log_format,
             access_log: opt_path("ACCESS_LOG"),
@@ -386,6 +407,8 @@ impl Config {
                 }
             } else if is_secret(s.name) {
                 "(redacted)".to_string()
+            } else if s.name == "DATABASE_URL" {
+                crate::store::postgres::url::redact_raw(&s.value)
             } else {
                 s.value.clone()
             };
@@ -398,6 +421,47 @@ impl Config {
         }
         out
     }
+}
+
+impl Config {
+    /// Whether the store is PostgreSQL (`DATABASE_URL` set) rather than SQLite.
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.is_some()
+    }
+
+    /// The database as messages name it: the SQLite path, or the URL without its
+    /// password.
+    pub fn database_label(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.redacted(),
+            None => self.database_path.display().to_string(),
+        }
+    }
+
+    /// What the backup record is kept beside (`<this>.backup-state.json`): the SQLite
+    /// file, or on PostgreSQL `BACKUP_DIR/dashboard` (there is no local database file).
+    pub fn backup_record_base(&self) -> PathBuf {
+        match &self.database_url {
+            Some(_) => self.backup_dir.join("dashboard"),
+            None => self.database_path.clone(),
+        }
+    }
+}
+
+/// `DATABASE_URL`: unset or a `postgres://` URL. The error never repeats a password.
+fn database_url(v: &str) -> Result<Option<crate::store::postgres::PgUrl>, ConfigError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    crate::store::postgres::PgUrl::parse(v)
+        .map(Some)
+        .map_err(|why| {
+            ConfigError(format!(
+                "invalid DATABASE_URL value {:?}: expected {why}",
+                crate::store::postgres::url::redact_raw(v)
+            ))
+        })
 }
 
 /// The level SIGHUP should switch to: `LOG_LEVEL` from the file named by `ENV_FILE`
@@ -482,6 +546,19 @@ mod tests {
             "invalid TRUSTED_PROXIES value \"10.0.0.0/8, 10.0.0.1/8\": expected a comma list of \
              IP addresses or CIDRs, e.g. 10.0.0.0/8, ::1 (\"10.0.0.1/8\" has bits set after the /8 prefix)"
         );
+        let e = cfg(
+            &[("DATABASE_URL", "postgres://u:hunter2@h/d?sslmode=bogus")],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("DATABASE_URL") && !e.0.contains("hunter2"),
+            "{}",
+            e.0
+        );
+        let c = cfg(&[("DATABASE_URL", "postgres://u:hunter2@h/d")], &[]).expect("url");
+        assert!(c.is_postgres() && !c.render().contains("hunter2"));
+        assert!(c.render().contains("postgres://u:***@h:5432/d"));
         assert_eq!(flag_name("DATABASE_PATH"), "--database-path");
         assert_eq!(var_for_flag("--max-body-bytes"), Some("MAX_BODY_BYTES"));
     }

@@ -15,9 +15,45 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::lifecycle::{notify, Lifecycle, Phase};
 use crate::logging::AccessLog;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::lock::ServerLock;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Options, Store, StoreError};
+
+/// Opens the store the configuration names: PostgreSQL when `DATABASE_URL` is set
+/// (SPEC §10), else the SQLite file with `readers` read connections. Both migrate.
+pub fn open_store(config: &Config, readers: usize) -> Result<Arc<dyn Store>, CliError> {
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(
+            PgStore::open(url, config.database_pool_size)
+                .map_err(|e| config_store_error(e, config))?,
+        ),
+        None => Arc::new(
+            SqliteStore::open(
+                &config.database_path,
+                &Options {
+                    readers,
+                    ..Options::default()
+                },
+            )
+            .map_err(|e| store_error(e, &config.database_path))?,
+        ),
+    };
+    Ok(store)
+}
+
+/// Like `store_error`, naming the database the configuration selects (a URL never
+/// with its password).
+pub fn config_store_error(e: StoreError, config: &Config) -> CliError {
+    let code = match e {
+        StoreError::Unavailable(_) | StoreError::Busy => 69,
+        _ => 74,
+    };
+    CliError::new(
+        code,
+        format!("cannot open database {}: {e}", config.database_label()),
+    )
+}
 
 /// Maps a store error at start-up to an exit code and sentence.
 pub fn store_error(e: StoreError, path: &std::path::Path) -> CliError {
@@ -55,6 +91,15 @@ fn bind(config: &Config) -> Result<TcpListener, CliError> {
         .collect();
     TcpListener::bind(&addrs[..])
         .map_err(|e| CliError::new(69, format!("cannot listen on {addr}: {e}")))
+}
+
+/// Whose filesystem the disk health check watches: the SQLite file's, or on
+/// PostgreSQL (whose disk is not ours to see) the working directory's.
+fn health_dir(config: &Config) -> std::path::PathBuf {
+    match config.is_postgres() {
+        true => std::path::PathBuf::from("postgres"),
+        false => config.database_path.clone(),
+    }
 }
 
 /// Read/idle timeouts, the connection cap (kept inside the open-files limit) and the
@@ -99,20 +144,17 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| CliError::new(71, format!("cannot install signal handlers: {e}")))?;
     // Held until serve returns: restore and db vacuum refuse to run under it.
-    let _lock = ServerLock::shared(&config.database_path)
-        .map_err(|e| store_error(e, &config.database_path))?;
+    // SQLite only: on PostgreSQL there is no local file to guard (SPEC §10).
+    let _lock = match config.is_postgres() {
+        true => None,
+        false => Some(
+            ServerLock::shared(&config.database_path)
+                .map_err(|e| store_error(e, &config.database_path))?,
+        ),
+    };
     // Every thread that reads gets a connection without waiting: the workers, and the
     // write threads, which look up API keys before their write.
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(
-            &config.database_path,
-            &Options {
-                readers: config.workers + crate::http::WRITE_THREADS,
-                ..Options::default()
-            },
-        )
-        .map_err(|e| store_error(e, &config.database_path))?,
-    );
+    let store = open_store(&config, config.workers + crate::http::WRITE_THREADS)?;
     let access_log = AccessLog::open(config.access_log.clone()).map_err(|e| {
         CliError::new(
             73,
@@ -137,7 +179,7 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     let cors = crate::http::cors::Cors::new(&config.cors_origins);
     let app = Arc::new(App {
         health: Health::new(
-            &config.database_path,
+            &health_dir(&config),
             config.health_db_threshold,
             config.health_disk_min_free_bytes,
         ),

@@ -59,13 +59,15 @@ pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
             &json!({
                 "status": "ok",
                 "database": "connected",
+                "backend": c.app.store.backend(),
                 "latency_ms": d.as_secs_f64() * 1000.0,
                 "timestamp": crate::clock::now_rfc3339(),
             }),
         ),
         Err(reason) => Response::json(
             503,
-            &json!({"status": "error", "database": "disconnected", "error": reason}),
+            &json!({"status": "error", "database": "disconnected",
+                "backend": c.app.store.backend(), "error": reason}),
         ),
     })
 }
@@ -101,7 +103,8 @@ pub fn options_root(_: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 fn gauges(c: &Call<'_>) -> Gauges {
-    let backup = crate::backup::Record::load(&c.app.config.database_path).unwrap_or_default();
+    let backup =
+        crate::backup::Record::load(&c.app.config.backup_record_base()).unwrap_or_default();
     let secs = |ms: Option<i64>| ms.map(|ms| ms as f64 / 1000.0);
     Gauges {
         db_size_bytes: c.app.store.size_bytes().unwrap_or(0),

@@ -12,11 +12,16 @@ pub fn file_name(stamp: &str) -> String {
     format!("dashboard-{stamp}.db.gz")
 }
 
-/// True for exactly `dashboard-` 8 digits `-` 6 digits `.db.gz`.
+/// The file name of a PostgreSQL backup (`pg_dump --format=custom`) taken at `stamp`.
+pub fn dump_name(stamp: &str) -> String {
+    format!("dashboard-{stamp}.dump")
+}
+
+/// True for exactly `dashboard-` 8 digits `-` 6 digits `.db.gz` (or `.dump`).
 pub fn is_ours(name: &str) -> bool {
     let Some(stamp) = name
         .strip_prefix("dashboard-")
-        .and_then(|s| s.strip_suffix(".db.gz"))
+        .and_then(|s| s.strip_suffix(".db.gz").or_else(|| s.strip_suffix(".dump")))
     else {
         return false;
     };
@@ -103,6 +108,7 @@ mod tests {
     fn only_our_exact_names_match() {
         assert!(is_ours("dashboard-20251020-143731.db.gz"));
         assert!(is_ours(&file_name("20000101-000000")));
+        assert!(is_ours(&dump_name("20000101-000000")));
         for name in [
             "dashboard-20251020-143731.db",
             "dashboard-20251020-143731.db.gz.tmp",

@@ -3,19 +3,12 @@
 use super::CliError;
 use crate::config::Config;
 use crate::model::Role;
-use crate::server::store_error;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{KeyStore, Options, Probe};
+use crate::server::config_store_error as store_error;
+use crate::store::Store;
 
-fn open(config: &Config) -> Result<SqliteStore, CliError> {
-    SqliteStore::open(
-        &config.database_path,
-        &Options {
-            readers: 1,
-            ..Options::default()
-        },
-    )
-    .map_err(|e| store_error(e, &config.database_path))
+/// The configured store, SQLite or PostgreSQL (SPEC §10).
+fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, CliError> {
+    crate::server::open_store(config, 1)
 }
 
 pub fn create(config: &Config, name: &str, role: &str) -> Result<(), CliError> {
@@ -30,7 +23,7 @@ pub fn create(config: &Config, name: &str, role: &str) -> Result<(), CliError> {
     let store = open(config)?;
     let rec = store
         .create_key(name.to_string(), role, key.prefix.clone(), key.hash)
-        .map_err(|e| store_error(e, &config.database_path))?;
+        .map_err(|e| store_error(e, config))?;
     let _ = store.close();
     eprintln!(
         "created API key {} ({}, role {}); it is shown only once:",
@@ -44,9 +37,7 @@ pub fn create(config: &Config, name: &str, role: &str) -> Result<(), CliError> {
 
 pub fn list(config: &Config) -> Result<(), CliError> {
     let store = open(config)?;
-    let keys = store
-        .list_keys()
-        .map_err(|e| store_error(e, &config.database_path))?;
+    let keys = store.list_keys().map_err(|e| store_error(e, config))?;
     let _ = store.close();
     println!(
         "{:<6} {:<24} {:<6} {:<14} {:<25} status",
@@ -75,7 +66,7 @@ pub fn revoke(config: &Config, id: i64) -> Result<(), CliError> {
         crate::store::StoreError::NotFound(_) => {
             CliError::new(65, format!("no API key with id {id}"))
         }
-        e => store_error(e, &config.database_path),
+        e => store_error(e, config),
     })?;
     let _ = store.close();
     println!("revoked API key {} ({})", k.id, k.name);

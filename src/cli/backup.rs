@@ -11,8 +11,11 @@ pub fn run(config: &Config, dir: Option<&str>) -> Result<(), CliError> {
     let dir = dir
         .map(PathBuf::from)
         .unwrap_or_else(|| config.backup_dir.clone());
-    let db = &config.database_path;
-    let w = crate::backup::run(db, &dir, config.backup_retention_days)?;
+    let db = &config.backup_record_base();
+    let w = match &config.database_url {
+        Some(url) => crate::backup::run_postgres(url, db, &dir, config.backup_retention_days)?,
+        None => crate::backup::run(db, &dir, config.backup_retention_days)?,
+    };
     println!("{}", w.path.display());
     log::info!(target: "backup", file:% = w.path.display(), size_bytes = w.size,
         seconds = w.took.as_secs_f64(), deleted = w.deleted.len(); "backup written");

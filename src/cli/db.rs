@@ -26,6 +26,12 @@ const ONLINE_ANALYSIS_LIMIT: u32 = 1000;
 
 /// Runs one maintenance task on DATABASE_PATH.
 pub fn run(config: &Config, task: DbTask) -> Result<(), CliError> {
+    if config.is_postgres() {
+        return Err(super::postgres_refusal(
+            "db",
+            "the PostgreSQL tools (amcheck, vacuumdb, VACUUM and ANALYZE in psql)",
+        ));
+    }
     let db = config.database_path.as_path();
     if !db.is_file() {
         return Err(CliError::new(

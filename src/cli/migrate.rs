@@ -7,6 +7,9 @@ use crate::store::sqlite::migrate;
 use crate::store::Probe;
 
 pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
+    if let Some(url) = &config.database_url {
+        return run_postgres(config, url, status_only);
+    }
     let path = &config.database_path;
     if status_only {
         if !path.exists() {
@@ -21,14 +24,7 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
             rusqlite::Connection::open_in_memory().map_err(|e| CliError::new(70, e.to_string()))?
         };
         let rows = migrate::status(&conn).map_err(|e| store_error(e, path))?;
-        println!("{:<8} {:<20} applied", "version", "name");
-        for m in rows {
-            let at = m
-                .applied_at
-                .map(crate::clock::rfc3339)
-                .unwrap_or_else(|| "pending".into());
-            println!("{:<8} {:<20} {at}", m.version, m.name);
-        }
+        print_status(rows);
         return Ok(());
     }
     let store = crate::store::sqlite::SqliteStore::open(
@@ -48,5 +44,45 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
         path.display(),
         migrate::latest()
     );
+    Ok(())
+}
+
+fn print_status(rows: Vec<migrate::MigrationStatus>) {
+    println!("{:<8} {:<20} applied", "version", "name");
+    for m in rows {
+        let at = m
+            .applied_at
+            .map(crate::clock::rfc3339)
+            .unwrap_or_else(|| "pending".into());
+        println!("{:<8} {:<20} {at}", m.version, m.name);
+    }
+}
+
+/// The same on PostgreSQL: `status` only reads; otherwise migrate under the advisory
+/// lock, as the server does at start (SPEC §10).
+fn run_postgres(
+    config: &Config,
+    url: &crate::store::postgres::PgUrl,
+    status_only: bool,
+) -> Result<(), CliError> {
+    use crate::store::postgres::{migrate as pg, PgStore};
+    let err = |e| crate::server::config_store_error(e, config);
+    let store = if status_only {
+        PgStore::connect(url, 1)
+    } else {
+        PgStore::open(url, 1)
+    }
+    .map_err(err)?;
+    if status_only {
+        print_status(store.run(pg::status).map_err(err)?);
+    } else {
+        let v = store.run(pg::current_version).map_err(err)?;
+        println!(
+            "database {} is at schema version {v} (latest known: {})",
+            config.database_label(),
+            pg::latest()
+        );
+    }
+    store.close().map_err(err)?;
     Ok(())
 }

@@ -57,6 +57,17 @@ pub struct Args {
 }
 
 /// Parses argv (without the program name).
+/// `restore` and `db` on PostgreSQL: one sentence naming the tool to use, exit 64
+/// (SPEC §7, §10).
+pub fn postgres_refusal(command: &str, instead: &str) -> CliError {
+    CliError::new(
+        64,
+        format!(
+            "{command} works on the SQLite database only; with DATABASE_URL set, use {instead} instead"
+        ),
+    )
+}
+
 pub fn parse(argv: &[String]) -> Result<Args, CliError> {
     let mut words = Vec::new();
     let mut flags = Vec::new();

@@ -9,6 +9,12 @@ use crate::config::Config;
 
 /// Restores `file` over DATABASE_PATH and says what happened to the old one.
 pub fn run(config: &Config, file: &str) -> Result<(), CliError> {
+    if config.is_postgres() {
+        return Err(super::postgres_refusal(
+            "restore",
+            "pg_restore --clean --dbname=…",
+        ));
+    }
     let db = &config.database_path;
     let r = crate::restore::run(db, Path::new(file))?;
     let tasks = r.tasks.map(|n| format!(", {n} tasks")).unwrap_or_default();

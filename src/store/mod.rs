@@ -7,6 +7,8 @@
 //! own folder with its own migrations and connection setup (`sqlite/`); what only one
 //! engine can do — SQLite's online backup, integrity check, vacuum — stays beside it.
 
+pub mod patch;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -144,6 +146,8 @@ pub trait KeyStore {
 
 /// What health checks and the watchdog ask of the engine.
 pub trait Probe {
+    /// `"sqlite"` or `"postgres"`, for `/health/db` (SPEC §10).
+    fn backend(&self) -> &'static str;
     /// Time a trivial query takes (health probes); fails when the database is away.
     fn ping(&self) -> Result<Duration>;
     /// Whether writes answer or make progress within `budget` (the watchdog).

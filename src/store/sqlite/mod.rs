@@ -112,6 +112,10 @@ impl SqliteStore {
 }
 
 impl Probe for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     /// The file and its WAL.
     fn size_bytes(&self) -> Option<u64> {
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);

@@ -86,19 +86,7 @@ pub fn update(
 ) -> Result<Project> {
     let mut p = get(c, id)?;
     check_version(if_match, p.version)?;
-    let mut changes = serde_json::Map::new();
-    if let Some(v) = &patch.name {
-        changes.insert("name".into(), v.clone().into());
-        p.name = v.clone();
-    }
-    if let Some(v) = &patch.description {
-        changes.insert("description".into(), v.clone().into());
-        p.description = v.clone();
-    }
-    if let Some(v) = &patch.status {
-        changes.insert("status".into(), v.clone().into());
-        p.status = v.clone();
-    }
+    let changes = crate::store::patch::apply_project(&mut p, patch);
     p.updated_at = now_ms();
     p.version += 1;
     c.prepare_cached(

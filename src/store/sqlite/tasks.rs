@@ -185,63 +185,6 @@ pub fn list(c: &Connection, pid: i64, q: &TaskQuery) -> Result<Page<Task>> {
     Ok(Page { items, more })
 }
 
-/// Moves `t` to status `to`, keeping the lifecycle timestamps right.
-fn transition(t: &mut Task, to: TaskStatus, now: i64) {
-    if to == TaskStatus::InProgress && t.started_at.is_none() {
-        t.started_at = Some(now);
-    }
-    t.completed_at = to.is_terminal().then_some(now);
-    if to != TaskStatus::InProgress {
-        t.lease_expires_at = None;
-    }
-    t.status = to;
-}
-
-/// Applies `patch` to `t`, returning the changed fields for the activity feed.
-fn apply_patch(t: &mut Task, patch: &TaskPatch, now: i64) -> Result<Map<String, Json>> {
-    let mut changes = Map::new();
-    let parse = |s: &str| serde_json::from_str::<Json>(s).unwrap_or(Json::Null);
-    if let Some(v) = &patch.title {
-        t.title = v.clone();
-        changes.insert("title".into(), v.clone().into());
-    }
-    if let Some(v) = &patch.description {
-        t.description = v.clone();
-        changes.insert("description".into(), v.clone().into());
-    }
-    if let Some(v) = patch.priority {
-        t.priority = v;
-        changes.insert("priority".into(), v.into());
-    }
-    if let Some(v) = &patch.assignee {
-        t.assignee = v.clone();
-        changes.insert("assignee".into(), v.clone().into());
-    }
-    if let Some(v) = &patch.labels {
-        let s = serde_json::to_string(v).map_err(|e| StoreError::Other(e.to_string()))?;
-        t.labels = to_raw(s)?;
-        changes.insert("labels".into(), v.clone().into());
-    }
-    if let Some(v) = &patch.metadata {
-        t.metadata = to_raw(v.clone())?;
-        changes.insert("metadata".into(), parse(v));
-    }
-    if let Some(v) = &patch.result {
-        t.result = v.clone().map(to_raw).transpose()?;
-        changes.insert(
-            "result".into(),
-            v.as_deref().map(parse).unwrap_or(Json::Null),
-        );
-    }
-    if let Some(s) = patch.status {
-        if s != t.status {
-            transition(t, s, now);
-        }
-        changes.insert("status".into(), s.as_str().into());
-    }
-    Ok(changes)
-}
-
 pub fn update(
     c: &Connection,
     id: i64,
@@ -253,7 +196,7 @@ pub fn update(
     let mut t = get(c, id, pid)?;
     check_version(if_match, t.version)?;
     let now = now_ms();
-    let changes = apply_patch(&mut t, patch, now)?;
+    let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
     t.version += 1;
     t.updated_at = now;
     c.prepare_cached(

@@ -1,0 +1,57 @@
+//! SQL of the `events` table (PostgreSQL): the activity feed every write appends to,
+//! in commit order within a project (see the module doc of `postgres` for why the
+//! advisory lock).
+
+use super::{raw_json, Result, Tx};
+use crate::model::{Event, Page};
+
+/// First key of the advisory locks that order a project's event ids ("evnt").
+const EVENTS_LOCK: i32 = 0x6576_6e74;
+
+/// One event to append: task id, type, actor, changes (JSON text).
+pub type NewEvent<'a> = (Option<i64>, &'a str, Option<&'a str>, String);
+
+/// Appends `events` to project `pid`'s feed. Call it as the transaction's last
+/// statement: it takes the project's event lock, held until commit, so no other
+/// transaction takes a later event id of this project before this one is visible.
+pub fn record(tx: &mut Tx<'_>, pid: i64, events: &[NewEvent<'_>], now: i64) -> Result<()> {
+    // The lock's second key is an int4: projects beyond 2^31 share locks, which only
+    // serializes them a little more.
+    let key = pid as i32;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&EVENTS_LOCK, &key],
+    )?;
+    for (task_id, kind, actor, changes) in events {
+        tx.execute(
+            "INSERT INTO events (project_id, task_id, type, actor, changes, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&pid, task_id, kind, actor, changes, &now],
+        )?;
+    }
+    Ok(())
+}
+
+pub const LIST_SQL: &str = "SELECT id, project_id, task_id, type, actor, changes, created_at
+     FROM events WHERE project_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+/// Events of project `pid` after event id `after`, oldest first.
+pub fn list(tx: &mut Tx<'_>, pid: i64, after: i64, limit: usize) -> Result<Page<Event>> {
+    super::projects::ensure_exists(tx, pid)?;
+    let rows = tx.query(LIST_SQL, &[&pid, &after, &(limit as i64 + 1)])?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in rows {
+        items.push(Event {
+            id: r.get(0),
+            project_id: r.get(1),
+            task_id: r.get(2),
+            kind: r.get(3),
+            actor: r.get(4),
+            changes: raw_json(r.get(5))?,
+            created_at: r.get(6),
+        });
+    }
+    let more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, more })
+}

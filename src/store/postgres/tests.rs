@@ -1,0 +1,559 @@
+//! Tests of the PostgreSQL engine against a throwaway PostgreSQL 15 cluster
+//! (TESTING.md §g): the same answers as SQLite, claims across instances, the events
+//! feed under out-of-order commits, migrations under the advisory lock, and an
+//! outage. Without root or the binaries they print SKIPPED, unless CI is set, where
+//! they fail.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Options, Store};
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// One postmaster in a temp dir, on a Unix socket there and a free loopback port.
+pub struct Cluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn as_postgres(args: &[&str]) -> bool {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .output()
+        .map(|o| {
+            if !o.status.success() {
+                eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+            }
+            o.status.success()
+        })
+        .unwrap_or(false)
+}
+
+impl Cluster {
+    /// A running cluster, or None (printed SKIPPED) where none can be made.
+    pub fn start() -> Option<Cluster> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        let bins = std::path::Path::new(BIN).join("initdb").is_file();
+        if !root || !bins {
+            let why =
+                format!("PostgreSQL tests need root and {BIN} (root: {root}, binaries: {bins})");
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}");
+            }
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dashboard-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        assert!(Command::new("chown")
+            .args(["postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown")
+            .success());
+        let data = dir.join("data");
+        assert!(as_postgres(&[
+            &format!("{BIN}/initdb"),
+            "-D",
+            data.to_str().expect("utf-8"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let c = Cluster { dir, port };
+        assert!(c.ctl("start"), "pg_ctl start");
+        Some(c)
+    }
+
+    fn ctl(&self, what: &str) -> bool {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let opts = format!(
+            "-k {} -c listen_addresses=127.0.0.1 -p {}",
+            self.dir.display(),
+            self.port
+        );
+        match what {
+            "start" => as_postgres(&[
+                &format!("{BIN}/pg_ctl"),
+                "-D",
+                data.to_str().expect("utf-8"),
+                "-l",
+                log.to_str().expect("utf-8"),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ]),
+            "stop" => as_postgres(&[
+                &format!("{BIN}/pg_ctl"),
+                "-D",
+                data.to_str().expect("utf-8"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]),
+            _ => false,
+        }
+    }
+
+    /// A new, empty database and its URL.
+    pub fn database(&self, name: &str) -> PgUrl {
+        let admin = PgUrl::parse(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        ))
+        .expect("url");
+        let c = Connector::new(&admin).expect("connector");
+        c.connect()
+            .expect("connect")
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        PgUrl::parse(&format!(
+            "postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable",
+            self.port
+        ))
+        .expect("url")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.ctl("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn new_task(title: &str, priority: i64, labels: &[&str]) -> NewTask {
+    NewTask {
+        title: title.into(),
+        description: String::new(),
+        status: TaskStatus::Pending,
+        priority,
+        assignee: None,
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        metadata: r#"{"b":1,"a":[1.50,"x"]}"#.into(),
+        result: None,
+    }
+}
+
+/// JSON with the clock's fields blanked: two runs differ only in when they ran.
+fn norm<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if (k.ends_with("_at") || k == "timestamp") && !x.is_null() {
+                        *x = "T".into();
+                    } else if k == "oldest_pending_age_seconds" && !x.is_null() {
+                        *x = 0.into();
+                    } else if k == "changes" {
+                        if let Some(l) = x.get_mut("lease_expires_at") {
+                            *l = "T".into();
+                        }
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(v).expect("json");
+    walk(&mut v);
+    v
+}
+
+fn q(sort: TaskSort, after: Option<TaskCursor>) -> TaskQuery {
+    TaskQuery {
+        statuses: vec![],
+        assignee: None,
+        label: None,
+        sort,
+        after,
+        limit: 2,
+    }
+}
+
+/// One script of every operation; returns the answers in order.
+fn script(s: &dyn Store) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let actor = Some("tester".to_string());
+    let p = s
+        .create_project(
+            NewProject {
+                name: "p".into(),
+                description: "d".into(),
+                status: "active".into(),
+            },
+            actor.clone(),
+        )
+        .expect("project");
+    out.push(norm(&p));
+    let tasks = s
+        .create_tasks(
+            p.id,
+            vec![
+                new_task("a", 1, &["x"]),
+                new_task("b", 5, &["x", "y"]),
+                new_task("c", 5, &[]),
+                new_task("d", 0, &["y"]),
+            ],
+            actor.clone(),
+        )
+        .expect("tasks");
+    out.push(norm(&tasks));
+    for sort in [TaskSort::CreatedAt, TaskSort::Priority, TaskSort::UpdatedAt] {
+        let first = s.list_tasks(p.id, q(sort, None)).expect("list");
+        let last = first.items.last().expect("a row");
+        let key = match sort {
+            TaskSort::Priority => last.priority,
+            TaskSort::UpdatedAt => last.updated_at,
+            TaskSort::CreatedAt => last.id,
+        };
+        let cursor = Some(TaskCursor { key, id: last.id });
+        let second = s.list_tasks(p.id, q(sort, cursor)).expect("page 2");
+        out.push(norm(&(
+            &first.items,
+            first.more,
+            &second.items,
+            second.more,
+        )));
+    }
+    let mut filtered = q(TaskSort::CreatedAt, None);
+    filtered.label = Some("y".into());
+    filtered.statuses = vec![TaskStatus::Pending];
+    filtered.limit = 10;
+    out.push(norm(&s.list_tasks(p.id, filtered).expect("filtered").items));
+    let claim = |labels: &[&str]| Claim {
+        agent: "agent-1".into(),
+        lease_seconds: 60,
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+    };
+    let c1 = s.claim(p.id, claim(&[])).expect("claim").expect("a task");
+    out.push(norm(&c1));
+    out.push(norm(&s.claim(p.id, claim(&["x"])).expect("claim x")));
+    out.push(norm(
+        &s.heartbeat(c1.id, None, "agent-1".into(), 30).expect("hb"),
+    ));
+    out.push(format!("{:?}", s.heartbeat(c1.id, None, "other".into(), 30).err()).into());
+    let patch = TaskPatch {
+        status: Some(TaskStatus::Completed),
+        result: Some(Some(r#"{"ok":true}"#.into())),
+        labels: Some(vec!["z".into()]),
+        ..Default::default()
+    };
+    out.push(
+        format!(
+            "{:?}",
+            s.update_task(c1.id, None, patch.clone(), Some(1), actor.clone())
+                .err()
+        )
+        .into(),
+    );
+    out.push(norm(
+        &s.update_task(c1.id, Some(p.id), patch, Some(2), actor.clone())
+            .expect("patch"),
+    ));
+    out.push(
+        format!(
+            "{:?}",
+            s.delete_task(tasks[3].id, None, Some(9), actor.clone())
+                .err()
+        )
+        .into(),
+    );
+    s.delete_task(tasks[3].id, None, Some(1), actor.clone())
+        .expect("delete");
+    out.push(format!("{:?}", s.get_task(tasks[3].id, None).err()).into());
+    out.push(format!("{:?}", s.get_task(tasks[0].id, Some(p.id + 1)).err()).into());
+    out.push(norm(&s.stats(p.id).expect("stats")));
+    out.push(norm(&s.count_by_status().expect("counts")));
+    let ev = s.list_events(p.id, 0, 100).expect("events");
+    out.push(norm(&ev.items));
+    out.push(norm(
+        &s.list_events(p.id, ev.items[3].id, 2)
+            .expect("events")
+            .items,
+    ));
+    let pp = s
+        .update_project(
+            p.id,
+            ProjectPatch {
+                status: Some("archived".into()),
+                ..Default::default()
+            },
+            Some(1),
+            actor.clone(),
+        )
+        .expect("project patch");
+    out.push(norm(&pp));
+    out.push(norm(
+        &s.list_projects(Some("archived".into()), 0, 10)
+            .expect("projects")
+            .items,
+    ));
+    let k = s
+        .create_key("k".into(), Role::Write, "db_abc".into(), [7; 32])
+        .expect("key");
+    out.push(norm(&k));
+    out.push(norm(&s.find_key([7; 32]).expect("find")));
+    out.push(norm(&s.revoke_key(k.id).expect("revoke")));
+    out.push(norm(&s.find_key([7; 32]).expect("find")));
+    out.push(norm(&s.list_keys().expect("keys")));
+    out.push(format!("{:?}", s.revoke_key(99).err()).into());
+    s.delete_project(p.id, None).expect("delete project");
+    out.push(format!("{:?}", s.list_events(p.id, 0, 10).err()).into());
+    out
+}
+
+#[test]
+fn answers_as_sqlite_does() {
+    let Some(c) = Cluster::start() else { return };
+    let pg = PgStore::open(&c.database("same"), 4).expect("open pg");
+    let dir = std::env::temp_dir().join(format!("dashboard-pg-same-{}", std::process::id()));
+    let lite = SqliteStore::open(&dir.join("t.db"), &Options::default()).expect("sqlite");
+    let (a, b) = (script(&lite), script(&pg));
+    let _ = lite.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "answer {i} differs");
+    }
+    assert_eq!(pg.backend(), "postgres");
+    assert!(pg.size_bytes().is_some_and(|n| n > 0));
+}
+
+#[test]
+fn two_instances_never_claim_the_same_task() {
+    let Some(c) = Cluster::start() else { return };
+    let url = c.database("claims");
+    let a = Arc::new(PgStore::open(&url, 4).expect("a"));
+    let b = Arc::new(PgStore::open(&url, 4).expect("b"));
+    let p = a
+        .create_project(
+            NewProject {
+                name: "p".into(),
+                description: String::new(),
+                status: "active".into(),
+            },
+            None,
+        )
+        .expect("project");
+    let n = 60;
+    let batch = (0..n)
+        .map(|i| new_task(&format!("t{i}"), i % 3, &[]))
+        .collect();
+    a.create_tasks(p.id, batch, None).expect("tasks");
+    let mut handles = Vec::new();
+    for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        handles.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let claim = Claim {
+                agent: format!("agent-{i}"),
+                lease_seconds: 60,
+                labels: vec![],
+            };
+            while let Some(t) = s.claim(p.id, claim.clone()).expect("claim") {
+                got.push(t.id);
+            }
+            got
+        }));
+    }
+    let mut all: Vec<i64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, n as usize, "every task claimed once");
+    assert_eq!(all.len(), n as usize, "no task claimed twice");
+}
+
+/// SPEC §10: A takes its event id first and commits late; B writes meanwhile. B must
+/// not get a higher id that is visible before A's: a reader following `after=`
+/// throughout sees every event exactly once.
+#[test]
+fn events_feed_never_skips_out_of_order_commits() {
+    let Some(c) = Cluster::start() else { return };
+    let url = c.database("feed");
+    let store = Arc::new(PgStore::open(&url, 4).expect("open"));
+    let p = store
+        .create_project(
+            NewProject {
+                name: "p".into(),
+                description: String::new(),
+                status: "active".into(),
+            },
+            None,
+        )
+        .expect("project");
+    let (tx_ready, rx_ready) = std::sync::mpsc::channel();
+    let slow = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store
+                .run(|tx| {
+                    events::record(tx, p.id, &[(None, "updated", Some("slow"), "{}".into())], 1)?;
+                    tx_ready.send(()).expect("signal");
+                    std::thread::sleep(Duration::from_millis(600));
+                    Ok(())
+                })
+                .expect("slow write")
+        })
+    };
+    rx_ready.recv().expect("slow writer started");
+    let fast = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            // Task inserts take only a KEY SHARE lock on the project row, as the
+            // slow writer's event does: nothing but the event lock orders them.
+            for i in 0..3 {
+                let t = vec![new_task(&format!("t{i}"), 0, &[])];
+                store
+                    .create_tasks(p.id, t, Some("fast".into()))
+                    .expect("fast write");
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done = slow.is_finished() && fast.is_finished();
+        for e in store.list_events(p.id, after, 100).expect("read").items {
+            after = e.id;
+            seen.push((e.id, e.actor));
+        }
+        if done || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    slow.join().expect("slow");
+    fast.join().expect("fast");
+    let all: Vec<(i64, Option<String>)> = store
+        .list_events(p.id, 0, 100)
+        .expect("all")
+        .items
+        .into_iter()
+        .map(|e| (e.id, e.actor))
+        .collect();
+    assert_eq!(all.len(), 5, "created + slow + 3 fast: {all:?}");
+    assert_eq!(
+        seen, all,
+        "the reader following after= saw every event once"
+    );
+    assert_eq!(
+        all[1].1.as_deref(),
+        Some("slow"),
+        "the slow writer took its id first"
+    );
+}
+
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let Some(c) = Cluster::start() else { return };
+    let url = c.database("mig");
+    let opens: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PgStore::open(&url, 1).map(|_| ()))
+        })
+        .collect();
+    for h in opens {
+        h.join()
+            .expect("thread")
+            .expect("open while others migrate");
+    }
+    let s = PgStore::connect(&url, 1).expect("connect");
+    let rows = s.run(migrate::status).expect("status");
+    assert!(rows.iter().all(|m| m.applied_at.is_some()));
+    let n: i64 = s
+        .run(|tx| {
+            Ok(tx
+                .query_one("SELECT count(*) FROM schema_migrations", &[])?
+                .get(0))
+        })
+        .expect("count");
+    assert_eq!(n, migrate::latest());
+    s.run(|tx| tx.batch("INSERT INTO schema_migrations VALUES (999, 'future', 0)"))
+        .expect("future");
+    match PgStore::open(&url, 1) {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("999"), "{m}"),
+        other => panic!("a newer schema must be refused: {:?}", other.err()),
+    }
+}
+
+#[test]
+fn an_outage_answers_unavailable_and_recovers() {
+    let Some(c) = Cluster::start() else { return };
+    let url = c.database("outage");
+    let s = PgStore::open(&url, 2).expect("open");
+    let p = s
+        .create_project(
+            NewProject {
+                name: "p".into(),
+                description: String::new(),
+                status: "active".into(),
+            },
+            None,
+        )
+        .expect("project");
+    assert!(c.ctl("stop"));
+    for _ in 0..3 {
+        assert!(matches!(
+            s.get_project(p.id),
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+    assert!(matches!(s.ping(), Err(StoreError::Unavailable(_))));
+    assert!(
+        s.writer_alive(Duration::from_millis(100)).is_ok(),
+        "the watchdog keeps pinging"
+    );
+    assert!(c.ctl("start"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match s.get_project(p.id) {
+            Ok(got) => {
+                assert_eq!(got.id, p.id);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("not back after the restart: {e}"),
+        }
+    }
+    assert!(s.ping().is_ok());
+}

@@ -1,0 +1,230 @@
+//! `DATABASE_URL` (SPEC §10): `postgres://user[:password]@host[:port]/db[?sslmode=…
+//! &sslrootcert=FILE]`, parsed by hand because `sslmode=verify-full` and `sslrootcert`
+//! are libpq's words that the `postgres` crate does not know. The password is kept
+//! only inside `PgUrl` and never printed: `redacted()` is what `config` and errors show.
+
+use std::path::PathBuf;
+
+/// libpq's `sslmode`s that we support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, unverified (libpq's default).
+    Prefer,
+    /// TLS always; the certificate is verified only against `sslrootcert` if given.
+    Require,
+    /// TLS with the chain and the host name verified.
+    VerifyFull,
+}
+
+/// A parsed `DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl {
+    pub user: String,
+    pub password: Option<String>,
+    /// A host name, an IP literal, or (from `?host=/dir`) a Unix socket directory.
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub connect_timeout_secs: u64,
+}
+
+/// Never shows the password, not even in `{:?}`.
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a bad %-escape")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a %-escape that is not UTF-8".to_string())
+}
+
+impl PgUrl {
+    /// Parses a `postgres://` or `postgresql://` URL. The error never holds the password.
+    pub fn parse(s: &str) -> Result<PgUrl, String> {
+        let rest = s
+            .strip_prefix("postgres://")
+            .or_else(|| s.strip_prefix("postgresql://"))
+            .ok_or("a URL starting with postgres://")?;
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (auth_host, db) = main.split_once('/').ok_or("a /database after the host")?;
+        let (auth, hostport) = auth_host.rsplit_once('@').unwrap_or(("", auth_host));
+        let (user, password) = match auth.split_once(':') {
+            Some((u, p)) => (decode(u)?, Some(decode(p)?)),
+            None => (decode(auth)?, None),
+        };
+        let (mut host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or("a closing ] after an IPv6 host")?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        let port = match port {
+            None | Some("") => 5432,
+            Some(p) => p.parse().map_err(|_| "a port from 1 to 65535")?,
+        };
+        let mut url = PgUrl {
+            user: if user.is_empty() {
+                "postgres".into()
+            } else {
+                user
+            },
+            password,
+            host: String::new(),
+            port,
+            dbname: decode(db)?,
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            connect_timeout_secs: 5,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = decode(v)?;
+            match k {
+                "sslmode" => {
+                    url.sslmode = match v.as_str() {
+                        "disable" => SslMode::Disable,
+                        "prefer" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-full" => SslMode::VerifyFull,
+                        _ => return Err("sslmode disable, prefer, require or verify-full".into()),
+                    }
+                }
+                "sslrootcert" => url.sslrootcert = Some(PathBuf::from(v)),
+                "host" => host = v,
+                "connect_timeout" => {
+                    url.connect_timeout_secs =
+                        v.parse().map_err(|_| "connect_timeout in seconds")?
+                }
+                "application_name" => {}
+                _ => {
+                    return Err(format!(
+                        "only the parameters sslmode, sslrootcert, host, connect_timeout and \
+                         application_name (not {k:?})"
+                    ))
+                }
+            }
+        }
+        if host.is_empty() {
+            host = "localhost".into();
+        }
+        url.host = host;
+        if url.dbname.is_empty() {
+            return Err("a database name after the /".into());
+        }
+        Ok(url)
+    }
+
+    /// The URL as `config` and logs show it: the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let pw = if self.password.is_some() { ":***" } else { "" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let mut s = format!(
+            "postgres://{}{pw}@{host}:{}/{}",
+            self.user, self.port, self.dbname
+        );
+        let mode = match self.sslmode {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        };
+        s.push_str("?sslmode=");
+        s.push_str(mode);
+        if let Some(c) = &self.sslrootcert {
+            s.push_str(&format!("&sslrootcert={}", c.display()));
+        }
+        s
+    }
+
+    /// A Unix socket directory rather than a TCP host.
+    pub fn is_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+}
+
+/// Hides the password of anything that looks like a `DATABASE_URL` (for values that
+/// could not be parsed, so `PgUrl::redacted` is not available).
+pub fn redact_raw(s: &str) -> String {
+    match PgUrl::parse(s) {
+        Ok(u) => u.redacted(),
+        Err(_) => match s.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => s.to_string(),
+            },
+            None => "(not a URL)".to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_forms_of_spec_10() {
+        let u = PgUrl::parse("postgres://app:s%40cret@db.example:6543/dash?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+            .expect("parses");
+        assert_eq!(u.user, "app");
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.dbname.as_str()),
+            ("db.example", 6543, "dash")
+        );
+        assert_eq!(u.sslmode, SslMode::VerifyFull);
+        assert_eq!(u.sslrootcert, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(!u.redacted().contains("cret"));
+        assert!(!format!("{u:?}").contains("cret"));
+        let u = PgUrl::parse("postgresql://u@[::1]/d?sslmode=disable").expect("v6");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 5432));
+        assert_eq!(u.redacted(), "postgres://u@[::1]:5432/d?sslmode=disable");
+        let u = PgUrl::parse("postgres://u@/d?host=/run/postgresql").expect("socket");
+        assert!(u.is_socket());
+    }
+
+    #[test]
+    fn refuses_with_a_reason_and_no_password() {
+        for bad in [
+            "mysql://u:pw@h/d",
+            "postgres://u:pw@h:99999/d",
+            "postgres://u:pw@h/d?sslmode=allow",
+            "postgres://u:pw@h",
+            "postgres://u:pw@h/d?sslcert=x",
+        ] {
+            let e = PgUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("pw"), "{bad}: {e}");
+        }
+        assert_eq!(
+            redact_raw("postgres://u:pw@h:1/d?sslmode=x"),
+            "postgres://***@h:1/d?sslmode=x"
+        );
+    }
+}
