@@ -441,10 +441,10 @@ impl Config {
     /// What the backup record is kept beside (`<this>.backup-state.json`): the SQLite
     /// file, or on PostgreSQL `BACKUP_DIR/dashboard` (there is no local database file).
     pub fn backup_record_base(&self) -> PathBuf {
-        match &self.database_url {
-            Some(_) => self.backup_dir.join("dashboard"),
-            None => self.database_path.clone(),
-        }
+        // Beside DATABASE_PATH on either engine: the state directory exists whatever
+        // BACKUP_DIR is, so a backup that fails because BACKUP_DIR is broken is still
+        // recorded (and BackupFailing fires), and the CLI and the server agree.
+        self.database_path.clone()
     }
 }
 

@@ -72,6 +72,17 @@ impl Record {
     fn save(&self, db: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = path_for(db);
+        // On PostgreSQL nothing else creates the state directory.
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".tmp-{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
