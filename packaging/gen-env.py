@@ -15,6 +15,17 @@ packaged = {
     "ACCESS_LOG": "/var/log/dashboard-backend/access.log",
     "ENV_FILE": env_file,
 }
+# More than --help's one line, for the settings that need it (README "Scale out").
+notes = {
+    "DATABASE_URL": """Unset: SQLite at DATABASE_PATH. Set: every instance pointing at the same
+database shares it (several behind HAProxy); migrations run at start. Forms:
+  postgres://dashboard:PASSWORD@db.example.net:5432/dashboard?sslmode=verify-full&sslrootcert=/etc/dashboard-backend/db-ca.pem
+  postgres://dashboard:PASSWORD@10.0.0.5/dashboard?sslmode=require
+  postgres://dashboard@localhost/dashboard?host=/var/run/postgresql   (Unix socket)
+The password is never printed, but this file is world-readable: keep the URL in a
+root-only file instead (examples/postgres.conf, a drop-in for both units, shows
+how; it also lets the backup's pg_dump reach the network).""",
+}
 print(f"""# {env_file}: settings of dashboard-backend (the server and the nightly backup).
 # Read by systemd as the units' EnvironmentFile: KEY=VALUE lines, no `export`, no
 # shell expansion. Uncomment and change what you need, then
@@ -39,5 +50,7 @@ for line in help_text.splitlines():
         default = packaged[name]
         desc += " (set by the unit)"
     print(f"# {desc}")
+    for note in notes.get(name, "").splitlines():
+        print(f"# {note}".rstrip())
     print(f"#{name}={default}")
     print()

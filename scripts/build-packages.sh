@@ -50,7 +50,7 @@ sed -e "s/@VERSION@/$version/" -e "s/@COMMIT@/$commit/" \
   gzip -9n >"$doc/changelog.gz" # native package: changelog.gz
 chmod 0644 "$doc/changelog.gz"
 install -D -m 0644 README.md "$doc/README.md"
-for f in haproxy.cfg prometheus.yml alerts.yml grafana-dashboard.json; do
+for f in haproxy.cfg prometheus.yml alerts.yml grafana-dashboard.json postgres.conf; do
   install -D -m 0644 "packaging/examples/$f" "$doc/examples/$f"
 done
 install -D -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/overrides/dashboard-backend"
