@@ -63,6 +63,25 @@ fn insert_labels(tx: &mut Tx<'_>, pid: i64, id: i64, labels: &[String]) -> Resul
     Ok(())
 }
 
+/// Locks the count rows (migration 0002) of a batch with several statuses, in key
+/// order, before its inserts change them one statement at a time in batch order:
+/// a claim locks (pid, 'in_progress') then (pid, 'pending'), so a batch locking
+/// them the other way round would deadlock with it. Locks only (`WHERE false`).
+fn lock_counts(tx: &mut Tx<'_>, pid: i64, new: &[NewTask]) -> Result<()> {
+    let mut statuses: Vec<&str> = new.iter().map(|t| t.status.as_str()).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    if statuses.len() > 1 {
+        tx.execute(
+            "INSERT INTO task_counts AS c (project_id, status, n)
+               SELECT $1, s, 0 FROM unnest($2::text[]) AS s ORDER BY s
+             ON CONFLICT (project_id, status) DO UPDATE SET n = c.n WHERE false",
+            &[&pid, &statuses],
+        )?;
+    }
+    Ok(())
+}
+
 /// Inserts every task of `new` (all or nothing: one transaction), then their
 /// `created` events, last, under the project's event lock.
 pub fn insert_many(
@@ -72,6 +91,7 @@ pub fn insert_many(
     actor: Option<&str>,
 ) -> Result<Vec<Task>> {
     projects::ensure_exists(tx, pid)?;
+    lock_counts(tx, pid, &new)?;
     let now = now_ms();
     let mut out = Vec::with_capacity(new.len());
     for t in new {
