@@ -1,13 +1,25 @@
 //! Tests of the PostgreSQL counts of migration 0002 (issue #19), against a throwaway
-//! cluster as in `tests.rs`: the triggers never drift from the rows, under a random
-//! mix and under concurrent writers (without deadlocks), and an existing database is
-//! backfilled.
+//! cluster as in `tests.rs`: the stats queries read the counters, not `tasks`; the
+//! triggers never drift from the rows, under a random mix and under concurrent
+//! writers (without deadlocks); and an existing database is backfilled.
 
 use std::sync::Arc;
 
 use super::tests::Cluster;
 use super::*;
 use crate::store::TaskStore;
+
+/// The plan of `sql` with every parameter bound to 1 (a custom plan).
+fn plan(tx: &mut Tx<'_>, sql: &str, nparams: usize) -> Result<String> {
+    let one = 1i64;
+    let args: Vec<&(dyn ToSql + Sync)> = (0..nparams).map(|_| &one as _).collect();
+    let rows = tx.query(&format!("EXPLAIN {sql}"), &args)?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
 
 /// Tasks of `projects` projects in every status, bulk-inserted (statement triggers).
 fn seed(tx: &mut Tx<'_>, projects: i64, per_project: i64, now: i64) -> Result<()> {
@@ -27,6 +39,48 @@ fn seed(tx: &mut Tx<'_>, projects: i64, per_project: i64, now: i64) -> Result<()
         &[&now, &per_project],
     )?;
     tx.batch("ANALYZE")
+}
+
+#[test]
+fn stats_read_the_counters_not_the_tasks() {
+    // Issue #19: stats and the tasks{status} gauge cost O(statuses), not O(tasks);
+    // the last hour's completions read at most 361 buckets and the first bucket's
+    // tasks through the completion index.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("plans"), 1).expect("open");
+    store
+        .run(|tx| seed(tx, 20, 1000, 1_700_000_000_000))
+        .expect("seed");
+    let plans = store
+        .run(|tx| {
+            Ok([
+                plan(tx, tasks::STATS_BY_STATUS_SQL, 1)?,
+                plan(tx, tasks::COUNT_BY_STATUS_SQL, 0)?,
+                plan(tx, tasks::STATS_COMPLETED_SQL, 2)?,
+                plan(tx, tasks::STATS_OLDEST_PENDING_SQL, 1)?,
+            ])
+        })
+        .expect("explain");
+    let [by_status, gauge, completed, oldest] = plans;
+    for p in [&by_status, &gauge] {
+        assert!(!p.contains("on tasks"), "reads the tasks table:\n{p}");
+        assert!(p.contains("on task_counts"), "{p}");
+    }
+    assert!(completed.contains("on task_completions"), "{completed}");
+    for line in completed.lines().filter(|l| l.contains(" on tasks")) {
+        assert!(
+            line.contains("Index") && line.contains("using tasks_completed"),
+            "the first bucket is counted from the completion index:\n{completed}"
+        );
+    }
+    assert!(
+        completed.contains("completed_at < "),
+        "the first bucket's count has an upper bound:\n{completed}"
+    );
+    assert!(
+        oldest.contains("Index") && !oldest.contains("Seq Scan"),
+        "the oldest pending task comes from an index:\n{oldest}"
+    );
 }
 
 /// Rows where the counters and a full count of the tasks disagree: (counts, buckets).
