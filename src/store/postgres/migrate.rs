@@ -7,8 +7,14 @@
 use super::{Result, StoreError, Tx};
 
 /// (version, name, SQL), in order. Append only.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "task_counts",
+        include_str!("migrations/0002_task_counts.sql"),
+    ),
+];
 
 /// Advisory lock key of migrations ("dashmigr").
 const MIGRATE_LOCK: i64 = 0x6461_7368_6d69_6772;

@@ -30,6 +30,8 @@ mod tasks;
 pub mod url;
 
 #[cfg(test)]
+mod count_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

@@ -63,6 +63,25 @@ fn insert_labels(tx: &mut Tx<'_>, pid: i64, id: i64, labels: &[String]) -> Resul
     Ok(())
 }
 
+/// Locks the count rows (migration 0002) of a batch with several statuses, in key
+/// order, before its inserts change them one statement at a time in batch order:
+/// a claim locks (pid, 'in_progress') then (pid, 'pending'), so a batch locking
+/// them the other way round would deadlock with it. Locks only (`WHERE false`).
+fn lock_counts(tx: &mut Tx<'_>, pid: i64, new: &[NewTask]) -> Result<()> {
+    let mut statuses: Vec<&str> = new.iter().map(|t| t.status.as_str()).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    if statuses.len() > 1 {
+        tx.execute(
+            "INSERT INTO task_counts AS c (project_id, status, n)
+               SELECT $1, s, 0 FROM unnest($2::text[]) AS s ORDER BY s
+             ON CONFLICT (project_id, status) DO UPDATE SET n = c.n WHERE false",
+            &[&pid, &statuses],
+        )?;
+    }
+    Ok(())
+}
+
 /// Inserts every task of `new` (all or nothing: one transaction), then their
 /// `created` events, last, under the project's event lock.
 pub fn insert_many(
@@ -72,6 +91,7 @@ pub fn insert_many(
     actor: Option<&str>,
 ) -> Result<Vec<Task>> {
     projects::ensure_exists(tx, pid)?;
+    lock_counts(tx, pid, &new)?;
     let now = now_ms();
     let mut out = Vec::with_capacity(new.len());
     for t in new {
@@ -362,6 +382,24 @@ pub fn heartbeat(
     Ok(t)
 }
 
+pub const STATS_OLDEST_PENDING_SQL: &str = "SELECT created_at FROM tasks
+     WHERE project_id = $1 AND status = 'pending' ORDER BY id LIMIT 1";
+/// Completed in the last hour: whole 10-second buckets after the one the hour starts
+/// in (migration 0002), plus an exact count inside that first bucket from the
+/// completion index — at most 361 counter rows and 10 s of completions.
+/// $1 project, $2 the hour's start in ms.
+pub const STATS_COMPLETED_SQL: &str = "SELECT
+     (SELECT coalesce(sum(n), 0)::bigint FROM task_completions
+       WHERE project_id = $1 AND bucket > $2::bigint / 10000)
+   + (SELECT count(*) FROM tasks
+       WHERE project_id = $1 AND status = 'completed'
+         AND completed_at >= $2::bigint AND completed_at < ($2::bigint / 10000 + 1) * 10000)";
+/// Kept by the triggers of migration 0002: a few rows, whatever the number of tasks.
+pub const STATS_BY_STATUS_SQL: &str =
+    "SELECT status, n FROM task_counts WHERE project_id = $1 AND n > 0";
+
+/// Project `pid`'s counts by status, oldest pending task and completions of the
+/// last hour, as SQLite answers them.
 pub fn stats(tx: &mut Tx<'_>, pid: i64) -> Result<Stats> {
     projects::ensure_exists(tx, pid)?;
     let now = now_ms();
@@ -370,28 +408,16 @@ pub fn stats(tx: &mut Tx<'_>, pid: i64) -> Result<Stats> {
         by_status.insert(s.as_str().into(), 0.into());
     }
     let mut total = 0;
-    let rows = tx.query(
-        "SELECT status, count(*) FROM tasks WHERE project_id = $1 GROUP BY status",
-        &[&pid],
-    )?;
-    for r in rows {
+    for r in tx.query(STATS_BY_STATUS_SQL, &[&pid])? {
         let (status, n): (String, i64) = (r.get(0), r.get(1));
         total += n;
         by_status.insert(status, n.into());
     }
     let oldest: Option<i64> = tx
-        .query_opt(
-            "SELECT created_at FROM tasks WHERE project_id = $1 AND status = 'pending'
-             ORDER BY id LIMIT 1",
-            &[&pid],
-        )?
+        .query_opt(STATS_OLDEST_PENDING_SQL, &[&pid])?
         .map(|r| r.get(0));
     let completed_last_hour: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM tasks
-             WHERE project_id = $1 AND status = 'completed' AND completed_at >= $2",
-            &[&pid, &(now - 3_600_000)],
-        )?
+        .query_one(STATS_COMPLETED_SQL, &[&pid, &(now - 3_600_000)])?
         .get(0);
     Ok(Stats {
         project_id: pid,
@@ -403,9 +429,13 @@ pub fn stats(tx: &mut Tx<'_>, pid: i64) -> Result<Stats> {
     })
 }
 
+/// Sums the per-project counts of migration 0002: O(projects × statuses).
+pub const COUNT_BY_STATUS_SQL: &str =
+    "SELECT status, sum(n)::bigint FROM task_counts GROUP BY status";
+
 /// Task counts by status over every project.
 pub fn count_by_status(tx: &mut Tx<'_>) -> Result<Vec<(TaskStatus, i64)>> {
-    let rows = tx.query("SELECT status, count(*) FROM tasks GROUP BY status", &[])?;
+    let rows = tx.query(COUNT_BY_STATUS_SQL, &[])?;
     let mut out: Vec<(TaskStatus, i64)> = TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
     for r in rows {
         let status: String = r.get(0);

@@ -1,0 +1,356 @@
+//! Tests of the PostgreSQL counts of migration 0002 (issue #19), against a throwaway
+//! cluster as in `tests.rs`: the stats queries read the counters, not `tasks`; the
+//! triggers never drift from the rows, under a random mix and under concurrent
+//! writers (without deadlocks); and an existing database is backfilled.
+
+use std::sync::Arc;
+
+use super::tests::Cluster;
+use super::*;
+use crate::store::TaskStore;
+
+/// The plan of `sql` with every parameter bound to 1 (a custom plan).
+fn plan(tx: &mut Tx<'_>, sql: &str, nparams: usize) -> Result<String> {
+    let one = 1i64;
+    let args: Vec<&(dyn ToSql + Sync)> = (0..nparams).map(|_| &one as _).collect();
+    let rows = tx.query(&format!("EXPLAIN {sql}"), &args)?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Tasks of `projects` projects in every status, bulk-inserted (statement triggers).
+fn seed(tx: &mut Tx<'_>, projects: i64, per_project: i64, now: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO projects (name, created_at, updated_at)
+           SELECT 'p' || i, $1, $1 FROM generate_series(1, $2::bigint) AS i",
+        &[&now, &projects],
+    )?;
+    tx.execute(
+        "INSERT INTO tasks (project_id, title, status, created_at, updated_at, completed_at)
+           SELECT p.id, 't', s.status, $1, $1,
+                  CASE WHEN s.status = 'completed' THEN $1 - (i * 997) % 7200000 END
+             FROM projects p, generate_series(1, $2::bigint) AS i,
+                  LATERAL (SELECT (ARRAY['pending', 'in_progress', 'blocked', 'completed',
+                                         'failed', 'cancelled'])[1 + ((i + p.id) % 6)::int]
+                          AS status) AS s",
+        &[&now, &per_project],
+    )?;
+    tx.batch("ANALYZE")
+}
+
+#[test]
+fn stats_read_the_counters_not_the_tasks() {
+    // Issue #19: stats and the tasks{status} gauge cost O(statuses), not O(tasks);
+    // the last hour's completions read at most 361 buckets and the first bucket's
+    // tasks through the completion index.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("plans"), 1).expect("open");
+    store
+        .run(|tx| seed(tx, 20, 1000, 1_700_000_000_000))
+        .expect("seed");
+    let plans = store
+        .run(|tx| {
+            Ok([
+                plan(tx, tasks::STATS_BY_STATUS_SQL, 1)?,
+                plan(tx, tasks::COUNT_BY_STATUS_SQL, 0)?,
+                plan(tx, tasks::STATS_COMPLETED_SQL, 2)?,
+                plan(tx, tasks::STATS_OLDEST_PENDING_SQL, 1)?,
+            ])
+        })
+        .expect("explain");
+    let [by_status, gauge, completed, oldest] = plans;
+    for p in [&by_status, &gauge] {
+        assert!(!p.contains("on tasks"), "reads the tasks table:\n{p}");
+        assert!(p.contains("on task_counts"), "{p}");
+    }
+    assert!(completed.contains("on task_completions"), "{completed}");
+    for line in completed.lines().filter(|l| l.contains(" on tasks")) {
+        assert!(
+            line.contains("Index") && line.contains("using tasks_completed"),
+            "the first bucket is counted from the completion index:\n{completed}"
+        );
+    }
+    assert!(
+        completed.contains("completed_at < "),
+        "the first bucket's count has an upper bound:\n{completed}"
+    );
+    assert!(
+        oldest.contains("Index") && !oldest.contains("Seq Scan"),
+        "the oldest pending task comes from an index:\n{oldest}"
+    );
+}
+
+/// Rows where the counters and a full count of the tasks disagree: (counts, buckets).
+fn drift(tx: &mut Tx<'_>) -> Result<(i64, i64)> {
+    let counts: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM (SELECT project_id, status, count(*) AS n FROM tasks
+                                    GROUP BY 1, 2) AS t
+               FULL JOIN (SELECT * FROM task_counts WHERE n <> 0) AS c USING (project_id, status)
+              WHERE t.n IS DISTINCT FROM c.n",
+            &[],
+        )?
+        .get(0);
+    let buckets: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM (SELECT project_id, completed_at / 10000 AS bucket,
+                                          count(*) AS n FROM tasks
+                                    WHERE status = 'completed' AND completed_at IS NOT NULL
+                                    GROUP BY 1, 2) AS t
+               FULL JOIN (SELECT * FROM task_completions WHERE n <> 0) AS c
+                 USING (project_id, bucket)
+              WHERE t.n IS DISTINCT FROM c.n",
+            &[],
+        )?
+        .get(0);
+    Ok((counts, buckets))
+}
+
+const STATUSES: [&str; 6] = [
+    "pending",
+    "in_progress",
+    "blocked",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
+/// A small xorshift: a failure can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One random change of the drift test, in SQL, as any client could make it.
+fn random_change(tx: &mut Tx<'_>, rng: &mut Rng, now: i64) -> Result<()> {
+    let pick = "(SELECT id FROM tasks ORDER BY random() LIMIT 1)";
+    match rng.below(8) {
+        0 | 1 => {
+            let (p, s) = (1 + rng.below(3) as i64, STATUSES[rng.below(6) as usize]);
+            let at = (s == "completed").then_some(now);
+            tx.execute(
+                "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                                    completed_at) VALUES ($1, 't', $2, $3, $3, $4)",
+                &[&p, &s, &now, &at],
+            )?;
+        }
+        2 | 3 => {
+            // completed_at follows the status, as the store sets it, anywhere in the
+            // last two hours (the buckets' window).
+            let to = STATUSES[rng.below(6) as usize];
+            let at = (to == "completed").then(|| now - rng.below(7_200_000) as i64);
+            tx.execute(
+                &format!("UPDATE tasks SET status = $1, completed_at = $2 WHERE id = {pick}"),
+                &[&to, &at],
+            )?;
+        }
+        4 => {
+            tx.execute(&format!("DELETE FROM tasks WHERE id = {pick}"), &[])?;
+        }
+        5 => {
+            // Many rows in one statement: the statement-level triggers aggregate.
+            let s = STATUSES[rng.below(6) as usize];
+            tx.execute(
+                "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                                    completed_at)
+                   SELECT 1 + i % 3, 'b', $1::text, $2::bigint, $2::bigint,
+                          CASE WHEN $1::text = 'completed' THEN $2::bigint - i * 1000 END
+                     FROM generate_series(1, 20) AS i",
+                &[&s, &now],
+            )?;
+        }
+        6 => {
+            let p = 1 + rng.below(3) as i64;
+            tx.execute(
+                "DELETE FROM tasks WHERE project_id = $1 AND id % 7 = 0",
+                &[&p],
+            )?;
+        }
+        _ => {
+            tx.execute(
+                &format!("UPDATE tasks SET title = 'x', version = version + 1 WHERE id = {pick}"),
+                &[],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_count_triggers_never_drift_from_the_rows() {
+    // Every kind of change to a task's status, in a random mix, several changes per
+    // transaction (a row changed twice in one), then a project cascade.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("drift"), 1).expect("open");
+    let now = 1_700_000_000_000i64;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    store
+        .run(|tx| {
+            tx.execute(
+                "INSERT INTO projects (id, name, created_at, updated_at)
+                   SELECT i, 'p', $1, $1 FROM generate_series(1, 3) AS i",
+                &[&now],
+            )
+        })
+        .expect("projects");
+    for _ in 0..100 {
+        store
+            .run(|tx| (0..20).try_for_each(|_| random_change(tx, &mut rng, now)))
+            .expect("changes");
+    }
+    store
+        .run(|tx| tx.batch("DELETE FROM projects WHERE id = 3"))
+        .expect("cascade");
+    let (counts, buckets) = store.run(drift).expect("compare");
+    assert_eq!(counts, 0, "task_counts drifted from the rows");
+    assert_eq!(buckets, 0, "task_completions drifted from the rows");
+    let left: i64 = store
+        .run(|tx| {
+            let sql = "SELECT (SELECT count(*) FROM task_counts WHERE project_id = 3)
+                            + (SELECT count(*) FROM task_completions WHERE project_id = 3)";
+            Ok(tx.query_one(sql, &[])?.get(0))
+        })
+        .expect("count");
+    assert_eq!(left, 0, "a deleted project keeps no counts");
+}
+
+fn new_task(status: TaskStatus) -> NewTask {
+    NewTask {
+        title: "t".into(),
+        description: String::new(),
+        status,
+        priority: 0,
+        assignee: None,
+        labels: vec![],
+        metadata: "{}".into(),
+        result: None,
+    }
+}
+
+#[test]
+fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
+    // Count rows are hot: claims, moves in both directions and batches of mixed
+    // statuses of one project, from several connections at once. A deadlock would
+    // come back as Busy; every call must succeed, and the counts stay exact.
+    let Some(c) = Cluster::start() else { return };
+    let store = Arc::new(PgStore::open(&c.database("hot"), 6).expect("open"));
+    let pid = store
+        .create_project(
+            NewProject {
+                name: "p".into(),
+                description: String::new(),
+                status: "active".into(),
+            },
+            None,
+        )
+        .expect("project")
+        .id;
+    let threads: Vec<_> = (0..6u64)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+                for _ in 0..60 {
+                    let done = match rng.below(4) {
+                        0 => {
+                            let batch = [TaskStatus::InProgress, TaskStatus::Pending]
+                                .into_iter()
+                                .chain([TaskStatus::Completed, TaskStatus::Blocked])
+                                .map(new_task)
+                                .collect();
+                            store.create_tasks(pid, batch, None).map(|_| ())
+                        }
+                        1 => {
+                            let claim = Claim {
+                                agent: format!("a{t}"),
+                                lease_seconds: 60,
+                                labels: vec![],
+                            };
+                            store.claim(pid, claim).map(|_| ())
+                        }
+                        _ => {
+                            let statuses = [
+                                TaskStatus::Pending,
+                                TaskStatus::InProgress,
+                                TaskStatus::Completed,
+                            ];
+                            let q = TaskQuery {
+                                statuses: vec![statuses[rng.below(3) as usize]],
+                                assignee: None,
+                                label: None,
+                                sort: TaskSort::CreatedAt,
+                                after: None,
+                                limit: 5,
+                            };
+                            let page = store.list_tasks(pid, q).expect("list");
+                            let Some(task) = page.items.first() else {
+                                continue;
+                            };
+                            let patch = TaskPatch {
+                                status: Some(statuses[rng.below(3) as usize]),
+                                ..Default::default()
+                            };
+                            match store.update_task(task.id, None, patch, None, None) {
+                                Err(StoreError::NotFound(_)) => Ok(()),
+                                other => other.map(|_| ()),
+                            }
+                        }
+                    };
+                    done.expect("no deadlock, no error");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let (counts, buckets) = store.run(drift).expect("compare");
+    assert_eq!((counts, buckets), (0, 0), "the counters drifted");
+}
+
+#[test]
+fn a_version_1_database_is_backfilled() {
+    let Some(c) = Cluster::start() else { return };
+    let url = c.database("old");
+    let old = PgStore::connect(&url, 1).expect("connect");
+    old.run(|tx| {
+        tx.batch(migrate::MIGRATIONS[0].2)?;
+        tx.batch(
+            "CREATE TABLE schema_migrations (
+               version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 'init', 0)",
+        )?;
+        seed(tx, 3, 100, crate::clock::now_ms())
+    })
+    .expect("a version-1 database with tasks");
+    let store = PgStore::open(&url, 1).expect("migrate");
+    assert_eq!(store.run(drift).expect("compare"), (0, 0));
+    // Completions of the last hour: counted before and after, stats in between.
+    let exact = || {
+        store
+            .run(|tx| {
+                let sql = "SELECT count(*) FROM tasks WHERE project_id = 1
+                             AND status = 'completed' AND completed_at >= $1";
+                let since = crate::clock::now_ms() - 3_600_000;
+                Ok(tx.query_one(sql, &[&since])?.get::<_, i64>(0))
+            })
+            .expect("count")
+    };
+    let before = exact();
+    let stats = store.stats(1).expect("stats");
+    let after = exact();
+    assert_eq!(stats.total, 100);
+    assert!(stats.by_status["completed"].as_i64() > Some(0), "{stats:?}");
+    assert!(
+        (after..=before).contains(&stats.completed_last_hour) && after > 0,
+        "{after}..={before}: {stats:?}"
+    );
+}
