@@ -78,7 +78,7 @@ fn migrate_and_status() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Each engine has its own migrations (store/sqlite/, store/postgres/).
     let (version, names): (&str, &[&str]) = if harness::postgres() {
-        ("schema version 1", &["init"])
+        ("schema version 2", &["init", "task_counts"])
     } else {
         (
             "schema version 4",
