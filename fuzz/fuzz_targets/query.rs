@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "common.rs"]
 mod common;
 
-use dashboard_backend::api::params::{self, Param};
+use dashboard_backend::api::params::{self, Kind, Param};
 use dashboard_backend::api::{decode_cursor, Query};
 use dashboard_backend::http::request::Method;
 
@@ -48,17 +48,21 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check_param(q: &Query, p: &Param) {
-    match q.text(p) {
-        Ok(Some(v)) => assert!(p.check(v).is_ok(), "{} accepted {v:?} it refuses", p.name),
-        Ok(None) => {}
-        Err(e) => common::assert_client_error(&e, p.name),
-    }
-    match q.int(p) {
-        Ok(Some(n)) => assert!(p.check(&n.to_string()).is_ok(), "{} = {n}", p.name),
-        Ok(None) => {}
-        Err(e) => common::assert_client_error(&e, p.name),
-    }
-    if let Err(e) = q.words(p) {
-        common::assert_client_error(&e, p.name);
+    // Each definition through the accessor its handlers use for its kind.
+    match p.kind {
+        Kind::Int { min, max } => match q.int(p) {
+            Ok(Some(n)) => assert!((min..=max).contains(&n), "{} = {n}", p.name),
+            Ok(None) => {}
+            Err(e) => common::assert_client_error(&e, p.name),
+        },
+        Kind::Words(allowed) => match q.words(p) {
+            Ok(words) => assert!(words.iter().all(|w| allowed.contains(w)), "{}", p.name),
+            Err(e) => common::assert_client_error(&e, p.name),
+        },
+        _ => match q.text(p) {
+            Ok(Some(v)) => assert!(p.check(v).is_ok(), "{} accepted {v:?} it refuses", p.name),
+            Ok(None) => {}
+            Err(e) => common::assert_client_error(&e, p.name),
+        },
     }
 }
