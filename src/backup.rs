@@ -24,7 +24,8 @@ use flate2::Compression;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use crate::cli::CliError;
+use crate::exit::{command_error, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_UNAVAILABLE};
+use crate::store::postgres::admin::DumpError;
 use crate::store::sqlite::maintenance;
 use progress::Progress;
 
@@ -46,6 +47,12 @@ const FLUSH_EVERY: u64 = 8 << 20;
 /// Problems listed when the snapshot fails its check.
 const MAX_PROBLEMS: u32 = 10;
 
+command_error!(
+    /// Why `backup` failed.
+    BackupError,
+    from DumpError
+);
+
 /// What a successful backup wrote.
 #[derive(Debug)]
 pub struct Written {
@@ -60,7 +67,7 @@ pub struct Written {
 
 /// Backs up `db` into `dir`, applies retention (`days`, 0 = keep all) and records the
 /// outcome; a failure is recorded too, and leaves nothing under a final name.
-pub fn run(db: &Path, dir: &Path, days: u32) -> Result<Written, CliError> {
+pub fn run(db: &Path, dir: &Path, days: u32) -> Result<Written, BackupError> {
     let t0 = Instant::now();
     let written = write(db, dir);
     record(db, dir, days, t0, written)
@@ -74,7 +81,7 @@ pub fn run_postgres(
     record_base: &Path,
     dir: &Path,
     days: u32,
-) -> Result<Written, CliError> {
+) -> Result<Written, BackupError> {
     let t0 = Instant::now();
     let written = write_dump(url, dir);
     record(record_base, dir, days, t0, written)
@@ -86,8 +93,8 @@ fn record(
     dir: &Path,
     days: u32,
     t0: Instant,
-    written: Result<(PathBuf, u64), CliError>,
-) -> Result<Written, CliError> {
+    written: Result<(PathBuf, u64), BackupError>,
+) -> Result<Written, BackupError> {
     match written {
         Ok((path, size)) => {
             let took = t0.elapsed();
@@ -113,7 +120,10 @@ fn record(
 }
 
 /// pg_dump into a temporary file, fsync, publish under the next free name.
-fn write_dump(url: &crate::store::postgres::PgUrl, dir: &Path) -> Result<(PathBuf, u64), CliError> {
+fn write_dump(
+    url: &crate::store::postgres::PgUrl,
+    dir: &Path,
+) -> Result<(PathBuf, u64), BackupError> {
     files::ensure_dir(dir).map_err(|e| write_error("creating the backup directory", dir, &e))?;
     let start_ms = crate::clock::now_ms();
     let stamp = crate::clock::file_stamp(start_ms);
@@ -143,12 +153,12 @@ fn write_dump(url: &crate::store::postgres::PgUrl, dir: &Path) -> Result<(PathBu
 }
 
 /// Snapshot, check, compress, publish. Returns the final path and its size.
-fn write(db: &Path, dir: &Path) -> Result<(PathBuf, u64), CliError> {
+fn write(db: &Path, dir: &Path) -> Result<(PathBuf, u64), BackupError> {
     let db_bytes = match std::fs::metadata(db) {
         Ok(m) if m.is_file() => m.len(),
         _ => {
-            return Err(CliError::new(
-                66,
+            return Err(BackupError::new(
+                EX_NOINPUT,
                 format!(
                     "database {} does not exist; nothing to back up",
                     db.display()
@@ -177,7 +187,7 @@ fn write(db: &Path, dir: &Path) -> Result<(PathBuf, u64), CliError> {
 }
 
 /// Copies `db` page by page into the new file `dest` and checks the copy.
-fn snapshot(db: &Path, dest: &Path, dir: &Path, bar: &mut Progress) -> Result<(), CliError> {
+fn snapshot(db: &Path, dest: &Path, dir: &Path, bar: &mut Progress) -> Result<(), BackupError> {
     let src = open_source(db)?;
     let file = files::create_temp(dest)
         .map_err(|e| write_error("creating the backup snapshot", dir, &e))?;
@@ -206,10 +216,10 @@ fn snapshot(db: &Path, dest: &Path, dir: &Path, bar: &mut Progress) -> Result<()
 }
 
 /// `integrity_check` on the snapshot: a damaged copy means a damaged source.
-fn check_snapshot(dst: &Connection, db: &Path) -> Result<(), CliError> {
+fn check_snapshot(dst: &Connection, db: &Path) -> Result<(), BackupError> {
     let damaged = |why: String| {
-        CliError::new(
-            65,
+        BackupError::new(
+            EX_DATAERR,
             format!(
                 "the snapshot of {} {why}; the live database may be damaged: run `dashboard-backend db integrity`",
                 db.display()
@@ -226,9 +236,12 @@ fn check_snapshot(dst: &Connection, db: &Path) -> Result<(), CliError> {
 }
 
 /// Opens the live database and pins one read snapshot of it.
-fn open_source(db: &Path) -> Result<Connection, CliError> {
+fn open_source(db: &Path) -> Result<Connection, BackupError> {
     let unreadable = |e: &dyn std::fmt::Display| {
-        CliError::new(69, format!("cannot read database {}: {e}", db.display()))
+        BackupError::new(
+            EX_UNAVAILABLE,
+            format!("cannot read database {}: {e}", db.display()),
+        )
     };
     let src = crate::store::sqlite::open_plain(db).map_err(|e| unreadable(&e))?;
     // Without this read transaction every commit by the server would restart the copy
@@ -238,8 +251,8 @@ fn open_source(db: &Path) -> Result<Connection, CliError> {
         .map_err(|e| unreadable(&e))?;
     match src.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())) {
         Ok(()) => Ok(src),
-        Err(e) if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) => Err(CliError::new(
-            65,
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) => Err(BackupError::new(
+            EX_DATAERR,
             format!("{} is not an SQLite database", db.display()),
         )),
         Err(e) => Err(unreadable(&e)),
@@ -254,13 +267,13 @@ fn copy_pages(
     dir: &Path,
     bar: &mut Progress,
     flush: &mut Trickle,
-) -> Result<(), CliError> {
+) -> Result<(), BackupError> {
     let fail = |e: rusqlite::Error| match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull) | Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {
             sqlite_write_error("writing the backup snapshot", dir, e)
         }
-        _ => CliError::new(
-            74,
+        _ => BackupError::new(
+            EX_IOERR,
             format!(
                 "copying {} into {} failed: {e}",
                 db.display(),
@@ -281,8 +294,8 @@ fn copy_pages(
             _ => {
                 let since = *busy_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > BUSY_LIMIT {
-                    return Err(CliError::new(
-                        69,
+                    return Err(BackupError::new(
+                        EX_UNAVAILABLE,
                         format!(
                             "database {} stayed locked for {}s; try again",
                             db.display(),
@@ -304,7 +317,7 @@ fn copy_pages(
 }
 
 /// A failed SQLite write into the backup directory as one sentence.
-fn sqlite_write_error(doing: &str, dir: &Path, e: rusqlite::Error) -> CliError {
+fn sqlite_write_error(doing: &str, dir: &Path, e: rusqlite::Error) -> BackupError {
     let io = match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => std::io::Error::from(std::io::ErrorKind::StorageFull),
         Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {

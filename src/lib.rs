@@ -7,7 +7,6 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
-pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod cache;
@@ -15,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod exit;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
@@ -27,5 +27,7 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod sys;
+pub mod systemd;
 pub mod validate;
 pub mod watchdog;
+pub mod wire;

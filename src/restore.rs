@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::backup::BackupError;
 use crate::backup::{create_temp, parent, sync_dir, with_suffix, write_error, Temps};
-use crate::cli::CliError;
+use crate::exit::{command_error, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_UNAVAILABLE};
 use crate::store::sqlite::lock::{self, ServerLock};
 use crate::store::sqlite::{maintenance, migrate};
 
@@ -31,8 +32,14 @@ pub struct Restored {
     pub previous: Option<PathBuf>,
 }
 
+command_error!(
+    /// Why `restore` failed (nothing was changed unless it says so).
+    RestoreError,
+    from BackupError
+);
+
 /// Restores `file` as the database `db`; refuses while a server runs on `db`.
-pub fn run(db: &Path, file: &Path) -> Result<Restored, CliError> {
+pub fn run(db: &Path, file: &Path) -> Result<Restored, RestoreError> {
     // Fail fast, before unpacking a large file, when a server runs on the database.
     if !free_of_servers(db)? {
         return Err(server_running(db));
@@ -62,15 +69,15 @@ pub fn run(db: &Path, file: &Path) -> Result<Restored, CliError> {
 }
 
 /// True when no server holds the database right now.
-fn free_of_servers(db: &Path) -> Result<bool, CliError> {
+fn free_of_servers(db: &Path) -> Result<bool, RestoreError> {
     Ok(ServerLock::try_exclusive(db)
         .map_err(|e| lock_error(db, &e))?
         .is_some())
 }
 
-fn server_running(db: &Path) -> CliError {
-    CliError::new(
-        69,
+fn server_running(db: &Path) -> RestoreError {
+    RestoreError::new(
+        EX_UNAVAILABLE,
         format!(
             "a dashboard-backend server is running on {}; stop it first (systemctl stop dashboard-backend), restore, then start it again (--force does not override this)",
             db.display()
@@ -79,9 +86,9 @@ fn server_running(db: &Path) -> CliError {
 }
 
 /// The lock file next to `db` could not be opened (shared with `db vacuum`).
-pub(crate) fn lock_error(db: &Path, e: &std::io::Error) -> CliError {
-    CliError::new(
-        74,
+pub(crate) fn lock_error(db: &Path, e: &std::io::Error) -> RestoreError {
+    RestoreError::new(
+        EX_IOERR,
         format!(
             "cannot open the lock file {}: {e}",
             lock::path_for(db).display()
@@ -90,9 +97,9 @@ pub(crate) fn lock_error(db: &Path, e: &std::io::Error) -> CliError {
 }
 
 /// Copies `file` into the new file `tmp`, gunzipping it when it starts like gzip.
-fn unpack(file: &Path, tmp: &Path, dir: &Path) -> Result<(), CliError> {
+fn unpack(file: &Path, tmp: &Path, dir: &Path) -> Result<(), RestoreError> {
     let unreadable = |e: &dyn std::fmt::Display| {
-        CliError::new(66, format!("cannot read {}: {e}", file.display()))
+        RestoreError::new(EX_NOINPUT, format!("cannot read {}: {e}", file.display()))
     };
     let mut input = File::open(file).map_err(|e| unreadable(&e))?;
     let mut magic = [0u8; 2];
@@ -111,8 +118,8 @@ fn unpack(file: &Path, tmp: &Path, dir: &Path) -> Result<(), CliError> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if gzipped => {
-                return Err(CliError::new(
-                    65,
+                return Err(RestoreError::new(
+                    EX_DATAERR,
                     format!(
                         "{} is not a valid gzip file: it is truncated or corrupt ({e}); nothing was changed",
                         file.display()
@@ -125,7 +132,7 @@ fn unpack(file: &Path, tmp: &Path, dir: &Path) -> Result<(), CliError> {
             .map_err(|e| write_error("unpacking", dir, &e))?;
     }
     out.sync_all()
-        .map_err(|e| write_error("unpacking", dir, &e))
+        .map_err(|e| write_error("unpacking", dir, &e).into())
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -142,9 +149,13 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Refuses anything but an intact database of a known schema; returns its schema
 /// version and task count.
-fn verify(file: &Path, tmp: &Path) -> Result<(i64, Option<i64>), CliError> {
-    let refuse =
-        |why: String| CliError::new(65, format!("{} {why}; nothing was changed", file.display()));
+fn verify(file: &Path, tmp: &Path) -> Result<(i64, Option<i64>), RestoreError> {
+    let refuse = |why: String| {
+        RestoreError::new(
+            EX_DATAERR,
+            format!("{} {why}; nothing was changed", file.display()),
+        )
+    };
     if !maintenance::looks_like_sqlite(tmp) {
         return Err(refuse(
             "is not an SQLite database (nor a gzip of one)".into(),
@@ -192,7 +203,7 @@ fn copy_owner(db: &Path, tmp: &Path) {
 const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
 
 /// Moves the current database (if any) aside, then renames `tmp` into its place.
-fn swap(db: &Path, tmp: &Path) -> Result<Option<PathBuf>, CliError> {
+fn swap(db: &Path, tmp: &Path) -> Result<Option<PathBuf>, RestoreError> {
     let dir = parent(db);
     let io = |e: std::io::Error| write_error("replacing the database", dir, &e);
     let previous = if db.exists() {
@@ -217,7 +228,7 @@ fn swap(db: &Path, tmp: &Path) -> Result<Option<PathBuf>, CliError> {
                 let _ = std::fs::rename(with_suffix(pre, sfx), with_suffix(db, sfx));
             }
         }
-        return Err(io(e));
+        return Err(io(e).into());
     }
     sync_dir(dir).map_err(io)?;
     Ok(previous)

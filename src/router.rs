@@ -5,8 +5,8 @@
 
 use crate::api::{activity, claim, ops, projects, tasks, Call};
 use crate::error::ApiError;
-use crate::http::request::Method;
-use crate::http::response::Response;
+pub use crate::wire::Params;
+use crate::wire::{Method, Response};
 
 pub type Handler = fn(&Call<'_>) -> Result<Response, ApiError>;
 
@@ -78,24 +78,6 @@ pub static ROUTES: &[Route] = &[
     r(Post, "/tasks/{id}/heartbeat", claim::heartbeat, Write),
 ];
 
-/// Path parameters in template order (`{pid}` then `{id}`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Params {
-    vals: [i64; 2],
-    n: usize,
-}
-
-impl Params {
-    /// The last parameter: the resource's own id.
-    pub fn id(&self) -> i64 {
-        self.vals[self.n.saturating_sub(1)]
-    }
-    /// The enclosing project id when the path has two parameters.
-    pub fn parent(&self) -> Option<i64> {
-        (self.n == 2).then_some(self.vals[0])
-    }
-}
-
 /// The outcome of routing a request.
 pub enum Resolved {
     Found(usize, Params),
@@ -109,7 +91,7 @@ pub enum Resolved {
 fn fits(template: &str, path: &str, params: &mut Params) -> Result<bool, ()> {
     let mut t = template.split('/');
     let mut p = path.split('/');
-    params.n = 0;
+    params.clear();
     loop {
         match (t.next(), p.next()) {
             (None, None) => return Ok(true),
@@ -118,10 +100,7 @@ fn fits(template: &str, path: &str, params: &mut Params) -> Result<bool, ()> {
                     return Ok(false);
                 }
                 let v: i64 = ps.parse().map_err(|_| ())?;
-                if params.n < 2 {
-                    params.vals[params.n] = v;
-                    params.n += 1;
-                }
+                params.push(v);
             }
             (Some(ts), Some(ps)) if ts == ps => {}
             _ => return Ok(false),

@@ -9,20 +9,26 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::app::App;
-use crate::cli::CliError;
 use crate::config::Config;
+use crate::exit::{command_error, EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, EX_UNAVAILABLE};
 use crate::health::Health;
-use crate::lifecycle::{notify, Lifecycle, Phase};
+use crate::http::App;
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::logging::AccessLog;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::lock::ServerLock;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Options, Store, StoreError};
+use crate::systemd::notify;
+
+command_error!(
+    /// Why `serve` (or opening the store for another command) failed.
+    ServeError
+);
 
 /// Opens the store the configuration names: PostgreSQL when `DATABASE_URL` is set
 /// (SPEC §10), else the SQLite file with `readers` read connections. Both migrate.
-pub fn open_store(config: &Config, readers: usize) -> Result<Arc<dyn Store>, CliError> {
+pub fn open_store(config: &Config, readers: usize) -> Result<Arc<dyn Store>, ServeError> {
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => Arc::new(
             PgStore::open(url, config.database_pool_size)
@@ -44,31 +50,30 @@ pub fn open_store(config: &Config, readers: usize) -> Result<Arc<dyn Store>, Cli
 
 /// Like `store_error`, naming the database the configuration selects (a URL never
 /// with its password).
-pub fn config_store_error(e: StoreError, config: &Config) -> CliError {
+pub fn config_store_error(e: StoreError, config: &Config) -> ServeError {
     let code = match e {
-        StoreError::Unavailable(_) | StoreError::Busy => 69,
-        _ => 74,
+        StoreError::Unavailable(_) | StoreError::Busy => EX_UNAVAILABLE,
+        _ => EX_IOERR,
     };
-    CliError::new(
+    ServeError::new(
         code,
         format!("cannot open database {}: {e}", config.database_label()),
     )
 }
 
 /// Maps a store error at start-up to an exit code and sentence.
-pub fn store_error(e: StoreError, path: &std::path::Path) -> CliError {
+pub fn store_error(e: StoreError, path: &std::path::Path) -> ServeError {
     let code = match e {
-        StoreError::Unavailable(_) | StoreError::Busy => 69,
-        StoreError::Full => 74,
-        _ => 74,
+        StoreError::Unavailable(_) | StoreError::Busy => EX_UNAVAILABLE,
+        _ => EX_IOERR,
     };
-    CliError::new(
+    ServeError::new(
         code,
         format!("cannot open database {}: {e}", path.display()),
     )
 }
 
-fn bind(config: &Config) -> Result<TcpListener, CliError> {
+fn bind(config: &Config) -> Result<TcpListener, ServeError> {
     // SPEC §6: take the socket systemd passes, but only a listening TCP one.
     match crate::sys::listen_fd() {
         Ok(Some(l)) => {
@@ -77,8 +82,8 @@ fn bind(config: &Config) -> Result<TcpListener, CliError> {
         }
         Ok(None) => {}
         Err(why) => {
-            return Err(CliError::new(
-                78,
+            return Err(ServeError::new(
+                EX_CONFIG,
                 format!("the socket systemd passed (LISTEN_FDS, fd 3) {why}; give dashboard-backend.socket a ListenStream= with a TCP port or address"),
             ))
         }
@@ -87,10 +92,15 @@ fn bind(config: &Config) -> Result<TcpListener, CliError> {
     let host = config.host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<_> = (host, config.port)
         .to_socket_addrs()
-        .map_err(|e| CliError::new(69, format!("cannot resolve HOST {:?}: {e}", config.host)))?
+        .map_err(|e| {
+            ServeError::new(
+                EX_UNAVAILABLE,
+                format!("cannot resolve HOST {:?}: {e}", config.host),
+            )
+        })?
         .collect();
     TcpListener::bind(&addrs[..])
-        .map_err(|e| CliError::new(69, format!("cannot listen on {addr}: {e}")))
+        .map_err(|e| ServeError::new(EX_UNAVAILABLE, format!("cannot listen on {addr}: {e}")))
 }
 
 /// Whose filesystem the disk health check watches: the SQLite file's, or on
@@ -127,7 +137,7 @@ fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
         max_connections,
         max_head_bytes: MAX_HEAD_BYTES,
         max_body_bytes: config.max_body_bytes,
-        error_body: crate::http::response::connection_error_body,
+        error_body: crate::http::pipeline::connection_error_body,
     }
 }
 
@@ -136,13 +146,13 @@ fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Runs the server until SIGTERM/SIGINT.
-pub fn serve(config: Config) -> Result<(), CliError> {
+pub fn serve(config: Config) -> Result<(), ServeError> {
     crate::sys::tune_allocator();
     if config.auth_disabled {
         log::warn!(target: "server", "AUTH_DISABLED=true: every endpoint is open to anyone who can connect");
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| CliError::new(71, format!("cannot install signal handlers: {e}")))?;
+        .map_err(|e| ServeError::new(EX_OSERR, format!("cannot install signal handlers: {e}")))?;
     // Held until serve returns: restore and db vacuum refuse to run under it.
     // SQLite only: on PostgreSQL there is no local file to guard (SPEC §10).
     let _lock = match config.is_postgres() {
@@ -156,8 +166,8 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     // write threads, which look up API keys before their write.
     let store = open_store(&config, config.workers + crate::http::WRITE_THREADS)?;
     let access_log = AccessLog::open(config.access_log.clone()).map_err(|e| {
-        CliError::new(
-            73,
+        ServeError::new(
+            EX_CANTCREAT,
             format!("cannot open ACCESS_LOG {:?}: {e}", config.access_log),
         )
     })?;
@@ -165,19 +175,21 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     if let Err(e) = crate::sys::tune_listener(&listener) {
         log::warn!(target: "server", error:% = e; "cannot set socket options (TCP_NODELAY, backlog)");
     }
-    let local = listener
-        .local_addr()
-        .map_err(|e| CliError::new(71, format!("cannot read the listening address: {e}")))?;
+    let local = listener.local_addr().map_err(|e| {
+        ServeError::new(EX_OSERR, format!("cannot read the listening address: {e}"))
+    })?;
     let server = Arc::new(
         tiny_http::Server::from_listener_with_limits(listener, connection_limits(&config))
-            .map_err(|e| CliError::new(71, format!("cannot start the HTTP server: {e}")))?,
+            .map_err(|e| ServeError::new(EX_OSERR, format!("cannot start the HTTP server: {e}")))?,
     );
     let _ = crate::metrics::CONNECTIONS.set(server.connection_stats());
     crate::metrics::register_routes(crate::router::ROUTES.iter().map(|r| r.template).collect());
     let workers = config.workers;
     let limiter = crate::http::ratelimit::RateLimiter::new(config.rate_limit_per_minute);
     let cors = crate::http::cors::Cors::new(&config.cors_origins);
+    let backup_record = config.backup_record_base();
     let app = Arc::new(App {
+        backup_record,
         health: Health::new(
             &health_dir(&config),
             config.health_db_threshold,
@@ -195,7 +207,7 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     // already waiting, and it must not be told "starting".
     app.life.set(Phase::Ready);
     let handles = crate::http::spawn_workers(server.clone(), app.clone(), workers)
-        .map_err(|e| CliError::new(71, format!("cannot start worker threads: {e}")))?;
+        .map_err(|e| ServeError::new(EX_OSERR, format!("cannot start worker threads: {e}")))?;
     log::info!(target: "server", addr:% = local, workers = workers, version = env!("CARGO_PKG_VERSION"); "listening on {local}");
     let status = format!("listening on {local}, {workers} workers");
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -236,7 +248,7 @@ fn shutdown(
     server: Arc<tiny_http::Server>,
     handles: Vec<std::thread::JoinHandle<()>>,
     watchdog: Option<std::thread::JoinHandle<()>>,
-) -> Result<(), CliError> {
+) -> Result<(), ServeError> {
     let drain = app.config.shutdown_drain;
     log::info!(target: "server", drain_seconds = drain.as_secs(); "shutdown requested: draining");
     notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
@@ -267,7 +279,7 @@ fn shutdown(
     drop(server);
     app.store
         .close()
-        .map_err(|e| CliError::new(74, format!("closing the database failed: {e}")))?;
+        .map_err(|e| ServeError::new(EX_IOERR, format!("closing the database failed: {e}")))?;
     log::info!(target: "server", served = app.life.served(); "stopped cleanly");
     Ok(())
 }

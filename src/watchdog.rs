@@ -9,44 +9,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::app::App;
-use crate::lifecycle::notify;
-
-/// User-Agent of the probe, for whoever reads a packet capture. It proves nothing:
-/// any client can send it, so it never decides what is left out of metrics and logs.
-pub const PROBE_AGENT: &str = "dashboard-backend-watchdog";
-
-/// The header that carries this process's probe token.
-const PROBE_HEADER: &str = "x-dashboard-probe";
-
-/// 128 random bits from the OS, made once per process and never logged or sent
-/// anywhere but to our own listener: only the watchdog's probe can present them.
-/// `None` if the random source cannot be read (then nothing is left out).
-fn probe_token() -> Option<&'static str> {
-    static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    TOKEN
-        .get_or_init(|| {
-            use std::io::Read;
-            let mut bytes = [0u8; 16];
-            let read =
-                std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-            read.ok()
-                .map(|()| bytes.iter().map(|b| format!("{b:02x}")).collect())
-        })
-        .as_deref()
-}
-
-/// Is this request the watchdog's own probe? Only its requests are left out of
-/// metrics and the access log (SPEC §4); a client sending the probe's User-Agent is
-/// counted and logged like any other (issue #13).
-pub fn is_probe(req: &crate::http::request::Request) -> bool {
-    match (probe_token(), req.header(PROBE_HEADER)) {
-        (Some(token), Some(sent)) => {
-            crate::auth::constant_time_eq(token.as_bytes(), sent.as_bytes())
-        }
-        _ => false,
-    }
-}
+use crate::http::probe::{probe_token, PROBE_AGENT, PROBE_HEADER};
+use crate::http::App;
+use crate::systemd::notify;
 
 /// The ping interval systemd asked for, if any (half of `WATCHDOG_USEC`).
 fn interval() -> Option<Duration> {

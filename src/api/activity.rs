@@ -2,7 +2,7 @@
 
 use super::{list_response, params, Call};
 use crate::error::ApiError;
-use crate::http::response::Response;
+use crate::wire::Response;
 
 pub fn stats(c: &Call<'_>) -> Result<Response, ApiError> {
     Ok(Response::json(200, &c.app.store.stats(c.params.id())?))

@@ -12,17 +12,30 @@ pub mod tasks;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::App;
 use crate::error::ApiError;
-use crate::http::request::Request;
-use crate::http::response::Response;
+use crate::health::Health;
+use crate::lifecycle::Lifecycle;
 use crate::model::ApiKey;
-use crate::router::Params;
+use crate::store::Store;
+use crate::wire::{Params, Request, Response};
 pub use params::Query;
+
+/// What a handler can reach besides its request: the store and, for the operational
+/// endpoints, the health cache, the server's phase and where the backup record lies.
+/// Never the whole server state (configuration, access log, limiter, CORS).
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub store: &'a dyn Store,
+    pub health: &'a Health,
+    pub life: &'a Lifecycle,
+    /// `Config::backup_record_base()`, for the backup gauges of `/metrics`.
+    pub backup_record: &'a std::path::Path,
+}
 
 /// Everything a handler gets.
 pub struct Call<'a> {
-    pub app: &'a App,
+    /// The handler's context (named `app` so the handlers keep `c.app.store`).
+    pub app: Ctx<'a>,
     pub req: &'a Request,
     pub params: Params,
     /// The authenticated key; `None` with `AUTH_DISABLED` (and on public routes).

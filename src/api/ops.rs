@@ -5,15 +5,15 @@ use serde_json::json;
 
 use super::Call;
 use crate::error::ApiError;
-use crate::http::response::Response;
 use crate::lifecycle::Phase;
 use crate::metrics::{self, Gauges, SERVICE};
 use crate::sys::Process;
+use crate::wire::Response;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
-    let checks = c.app.health.checks(&*c.app.store);
+    let checks = c.app.health.checks(c.app.store);
     let draining = matches!(c.app.life.phase(), Phase::Draining | Phase::Stopping);
     let status = if draining {
         "draining"
@@ -53,7 +53,7 @@ pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
-    Ok(match c.app.health.ping_db(&*c.app.store) {
+    Ok(match c.app.health.ping_db(c.app.store) {
         Ok(d) => Response::json(
             200,
             &json!({
@@ -76,7 +76,7 @@ pub fn ready(c: &Call<'_>) -> Result<Response, ApiError> {
     let reason = match c.app.life.phase() {
         Phase::Starting => Some("starting"),
         Phase::Draining | Phase::Stopping => Some("draining"),
-        Phase::Ready if c.app.health.checks(&*c.app.store).database.status == "error" => {
+        Phase::Ready if c.app.health.checks(c.app.store).database.status == "error" => {
             Some("database")
         }
         Phase::Ready => None,
@@ -103,8 +103,7 @@ pub fn options_root(_: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 fn gauges(c: &Call<'_>) -> Gauges {
-    let backup =
-        crate::backup::Record::load(&c.app.config.backup_record_base()).unwrap_or_default();
+    let backup = crate::backup::Record::load(c.app.backup_record).unwrap_or_default();
     let secs = |ms: Option<i64>| ms.map(|ms| ms as f64 / 1000.0);
     Gauges {
         db_size_bytes: c.app.store.size_bytes().unwrap_or(0),
@@ -147,7 +146,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub fn openapi(_: &Call<'_>) -> Result<Response, ApiError> {
     Ok(Response::raw(
         200,
-        crate::http::response::JSON,
+        crate::wire::response::JSON,
         OPENAPI.as_bytes().to_vec(),
     ))
 }

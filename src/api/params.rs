@@ -7,9 +7,9 @@
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::http::request::Request;
 use crate::model::PROJECT_STATUSES;
 use crate::validate;
+use crate::wire::Request;
 
 /// What values a parameter takes.
 #[derive(Debug, Clone, Copy)]

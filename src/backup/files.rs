@@ -8,7 +8,8 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use crate::cli::CliError;
+use super::BackupError;
+use crate::exit::EX_IOERR;
 
 /// The directory holding `path` (`.` for a bare file name).
 pub fn parent(path: &Path) -> &Path {
@@ -172,7 +173,7 @@ pub fn remove_gradually(path: &Path) {
 
 /// A failed write as one sentence: a full filesystem and an unwritable directory are
 /// named as such, since those are what the operator has to fix (exit 74, EX_IOERR).
-pub fn write_error(doing: &str, dir: &Path, e: &std::io::Error) -> CliError {
+pub fn write_error(doing: &str, dir: &Path, e: &std::io::Error) -> BackupError {
     let why = match e.kind() {
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
             format!("the filesystem holding {} is full ({e})", dir.display())
@@ -183,5 +184,5 @@ pub fn write_error(doing: &str, dir: &Path, e: &std::io::Error) -> CliError {
         ErrorKind::NotADirectory => format!("{} is not a directory", dir.display()),
         _ => format!("{e} (in {})", dir.display()),
     };
-    CliError::new(74, format!("{doing} failed: {why}"))
+    BackupError::new(EX_IOERR, format!("{doing} failed: {why}"))
 }

@@ -1,25 +1,32 @@
 //! `apikey create|list|revoke`: keys are printed once at creation, stored as hashes.
 
-use super::CliError;
 use crate::config::Config;
+use crate::exit::{command_error, EX_DATAERR, EX_OSERR};
 use crate::model::Role;
 use crate::server::config_store_error as store_error;
+use crate::server::ServeError;
 use crate::store::Store;
 
+command_error!(
+    /// Why `apikey create|list|revoke` failed.
+    KeysError,
+    from ServeError
+);
+
 /// The configured store, SQLite or PostgreSQL (SPEC §10).
-fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, CliError> {
-    crate::server::open_store(config, 1)
+fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, KeysError> {
+    Ok(crate::server::open_store(config, 1)?)
 }
 
-pub fn create(config: &Config, name: &str, role: &str) -> Result<(), CliError> {
+pub fn create(config: &Config, name: &str, role: &str) -> Result<(), KeysError> {
     let role = Role::parse(role)
-        .ok_or_else(|| CliError::usage(format!("--role must be read or write, not {role:?}")))?;
+        .ok_or_else(|| KeysError::usage(format!("--role must be read or write, not {role:?}")))?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(CliError::usage("--name must be 1 to 100 characters"));
+        return Err(KeysError::usage("--name must be 1 to 100 characters"));
     }
     let key = crate::auth::generate()
-        .map_err(|e| CliError::new(71, format!("cannot read the OS random source: {e}")))?;
+        .map_err(|e| KeysError::new(EX_OSERR, format!("cannot read the OS random source: {e}")))?;
     let store = open(config)?;
     let rec = store
         .create_key(name.to_string(), role, key.prefix.clone(), key.hash)
@@ -35,7 +42,7 @@ pub fn create(config: &Config, name: &str, role: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn list(config: &Config) -> Result<(), CliError> {
+pub fn list(config: &Config) -> Result<(), KeysError> {
     let store = open(config)?;
     let keys = store.list_keys().map_err(|e| store_error(e, config))?;
     let _ = store.close();
@@ -60,13 +67,13 @@ pub fn list(config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn revoke(config: &Config, id: i64) -> Result<(), CliError> {
+pub fn revoke(config: &Config, id: i64) -> Result<(), KeysError> {
     let store = open(config)?;
     let k = store.revoke_key(id).map_err(|e| match e {
         crate::store::StoreError::NotFound(_) => {
-            CliError::new(65, format!("no API key with id {id}"))
+            KeysError::new(EX_DATAERR, format!("no API key with id {id}"))
         }
-        e => store_error(e, config),
+        e => store_error(e, config).into(),
     })?;
     let _ = store.close();
     println!("revoked API key {} ({})", k.id, k.name);

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use super::CliError;
+use crate::backup::BackupError;
 use crate::config::Config;
+use crate::exit::EX_IOERR;
 
 /// Backs up into `dir` (default BACKUP_DIR) and prints the file written.
-pub fn run(config: &Config, dir: Option<&str>) -> Result<(), CliError> {
+pub fn run(config: &Config, dir: Option<&str>) -> Result<(), BackupError> {
     let dir = dir
         .map(PathBuf::from)
         .unwrap_or_else(|| config.backup_dir.clone());
@@ -21,8 +22,8 @@ pub fn run(config: &Config, dir: Option<&str>) -> Result<(), CliError> {
         seconds = w.took.as_secs_f64(), deleted = w.deleted.len(); "backup written");
     match w.record_error {
         None => Ok(()),
-        Some(e) => Err(CliError::new(
-            74,
+        Some(e) => Err(BackupError::new(
+            EX_IOERR,
             format!(
                 "the backup was written but its result could not be recorded in {} ({e}), so the backup_last_* metrics will not show it",
                 crate::backup::record_path(db).display()

@@ -4,8 +4,13 @@
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
-use super::CliError;
 use crate::config::Config;
+use crate::exit::{command_error, EX_NOT_READY};
+
+command_error!(
+    /// Why `check` failed.
+    CheckError
+);
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,12 +54,12 @@ fn probe(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
     )
 }
 
-pub fn run(config: &Config, url: Option<&str>) -> Result<(), CliError> {
+pub fn run(config: &Config, url: Option<&str>) -> Result<(), CheckError> {
     let url = url
         .map(str::to_string)
         .unwrap_or_else(|| default_url(config));
     let (host, port, path) = split_url(&url).ok_or_else(|| {
-        CliError::usage(format!(
+        CheckError::usage(format!(
             "--url must look like http://host:port/path, not {url:?}"
         ))
     })?;
@@ -63,11 +68,14 @@ pub fn run(config: &Config, url: Option<&str>) -> Result<(), CliError> {
             println!("ready: {url} answered 200");
             Ok(())
         }
-        Ok((code, body)) => Err(CliError::new(
-            1,
+        Ok((code, body)) => Err(CheckError::new(
+            EX_NOT_READY,
             format!("not ready: {url} answered {code} {body}"),
         )),
-        Err(e) => Err(CliError::new(1, format!("not ready: {url}: {e}"))),
+        Err(e) => Err(CheckError::new(
+            EX_NOT_READY,
+            format!("not ready: {url}: {e}"),
+        )),
     }
 }
 

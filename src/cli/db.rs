@@ -5,11 +5,19 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::CliError;
 use crate::config::Config;
+use crate::exit::{command_error, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_UNAVAILABLE, EX_USAGE};
+use crate::restore::RestoreError;
 use crate::server::store_error;
+use crate::server::ServeError;
 use crate::store::sqlite::lock::ServerLock;
 use crate::store::{sqlite::maintenance, StoreError};
+
+command_error!(
+    /// Why `db integrity|vacuum|analyze` failed.
+    DbError,
+    from ServeError, RestoreError
+);
 
 /// Which maintenance task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +33,26 @@ const MAX_PROBLEMS: u32 = 100;
 const ONLINE_ANALYSIS_LIMIT: u32 = 1000;
 
 /// Runs one maintenance task on DATABASE_PATH.
-pub fn run(config: &Config, task: DbTask) -> Result<(), CliError> {
+pub fn run(config: &Config, task: DbTask) -> Result<(), DbError> {
     if config.is_postgres() {
-        return Err(super::postgres_refusal(
-            "db",
-            "the PostgreSQL tools (amcheck, vacuumdb, VACUUM and ANALYZE in psql)",
+        return Err(DbError::new(
+            EX_USAGE,
+            super::postgres_refusal(
+                "db",
+                "the PostgreSQL tools (amcheck, vacuumdb, VACUUM and ANALYZE in psql)",
+            ),
         ));
     }
     let db = config.database_path.as_path();
     if !db.is_file() {
-        return Err(CliError::new(
-            66,
+        return Err(DbError::new(
+            EX_NOINPUT,
             format!("database {} does not exist", db.display()),
         ));
     }
     if !maintenance::looks_like_sqlite(db) {
-        return Err(CliError::new(
-            65,
+        return Err(DbError::new(
+            EX_DATAERR,
             format!("{} is not an SQLite database", db.display()),
         ));
     }
@@ -52,13 +63,13 @@ pub fn run(config: &Config, task: DbTask) -> Result<(), CliError> {
     }
 }
 
-fn integrity(db: &Path) -> Result<(), CliError> {
+fn integrity(db: &Path) -> Result<(), DbError> {
     let t = Instant::now();
     let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
     let problems = maintenance::integrity_check(&conn, MAX_PROBLEMS).map_err(|e| match e {
-        StoreError::Busy => store_error(e, db),
-        e => CliError::new(
-            65,
+        StoreError::Busy => store_error(e, db).into(),
+        e => DbError::new(
+            EX_DATAERR,
             format!(
                 "{} cannot be checked ({e}); restore the latest backup",
                 db.display()
@@ -77,8 +88,8 @@ fn integrity(db: &Path) -> Result<(), CliError> {
     for p in &problems {
         println!("{p}");
     }
-    Err(CliError::new(
-        65,
+    Err(DbError::new(
+        EX_DATAERR,
         format!(
             "{} fails integrity_check ({} problems listed above); restore the latest backup with `dashboard-backend restore FILE`",
             db.display(),
@@ -87,12 +98,12 @@ fn integrity(db: &Path) -> Result<(), CliError> {
     ))
 }
 
-fn vacuum(db: &Path) -> Result<(), CliError> {
+fn vacuum(db: &Path) -> Result<(), DbError> {
     let _held = ServerLock::try_exclusive(db)
         .map_err(|e| crate::restore::lock_error(db, &e))?
         .ok_or_else(|| {
-            CliError::new(
-                69,
+            DbError::new(
+                EX_UNAVAILABLE,
                 format!(
                     "a dashboard-backend server is running on {}; VACUUM would block its writes for as long as it runs, so stop the server first",
                     db.display()
@@ -103,14 +114,14 @@ fn vacuum(db: &Path) -> Result<(), CliError> {
     let before = size_with_wal(db);
     let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
     maintenance::vacuum(&conn).map_err(|e| match e {
-        StoreError::Full => CliError::new(
-            74,
+        StoreError::Full => DbError::new(
+            EX_IOERR,
             format!(
                 "not enough free space to VACUUM {} (it needs room for a second copy of the database)",
                 db.display()
             ),
         ),
-        e => store_error(e, db),
+        e => store_error(e, db).into(),
     })?;
     drop(conn);
     println!(
@@ -122,7 +133,7 @@ fn vacuum(db: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn analyze(db: &Path) -> Result<(), CliError> {
+fn analyze(db: &Path) -> Result<(), DbError> {
     // While a server writes, sample: a full ANALYZE scans every index under the write
     // lock and would stall the server's commits for that long.
     let online = ServerLock::try_exclusive(db)

@@ -1,12 +1,19 @@
 //! `migrate` applies pending migrations; `migrate status` lists them.
 
-use super::CliError;
 use crate::config::Config;
+use crate::exit::{command_error, EX_SOFTWARE};
 use crate::server::store_error;
+use crate::server::ServeError;
 use crate::store::sqlite::migrate;
 use crate::store::Probe;
 
-pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
+command_error!(
+    /// Why `migrate [status]` failed.
+    MigrateError,
+    from ServeError
+);
+
+pub fn run(config: &Config, status_only: bool) -> Result<(), MigrateError> {
     if let Some(url) = &config.database_url {
         return run_postgres(config, url, status_only);
     }
@@ -21,7 +28,8 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), CliError> {
         let conn = if path.exists() {
             crate::store::sqlite::open_plain(path).map_err(|e| store_error(e, path))?
         } else {
-            rusqlite::Connection::open_in_memory().map_err(|e| CliError::new(70, e.to_string()))?
+            rusqlite::Connection::open_in_memory()
+                .map_err(|e| MigrateError::new(EX_SOFTWARE, e.to_string()))?
         };
         let rows = migrate::status(&conn).map_err(|e| store_error(e, path))?;
         print_status(rows);
@@ -64,7 +72,7 @@ fn run_postgres(
     config: &Config,
     url: &crate::store::postgres::PgUrl,
     status_only: bool,
-) -> Result<(), CliError> {
+) -> Result<(), MigrateError> {
     use crate::store::postgres::{migrate as pg, PgStore};
     let err = |e| crate::server::config_store_error(e, config);
     let store = if status_only {

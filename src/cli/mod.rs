@@ -12,8 +12,11 @@ mod restore;
 pub use db::DbTask;
 
 use crate::config::{self, Config, VARIABLES};
+use crate::exit::{Failure, EX_CONFIG, EX_USAGE};
 
-/// An error for the user: one sentence and a sysexits code.
+/// What the process exits with: a command line that does not parse (`EX_USAGE`), a
+/// configuration that does not load (`EX_CONFIG`), or the error of the command that
+/// ran (each command has its own type; `exit::command_error!`).
 #[derive(Debug)]
 pub struct CliError {
     pub code: i32,
@@ -21,14 +24,20 @@ pub struct CliError {
 }
 
 impl CliError {
-    pub fn new(code: i32, message: impl Into<String>) -> CliError {
+    fn new(code: i32, message: impl Into<String>) -> CliError {
         CliError {
             code,
             message: message.into(),
         }
     }
-    pub fn usage(message: impl Into<String>) -> CliError {
-        CliError::new(64, format!("{} (see --help)", message.into()))
+    fn usage(message: impl Into<String>) -> CliError {
+        CliError::new(EX_USAGE, format!("{} (see --help)", message.into()))
+    }
+}
+
+impl<E: Failure> From<E> for CliError {
+    fn from(e: E) -> CliError {
+        CliError::new(e.exit_code(), e.to_string())
     }
 }
 
@@ -56,18 +65,15 @@ pub struct Args {
     pub flags: Vec<(&'static str, String)>,
 }
 
-/// Parses argv (without the program name).
-/// `restore` and `db` on PostgreSQL: one sentence naming the tool to use, exit 64
-/// (SPEC §7, §10).
-pub fn postgres_refusal(command: &str, instead: &str) -> CliError {
-    CliError::new(
-        64,
-        format!(
-            "{command} works on the SQLite database only; with DATABASE_URL set, use {instead} instead"
-        ),
+/// `restore` and `db` on PostgreSQL: the one sentence naming the tool to use; the
+/// command exits `EX_USAGE` with it (SPEC §7, §10).
+fn postgres_refusal(command: &str, instead: &str) -> String {
+    format!(
+        "{command} works on the SQLite database only; with DATABASE_URL set, use {instead} instead"
     )
 }
 
+/// Parses argv (without the program name).
 pub fn parse(argv: &[String]) -> Result<Args, CliError> {
     let mut words = Vec::new();
     let mut flags = Vec::new();
@@ -248,18 +254,18 @@ pub fn run(argv: &[String]) -> Result<(), CliError> {
         _ => {}
     }
     let settings = config::gather(|k| std::env::var(k).ok(), &args.flags);
-    let config = Config::from_settings(settings).map_err(|e| CliError::new(78, e.0))?;
+    let config = Config::from_settings(settings).map_err(|e| CliError::new(EX_CONFIG, e.0))?;
     crate::logging::init(config.log_format, config.log_level);
     match args.command {
-        Command::Serve => crate::server::serve(config),
-        Command::Migrate { status } => migrate::run(&config, status),
-        Command::ApiKeyCreate { name, role } => apikey::create(&config, &name, &role),
-        Command::ApiKeyList => apikey::list(&config),
-        Command::ApiKeyRevoke { id } => apikey::revoke(&config, id),
-        Command::Check { url } => check::run(&config, url.as_deref()),
-        Command::Backup { dir } => backup::run(&config, dir.as_deref()),
-        Command::Restore { file, force: _ } => restore::run(&config, &file),
-        Command::Db { task } => db::run(&config, task),
+        Command::Serve => Ok(crate::server::serve(config)?),
+        Command::Migrate { status } => Ok(migrate::run(&config, status)?),
+        Command::ApiKeyCreate { name, role } => Ok(apikey::create(&config, &name, &role)?),
+        Command::ApiKeyList => Ok(apikey::list(&config)?),
+        Command::ApiKeyRevoke { id } => Ok(apikey::revoke(&config, id)?),
+        Command::Check { url } => Ok(check::run(&config, url.as_deref())?),
+        Command::Backup { dir } => Ok(backup::run(&config, dir.as_deref())?),
+        Command::Restore { file, force: _ } => Ok(restore::run(&config, &file)?),
+        Command::Db { task } => Ok(db::run(&config, task)?),
         Command::Config => {
             print!("{}", config.render());
             Ok(())

@@ -4,15 +4,16 @@
 
 use std::path::Path;
 
-use super::CliError;
 use crate::config::Config;
+use crate::exit::EX_USAGE;
+use crate::restore::RestoreError;
 
 /// Restores `file` over DATABASE_PATH and says what happened to the old one.
-pub fn run(config: &Config, file: &str) -> Result<(), CliError> {
+pub fn run(config: &Config, file: &str) -> Result<(), RestoreError> {
     if config.is_postgres() {
-        return Err(super::postgres_refusal(
-            "restore",
-            "pg_restore --clean --dbname=…",
+        return Err(RestoreError::new(
+            EX_USAGE,
+            super::postgres_refusal("restore", "pg_restore --clean --dbname=…"),
         ));
     }
     let db = &config.database_path;

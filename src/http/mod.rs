@@ -9,12 +9,13 @@
 //! are workers, and reads would queue behind fsyncs. With the hand-off, reads keep
 //! flowing and a batch holds every write that arrived during the previous fsync.
 
+pub mod app;
 pub mod cors;
 pub mod pipeline;
 pub mod probe;
 pub mod ratelimit;
-pub mod request;
-pub mod response;
+// The wire types live below the router and the handlers; their old paths stay.
+pub use crate::wire::{request, response};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -22,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::app::App;
 use crate::error::ApiError;
+pub use app::App;
 use request::Request;
 use response::Response;
 

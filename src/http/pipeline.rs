@@ -10,11 +10,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::api::Call;
-use crate::app::App;
 use crate::error::ApiError;
 use crate::http::ratelimit::Client;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
+use crate::http::App;
 use crate::model::{ApiKey, Role};
 use crate::router::{self, Access, Resolved, Route, ROUTES};
 
@@ -42,6 +42,22 @@ pub fn request_id(sent: Option<&str>) -> String {
         nanos ^ std::process::id().rotate_left(16)
     });
     format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Body of the answers the connection layer writes before a request reaches a
+/// worker (400 malformed head, 408 too slow, 431 head too large, 417, 503 over the
+/// connection cap): the same envelope as every other error, with a fresh request id.
+pub fn connection_error_body(status: u16, message: &str) -> (&'static str, Vec<u8>) {
+    let code = match status {
+        503 => "unavailable",
+        408 => "request_timeout",
+        _ => "bad_request",
+    };
+    let id = request_id(None);
+    (
+        crate::wire::response::JSON,
+        ApiError::new(status, code, message).body(&id),
+    )
 }
 
 /// Routes, authorizes and runs the handler. Returns the response and the route index.
@@ -103,7 +119,7 @@ fn route_and_run(app: &App, req: &Request) -> (Response, Option<usize>) {
     let route = &ROUTES[index];
     let result = admit(app, req, route).and_then(|key| {
         let call = Call {
-            app,
+            app: app.handler_ctx(),
             req,
             params,
             key: key.as_ref(),
@@ -232,7 +248,7 @@ fn truncate(s: &str) -> &str {
 /// Metrics, the request log line and the access log. Health and metrics requests
 /// are logged only at debug (SPEC §4).
 pub fn record(app: &App, req: &Request, route: Option<usize>, status: u16, elapsed: Duration) {
-    if crate::watchdog::is_probe(req) {
+    if super::probe::is_probe(req) {
         return;
     }
     crate::metrics::observe(route, req.method.as_str(), status, elapsed);

@@ -7,7 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::url::{PgUrl, SslMode};
-use crate::cli::CliError;
+use crate::exit::{command_error, EX_UNAVAILABLE};
+
+command_error!(
+    /// `pg_dump` could not run or failed.
+    DumpError
+);
 
 /// `pg_dump` from PATH, else the newest `/usr/lib/postgresql/*/bin/pg_dump` (Debian
 /// installs versioned binaries there; pg_dump must be at least the server's version).
@@ -38,7 +43,7 @@ fn pg_dump() -> PathBuf {
 }
 
 /// Dumps the database of `url` into the new file `out`.
-pub fn dump(url: &PgUrl, out: &Path) -> Result<(), CliError> {
+pub fn dump(url: &PgUrl, out: &Path) -> Result<(), DumpError> {
     let mut cmd = Command::new(pg_dump());
     cmd.arg("--format=custom")
         .arg("--no-password")
@@ -66,8 +71,8 @@ pub fn dump(url: &PgUrl, out: &Path) -> Result<(), CliError> {
         cmd.env("PGSSLROOTCERT", ca);
     }
     let output = cmd.output().map_err(|e| {
-        CliError::new(
-            69,
+        DumpError::new(
+            EX_UNAVAILABLE,
             format!(
                 "cannot run pg_dump ({e}); install the PostgreSQL client tools (postgresql-client)"
             ),
@@ -77,8 +82,8 @@ pub fn dump(url: &PgUrl, out: &Path) -> Result<(), CliError> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let why = stderr.lines().next().unwrap_or("no message").trim();
         let _ = std::fs::remove_file(out);
-        return Err(CliError::new(
-            69,
+        return Err(DumpError::new(
+            EX_UNAVAILABLE,
             format!("pg_dump of {} failed: {why}", url.redacted()),
         ));
     }

@@ -310,7 +310,7 @@ impl KeyStore for SqliteStore {
 /// `TimeoutStartSec` before READY=1 (SPEC §6, issue #13).
 fn migrate_in_time(conn: &Connection, progress: &Arc<AtomicU64>) -> Result<()> {
     let _extend = if migrate::pending(conn)? {
-        crate::lifecycle::StartExtension::begin(progress.clone())
+        crate::systemd::StartExtension::begin(progress.clone())
     } else {
         None
     };

@@ -87,16 +87,3 @@ pub fn send(rq: tiny_http::Request, resp: Response, close: bool) -> bool {
     let body = tiny_http::conn::Body::Owned(resp.body);
     rq.respond_parts(resp.status, &headers, body, close).is_ok()
 }
-
-/// Body of the answers the connection layer writes before a request reaches a
-/// worker (400 malformed head, 408 too slow, 431 head too large, 417, 503 over the
-/// connection cap): the same envelope as every other error, with a fresh request id.
-pub fn connection_error_body(status: u16, message: &str) -> (&'static str, Vec<u8>) {
-    let code = match status {
-        503 => "unavailable",
-        408 => "request_timeout",
-        _ => "bad_request",
-    };
-    let id = super::pipeline::request_id(None);
-    (JSON, ApiError::new(status, code, message).body(&id))
-}

@@ -1,10 +1,10 @@
-//! `App`: the state every request can reach — configuration, store, lifecycle,
+//! `App`: the server's state, which the pipeline reaches — configuration, store, lifecycle,
 //! health cache and access log. Built once by `server`, shared read-only by workers.
 
+use super::cors::Cors;
+use super::ratelimit::RateLimiter;
 use crate::config::Config;
 use crate::health::Health;
-use crate::http::cors::Cors;
-use crate::http::ratelimit::RateLimiter;
 use crate::lifecycle::Lifecycle;
 use crate::logging::AccessLog;
 use crate::store::Store;
@@ -22,4 +22,18 @@ pub struct App {
     /// `DASHBOARD_BACKEND_TEST_HOOKS=1`: enables `/_test/sleep` and `/_test/panic`, in
     /// builds with the `test-hooks` feature only (the tests'; never a release build).
     pub test_hooks: bool,
+    /// `Config::backup_record_base()`, computed once.
+    pub backup_record: std::path::PathBuf,
+}
+
+impl App {
+    /// The part of the state a handler sees (issue #14: not the whole `App`).
+    pub fn handler_ctx(&self) -> crate::api::Ctx<'_> {
+        crate::api::Ctx {
+            store: &*self.store,
+            health: &self.health,
+            life: &self.life,
+            backup_record: &self.backup_record,
+        }
+    }
 }
