@@ -17,9 +17,30 @@ use crate::store::{Store, StoreError};
 const MEMORY_HIGH_BYTES: u64 = 512 * 1024 * 1024;
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
+/// The state of one check, and of all of them together (`overall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Usable, but slow or short of room.
+    Degraded,
+    /// Unusable (only the database check says this).
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Degraded => "degraded",
+            Status::Error => "error",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DbCheck {
-    pub status: &'static str,
+    pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     /// A fixed phrase (`reason`), never the raw store error.
@@ -29,7 +50,7 @@ pub struct DbCheck {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskCheck {
-    pub status: &'static str,
+    pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub free_bytes: Option<u64>,
     pub min_free_bytes: u64,
@@ -37,7 +58,7 @@ pub struct DiskCheck {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryCheck {
-    pub status: &'static str,
+    pub status: Status,
     pub rss_bytes: u64,
 }
 
@@ -49,17 +70,17 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// "ok", "degraded" or "error" (database unusable).
-    pub fn overall(&self) -> &'static str {
-        if self.database.status == "error" {
-            "error"
-        } else if self.database.status != "ok"
-            || self.disk.status != "ok"
-            || self.memory.status != "ok"
+    /// `Error` when the database is unusable, `Degraded` when any check is not ok.
+    pub fn overall(&self) -> Status {
+        if self.database.status == Status::Error {
+            Status::Error
+        } else if self.database.status != Status::Ok
+            || self.disk.status != Status::Ok
+            || self.memory.status != Status::Ok
         {
-            "degraded"
+            Status::Degraded
         } else {
-            "ok"
+            Status::Ok
         }
     }
 }
@@ -99,10 +120,10 @@ impl Health {
     pub fn checks(&self, store: &dyn Store) -> Arc<Checks> {
         let snap = self.cache.get(|| self.probe(store));
         match snap.refresh_running {
-            Some(running) if running >= CACHE_FOR && snap.value.database.status == "ok" => {
+            Some(running) if running >= CACHE_FOR && snap.value.database.status == Status::Ok => {
                 let mut late = Checks::clone(&snap.value);
                 late.database = DbCheck {
-                    status: "degraded",
+                    status: Status::Degraded,
                     latency_ms: Some(running.as_secs_f64() * 1000.0),
                     error: None,
                 };
@@ -144,15 +165,15 @@ impl Health {
         let database = match self.ping_db(store) {
             Ok(d) => DbCheck {
                 status: if d > self.db_threshold {
-                    "degraded"
+                    Status::Degraded
                 } else {
-                    "ok"
+                    Status::Ok
                 },
                 latency_ms: Some(d.as_secs_f64() * 1000.0),
                 error: None,
             },
             Err(reason) => DbCheck {
-                status: "error",
+                status: Status::Error,
                 latency_ms: None,
                 error: Some(reason),
             },
@@ -160,8 +181,8 @@ impl Health {
         let free = crate::sys::free_bytes(&self.dir);
         let disk = DiskCheck {
             status: match free {
-                Some(f) if f >= self.min_free => "ok",
-                _ => "degraded",
+                Some(f) if f >= self.min_free => Status::Ok,
+                _ => Status::Degraded,
             },
             free_bytes: free,
             min_free_bytes: self.min_free,
@@ -169,9 +190,9 @@ impl Health {
         let rss = crate::sys::Process::read().rss_bytes;
         let memory = MemoryCheck {
             status: if rss > MEMORY_HIGH_BYTES {
-                "degraded"
+                Status::Degraded
             } else {
-                "ok"
+                Status::Ok
             },
             rss_bytes: rss,
         };

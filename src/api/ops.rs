@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::Call;
 use crate::error::ApiError;
+use crate::health::Status;
 use crate::lifecycle::Phase;
 use crate::metrics::{self, Gauges, SERVICE};
 use crate::sys::Process;
@@ -15,12 +16,13 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
     let checks = c.app.health.checks(c.app.store);
     let draining = matches!(c.app.life.phase(), Phase::Draining | Phase::Stopping);
+    let overall = checks.overall();
     let status = if draining {
         "draining"
     } else {
-        checks.overall()
+        overall.as_str()
     };
-    let code = if draining || status == "error" {
+    let code = if draining || overall == Status::Error {
         503
     } else {
         200
@@ -76,7 +78,7 @@ pub fn ready(c: &Call<'_>) -> Result<Response, ApiError> {
     let reason = match c.app.life.phase() {
         Phase::Starting => Some("starting"),
         Phase::Draining | Phase::Stopping => Some("draining"),
-        Phase::Ready if c.app.health.checks(c.app.store).database.status == "error" => {
+        Phase::Ready if c.app.health.checks(c.app.store).database.status == Status::Error => {
             Some("database")
         }
         Phase::Ready => None,

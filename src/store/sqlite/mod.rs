@@ -331,7 +331,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The writer connection: checks the schema before any pragma can touch the file.
-fn open_writer_conn(path: &Path, synchronous: &str) -> Result<Connection> {
+fn open_writer_conn(path: &Path, synchronous: crate::store::Synchronous) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -357,6 +357,7 @@ fn open_writer_conn(path: &Path, synchronous: &str) -> Result<Connection> {
     // (strace, when every job had a savepoint: ~700 pwrite calls and an open/unlink
     // per commit of 23 creates). In memory it is a memcpy. Only this connection's own
     // write jobs use it: the CLI's VACUUM runs on its own connection.
+    let synchronous = synchronous.as_sql();
     conn.execute_batch(&format!(
         "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; PRAGMA cache_size=-8000;
          PRAGMA temp_store=MEMORY;"

@@ -7,17 +7,21 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::{open_reader_conn, Result, StoreError};
 
-/// Longest a read waits for a free connection (as the writer's busy timeout).
-const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest a read waits for a free connection (as the writer's busy timeout), in
+/// all: being woken and losing the freed connection to another reader does not
+/// start the wait over.
+const WAIT: Duration = Duration::from_secs(5);
 
 pub struct ReadPool {
     path: PathBuf,
     max: usize,
+    wait: Duration,
     opened: AtomicUsize,
     idle: Mutex<Vec<Connection>>,
     returned: Condvar,
@@ -46,9 +50,14 @@ impl Drop for Lease<'_> {
 
 impl ReadPool {
     pub fn new(path: PathBuf, max: usize) -> ReadPool {
+        ReadPool::with_wait(path, max, WAIT)
+    }
+
+    fn with_wait(path: PathBuf, max: usize, wait: Duration) -> ReadPool {
         ReadPool {
             path,
             max,
+            wait,
             opened: AtomicUsize::new(0),
             idle: Mutex::new(Vec::with_capacity(max)),
             returned: Condvar::new(),
@@ -70,6 +79,7 @@ impl ReadPool {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable("store is closed".into()));
         }
+        let deadline = Instant::now() + self.wait;
         let mut idle = lock(&self.idle);
         loop {
             if let Some(c) = idle.pop() {
@@ -95,14 +105,15 @@ impl ReadPool {
             self.opened.fetch_sub(1, Ordering::AcqRel);
             // Sized for every reading thread, so this wait is rare; bounded all the
             // same, so a stuck reader cannot hold every other one forever (503 Busy).
-            let (guard, waited) = self
-                .returned
-                .wait_timeout(idle, WAIT)
-                .unwrap_or_else(|e| e.into_inner());
-            idle = guard;
-            if waited.timed_out() && idle.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(StoreError::Busy);
             }
+            idle = self
+                .returned
+                .wait_timeout(idle, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -110,5 +121,65 @@ impl ReadPool {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         lock(&self.idle).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Being woken without getting a connection (another reader took the returned
+    /// one first) does not start the wait over: `Busy` after `wait` in all.
+    #[test]
+    fn wakeups_do_not_extend_the_wait() {
+        let dir = std::env::temp_dir().join(format!("pool-wake-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("t.db");
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL;"))
+            .expect("db");
+        let pool = std::sync::Arc::new(ReadPool::with_wait(path, 1, Duration::from_millis(200)));
+        let _held = pool.acquire().expect("first");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // Wakes the waiter every 10 ms for up to 3 s, never freeing a connection.
+        let waker = {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(3);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    pool.returned.notify_all();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        let started = Instant::now();
+        let got = pool.acquire().map(|_| ());
+        let waited = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        waker.join().expect("waker");
+        assert!(matches!(got, Err(StoreError::Busy)), "{got:?}");
+        assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Nothing free and nothing returned: `Busy` after the wait, not before.
+    #[test]
+    fn a_full_pool_answers_busy_after_the_wait() {
+        let dir = std::env::temp_dir().join(format!("pool-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("t.db");
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL;"))
+            .expect("db");
+        let pool = ReadPool::with_wait(path, 1, Duration::from_millis(200));
+        let _held = pool.acquire().expect("first");
+        let started = Instant::now();
+        assert!(matches!(pool.acquire(), Err(StoreError::Busy)));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

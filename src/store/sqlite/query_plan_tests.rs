@@ -6,7 +6,7 @@ use super::*;
 fn store_conn() -> (tempdir::Dir, Connection) {
     let dir = tempdir::Dir::new("plan");
     let path = dir.0.join("plan.db");
-    let conn = open_writer_conn(&path, "NORMAL").expect("open");
+    let conn = open_writer_conn(&path, crate::store::Synchronous::Normal).expect("open");
     migrate::apply(&conn).expect("migrate");
     (dir, conn)
 }
