@@ -8,7 +8,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -16,7 +16,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// RFC 3339 UTC with milliseconds for an epoch-milliseconds instant.
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let mut out = String::with_capacity(24);
     write_rfc3339(&mut out, ms);
     out
@@ -25,7 +25,7 @@ pub fn rfc3339(ms: i64) -> String {
 /// The 24 bytes of `YYYY-MM-DDTHH:MM:SS.mmmZ` for years 0–9999, on the stack.
 /// Every timestamp in every response goes through here (five per task), so the
 /// digits are written by hand rather than by `fmt` (about ten times cheaper).
-pub struct Stamp([u8; 24]);
+pub(crate) struct Stamp([u8; 24]);
 
 impl Stamp {
     pub fn new(ms: i64) -> Option<Stamp> {
@@ -62,7 +62,7 @@ impl Stamp {
 
 /// Calls `f` with the RFC 3339 form of `ms`: from a stack buffer for years 0–9999,
 /// allocated only outside them. What serializers and handlers use.
-pub fn with_rfc3339<R>(ms: i64, f: impl FnOnce(&str) -> R) -> R {
+pub(crate) fn with_rfc3339<R>(ms: i64, f: impl FnOnce(&str) -> R) -> R {
     match Stamp::new(ms) {
         Some(s) => f(s.as_str()),
         None => f(&rfc3339(ms)),
@@ -70,7 +70,7 @@ pub fn with_rfc3339<R>(ms: i64, f: impl FnOnce(&str) -> R) -> R {
 }
 
 /// Appends the RFC 3339 form of `ms` to `out` (no allocation of its own).
-pub fn write_rfc3339(out: &mut String, ms: i64) {
+pub(crate) fn write_rfc3339(out: &mut String, ms: i64) {
     if let Some(s) = Stamp::new(ms) {
         return out.push_str(s.as_str());
     }
@@ -88,13 +88,13 @@ pub fn write_rfc3339(out: &mut String, ms: i64) {
 }
 
 /// Current time as RFC 3339.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     rfc3339(now_ms())
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) for an epoch-milliseconds instant: the stamp in backup and
 /// pre-restore file names, sortable as text.
-pub fn file_stamp(ms: i64) -> String {
+pub(crate) fn file_stamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
@@ -129,7 +129,7 @@ pub fn init() {
 }
 
 /// Whole seconds since start.
-pub fn uptime_secs() -> u64 {
+pub(crate) fn uptime_secs() -> u64 {
     START
         .get_or_init(|| (Instant::now(), now_ms()))
         .0
@@ -138,7 +138,7 @@ pub fn uptime_secs() -> u64 {
 }
 
 /// Epoch milliseconds at process start.
-pub fn start_ms() -> i64 {
+pub(crate) fn start_ms() -> i64 {
     START.get_or_init(|| (Instant::now(), now_ms())).1
 }
 

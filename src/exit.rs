@@ -22,8 +22,6 @@ pub const EX_OSERR: i32 = 71;
 pub const EX_CANTCREAT: i32 = 73;
 /// An input/output error.
 pub const EX_IOERR: i32 = 74;
-/// A temporary failure; trying again later may work.
-pub const EX_TEMPFAIL: i32 = 75;
 /// The configuration is wrong.
 pub const EX_CONFIG: i32 = 78;
 

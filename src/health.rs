@@ -151,6 +151,7 @@ impl Health {
     }
 
     /// Test hook: makes the next probe take `delay` longer (a slow database).
+    #[cfg(feature = "test-hooks")]
     pub fn slow_next_probe(&self, delay: Duration) {
         self.probe_delay_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);

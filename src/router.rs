@@ -8,11 +8,11 @@ use crate::error::ApiError;
 pub use crate::wire::Params;
 use crate::wire::{Method, Response};
 
-pub type Handler = fn(&Call<'_>) -> Result<Response, ApiError>;
+pub(crate) type Handler = fn(&Call<'_>) -> Result<Response, ApiError>;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// No key needed (health, metrics, OpenAPI).
     Public,
     /// Any valid key.
@@ -21,7 +21,7 @@ pub enum Access {
     Write,
 }
 
-pub struct Route {
+pub(crate) struct Route {
     pub method: Method,
     pub template: &'static str,
     pub handler: Handler,
@@ -40,7 +40,7 @@ const fn r(method: Method, template: &'static str, handler: Handler, access: Acc
 use Access::{Public, Read, Write};
 use Method::{Delete, Get, Options, Patch, Post};
 
-pub static ROUTES: &[Route] = &[
+pub(crate) static ROUTES: &[Route] = &[
     r(Get, "/health", ops::health, Public),
     r(Get, "/healthz", ops::health, Public),
     r(Get, "/health/db", ops::health_db, Public),

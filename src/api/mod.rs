@@ -2,12 +2,12 @@
 //! with opaque cursors, `ETag` / `If-Match`. A handler is parse → validate → one
 //! store call → respond; it never sees SQL.
 
-pub mod activity;
-pub mod claim;
-pub mod ops;
+pub(crate) mod activity;
+pub(crate) mod claim;
+pub(crate) mod ops;
 pub mod params;
-pub mod projects;
-pub mod tasks;
+pub(crate) mod projects;
+pub(crate) mod tasks;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -24,7 +24,7 @@ pub use params::Query;
 /// endpoints, the health cache, the server's phase and where the backup record lies.
 /// Never the whole server state (configuration, access log, limiter, CORS).
 #[derive(Clone, Copy)]
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub store: &'a dyn Store,
     pub health: &'a Health,
     pub life: &'a Lifecycle,
@@ -33,7 +33,7 @@ pub struct Ctx<'a> {
 }
 
 /// Everything a handler gets.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     /// The handler's context (named `app` so the handlers keep `c.app.store`).
     pub app: Ctx<'a>,
     pub req: &'a Request,
@@ -71,7 +71,7 @@ impl Call<'_> {
 }
 
 /// `"3"`: a resource's version as an entity tag.
-pub fn etag(version: i64) -> String {
+pub(crate) fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
@@ -106,7 +106,7 @@ pub fn decode_cursor(s: &str, tag: char) -> Result<(i64, i64), ApiError> {
 }
 
 /// A list page: `{"items":[…],"next_cursor":null|"…"}`.
-pub fn list_response<T: Serialize>(items: &[T], next_cursor: Option<String>) -> Response {
+pub(crate) fn list_response<T: Serialize>(items: &[T], next_cursor: Option<String>) -> Response {
     #[derive(Serialize)]
     struct List<'a, T> {
         items: &'a [T],

@@ -9,7 +9,7 @@ mod db;
 mod migrate;
 mod restore;
 
-pub use db::DbTask;
+pub(crate) use db::DbTask;
 
 use crate::config::{self, Config, VARIABLES};
 use crate::exit::{Failure, EX_CONFIG, EX_USAGE};
@@ -43,7 +43,7 @@ impl<E: Failure> From<E> for CliError {
 
 /// What to do.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Serve,
     Migrate { status: bool },
     Backup { dir: Option<String> },
@@ -60,7 +60,7 @@ pub enum Command {
 
 /// A parsed command line.
 #[derive(Debug)]
-pub struct Args {
+pub(crate) struct Args {
     pub command: Command,
     pub flags: Vec<(&'static str, String)>,
 }
@@ -74,7 +74,7 @@ fn postgres_refusal(command: &str, instead: &str) -> String {
 }
 
 /// Parses argv (without the program name).
-pub fn parse(argv: &[String]) -> Result<Args, CliError> {
+pub(crate) fn parse(argv: &[String]) -> Result<Args, CliError> {
     let mut words = Vec::new();
     let mut flags = Vec::new();
     let mut opts: Vec<(String, String)> = Vec::new();
@@ -209,7 +209,7 @@ fn check_options(
 }
 
 /// The `--help` text; the man page is generated from the same text.
-pub fn help() -> String {
+pub(crate) fn help() -> String {
     let mut s = String::from(
         "dashboard-backend — task and project management API for multi-agent systems\n\n\
 USAGE:\n\

@@ -21,6 +21,7 @@ pub struct App {
     pub cors: Option<Cors>,
     /// `DASHBOARD_BACKEND_TEST_HOOKS=1`: enables `/_test/sleep` and `/_test/panic`, in
     /// builds with the `test-hooks` feature only (the tests'; never a release build).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub test_hooks: bool,
     /// `Config::backup_record_base()`, computed once.
     pub backup_record: std::path::PathBuf,

@@ -9,11 +9,11 @@
 //! are workers, and reads would queue behind fsyncs. With the hand-off, reads keep
 //! flowing and a batch holds every write that arrived during the previous fsync.
 
-pub mod app;
-pub mod cors;
-pub mod pipeline;
-pub mod probe;
-pub mod ratelimit;
+pub(crate) mod app;
+pub(crate) mod cors;
+pub(crate) mod pipeline;
+pub(crate) mod probe;
+pub(crate) mod ratelimit;
 // The wire types live below the router and the handlers; their old paths stay.
 pub use crate::wire::{request, response};
 
@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
-pub use app::App;
+pub(crate) use app::App;
 use request::Request;
 use response::Response;
 
@@ -32,13 +32,13 @@ use response::Response;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Threads that carry writes through the group commit (mostly asleep on it).
-pub const WRITE_THREADS: usize = 64;
+pub(crate) const WRITE_THREADS: usize = 64;
 /// Writes waiting for a write thread before workers feel back-pressure.
 const WRITE_QUEUE: usize = 1024;
 
 /// Starts `n` workers serving `server`, and the write threads behind them. The
 /// write threads leave once every worker has left and the write queue is empty.
-pub fn spawn_workers(
+pub(crate) fn spawn_workers(
     server: Arc<tiny_http::Server>,
     app: Arc<App>,
     n: usize,
@@ -124,7 +124,7 @@ fn worker(server: &tiny_http::Server, app: &App, writes: &SyncSender<tiny_http::
 }
 
 /// Serves one request start to finish.
-pub fn serve_one(app: &App, mut rq: tiny_http::Request) {
+pub(crate) fn serve_one(app: &App, mut rq: tiny_http::Request) {
     let _inflight = app.life.begin_request();
     let started = Instant::now();
     let mut req = Request::read(&mut rq, app.config.max_body_bytes);

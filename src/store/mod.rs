@@ -78,6 +78,7 @@ pub enum Synchronous {
     Full,
     /// WAL's fsync at checkpoints only: a power loss may take the last commits.
     /// For tests that measure something else.
+    #[cfg(test)]
     Normal,
 }
 
@@ -86,6 +87,7 @@ impl Synchronous {
     pub fn as_sql(self) -> &'static str {
         match self {
             Synchronous::Full => "FULL",
+            #[cfg(test)]
             Synchronous::Normal => "NORMAL",
         }
     }
