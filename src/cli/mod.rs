@@ -299,10 +299,10 @@ mod tests {
             Command::Migrate { status: true }
         );
         assert_eq!(p("--host=::1 serve").expect("ok").flags[0].1, "::1");
-        assert_eq!(p("frobnicate").unwrap_err().code, 64);
-        assert_eq!(p("--bogus 1").unwrap_err().code, 64);
-        assert_eq!(p("apikey revoke x").unwrap_err().code, 64);
-        assert_eq!(p("serve --name x").unwrap_err().code, 64);
+        assert_eq!(p("frobnicate").unwrap_err().code, EX_USAGE);
+        assert_eq!(p("--bogus 1").unwrap_err().code, EX_USAGE);
+        assert_eq!(p("apikey revoke x").unwrap_err().code, EX_USAGE);
+        assert_eq!(p("serve --name x").unwrap_err().code, EX_USAGE);
     }
 
     #[test]
@@ -333,7 +333,7 @@ mod tests {
             "backup --force",
             "restore f --dir d",
         ] {
-            assert_eq!(p(bad).unwrap_err().code, 64, "{bad}");
+            assert_eq!(p(bad).unwrap_err().code, EX_USAGE, "{bad}");
         }
     }
 }
