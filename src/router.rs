@@ -76,6 +76,15 @@ pub static ROUTES: &[Route] = &[
     r(Patch, "/tasks/{id}", tasks::update, Write),
     r(Delete, "/tasks/{id}", tasks::delete, Write),
     r(Post, "/tasks/{id}/heartbeat", claim::heartbeat, Write),
+    r(Post, "/tasks/{id}/complete", claim::complete, Write),
+    r(Post, "/tasks/{id}/fail", claim::fail, Write),
+    r(
+        Post,
+        "/projects/{pid}/tasks/{id}/complete",
+        claim::complete,
+        Write,
+    ),
+    r(Post, "/projects/{pid}/tasks/{id}/fail", claim::fail, Write),
 ];
 
 /// Path parameters in template order (`{pid}` then `{id}`).

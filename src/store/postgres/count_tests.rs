@@ -232,6 +232,9 @@ fn new_task(status: TaskStatus) -> NewTask {
         labels: vec![],
         metadata: "{}".into(),
         result: None,
+        max_attempts: None,
+        not_before: None,
+        depends_on: vec![],
     }
 }
 
@@ -248,10 +251,15 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
                 name: "p".into(),
                 description: String::new(),
                 status: "active".into(),
+                default_max_attempts: 3,
+                retry_backoff_seconds: 10,
             },
+            None,
             None,
         )
         .expect("project")
+        .done()
+        .expect("ran")
         .id;
     let threads: Vec<_> = (0..6u64)
         .map(|t| {
@@ -266,15 +274,16 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
                                 .chain([TaskStatus::Completed, TaskStatus::Blocked])
                                 .map(new_task)
                                 .collect();
-                            store.create_tasks(pid, batch, None).map(|_| ())
+                            store.create_tasks(pid, batch, None, None).map(|_| ())
                         }
                         1 => {
                             let claim = Claim {
                                 agent: format!("a{t}"),
                                 lease_seconds: 60,
                                 labels: vec![],
+                                limit: 2,
                             };
-                            store.claim(pid, claim).map(|_| ())
+                            store.claim(pid, claim, None).map(|_| ())
                         }
                         _ => {
                             let statuses = [
@@ -298,8 +307,12 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
                                 status: Some(statuses[rng.below(3) as usize]),
                                 ..Default::default()
                             };
-                            match store.update_task(task.id, None, patch, None, None) {
-                                Err(StoreError::NotFound(_)) => Ok(()),
+                            // With If-Match: an operator's forced change, past a live lease.
+                            let v = Some(task.version);
+                            match store.update_task(task.id, None, patch, v, None, None) {
+                                Err(StoreError::NotFound(_) | StoreError::VersionMismatch(_)) => {
+                                    Ok(())
+                                }
                                 other => other.map(|_| ()),
                             }
                         }
