@@ -26,6 +26,7 @@ pub mod restore;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod sweeper;
 pub mod sys;
 pub mod validate;
 pub mod watchdog;

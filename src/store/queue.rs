@@ -82,14 +82,19 @@ pub fn check_lease(t: &Task, proof: &LeaseProof, now: i64) -> Result<()> {
 }
 
 /// A `PATCH` or `DELETE` of a task under a live lease needs `If-Match` (an operator
-/// forcing it) or the lease's token (its holder).
+/// forcing it) or the lease's token (its holder). Only a claim's lease has a holder
+/// to protect: the lease of a task set `in_progress` by hand has no token.
 pub fn check_override(
     t: &Task,
     if_match: Option<i64>,
     token: Option<&str>,
     now: i64,
 ) -> Result<()> {
-    if !lease_live(t, now) || if_match.is_some() || token.is_some_and(|k| token_matches(t, k)) {
+    if !lease_live(t, now)
+        || t.lease_hash.is_none()
+        || if_match.is_some()
+        || token.is_some_and(|k| token_matches(t, k))
+    {
         Ok(())
     } else {
         Err(StoreError::LeaseHeld)
