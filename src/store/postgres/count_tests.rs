@@ -367,3 +367,57 @@ fn a_version_1_database_is_backfilled() {
         "{after}..={before}: {stats:?}"
     );
 }
+
+#[test]
+fn the_claim_reads_only_runnable_tasks_when_most_wait_on_others() {
+    // Issue #15: 20 000 pending tasks wait on a dependency, 10 can run; the claim's
+    // partial index holds only the 10, in claim order: no sort, no scan of `tasks`.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("claimplan"), 1).expect("open");
+    let now = 1_700_000_000_000i64;
+    let plan = store
+        .run(|tx| {
+            tx.execute(
+                "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
+                &[&now],
+            )?;
+            tx.execute(
+                "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                                    deps_waiting, priority)
+                   SELECT 1, 't', 'pending', $1, $1, CASE WHEN i <= 10 THEN 0 ELSE 1 END, i % 5
+                     FROM generate_series(1, 20010) AS i",
+                &[&now],
+            )?;
+            tx.batch("ANALYZE tasks")?;
+            let hashes: Vec<Vec<u8>> = vec![vec![0; 32]; 10];
+            let rows = tx.query(
+                &format!("EXPLAIN {}", tasks::claim_sql(0)),
+                &[&1i64, &now, &"a", &(now + 1000), &10i64, &hashes],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        })
+        .expect("explain");
+    println!("{plan}");
+    assert!(
+        plan.contains("tasks_claim"),
+        "the claim uses tasks_claim:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan on tasks"),
+        "no scan of tasks:\n{plan}"
+    );
+    // Limit → LockRows → the index scan: rows come in claim order, so the scan
+    // stops after `limit` of them (the only sort numbers those few for the tokens).
+    let below_limit = plan.split("->  Limit").nth(1).expect("a Limit node");
+    let scan = below_limit
+        .find("Index Scan using tasks_claim")
+        .expect("the index under the Limit");
+    assert!(
+        !below_limit[..scan].contains("Sort"),
+        "no sort between the Limit and the index:\n{plan}"
+    );
+}

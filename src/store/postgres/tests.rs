@@ -351,6 +351,64 @@ fn script(s: &dyn Store) -> Vec<serde_json::Value> {
             .expect("projects")
             .items,
     ));
+    // The queue (SPEC §5a): a batch claim, complete and fail with tokens, stale
+    // tokens refused, dependencies blocked by a failure, the queue's stats.
+    let q = ran(s.create_project(
+        NewProject {
+            default_max_attempts: 2,
+            ..project("q", "")
+        },
+        actor.clone(),
+        None,
+    ));
+    let mut chain = vec![new_task("head", 9, &[])];
+    chain.push(new_task("other", 1, &[]));
+    let heads = ran(s.create_tasks(q.id, chain, actor.clone(), None));
+    let mut dependent = new_task("dep", 0, &[]);
+    dependent.depends_on = vec![heads[0].id];
+    let dep = ran(s.create_tasks(q.id, vec![dependent], actor.clone(), None));
+    out.push(norm(&dep));
+    let batch = ran(s.claim(
+        q.id,
+        Claim {
+            limit: 5,
+            ..claim(&[])
+        },
+        None,
+    ));
+    out.push(norm(&batch));
+    let token = |t: &Task| t.lease_token.clone().expect("a token");
+    let failure = |t: &Task, retry: bool| Failure {
+        token: token(t),
+        error: Some(r#"{"e":1}"#.into()),
+        retry,
+    };
+    out.push(
+        format!(
+            "{:?}",
+            s.complete(batch[0].id, None, "stale".into(), None, None)
+                .err()
+        )
+        .into(),
+    );
+    out.push(norm(&ran(s.fail(
+        batch[0].id,
+        None,
+        failure(&batch[0], false),
+        None,
+    ))));
+    out.push(norm(&s.get_task(dep[0].id, None).expect("blocked")));
+    out.push(norm(&ran(s.complete(
+        batch[1].id,
+        Some(q.id),
+        token(&batch[1]),
+        Some(r#"{"ok":1}"#.into()),
+        None,
+    ))));
+    let mut st = s.stats(q.id).expect("stats");
+    st.oldest_pending_age_seconds = None;
+    out.push(norm(&st));
+    out.push(norm(&s.list_events(q.id, 0, 100).expect("events").items));
     let k = s
         .create_key("k".into(), Role::Write, "db_abc".into(), [7; 32])
         .expect("key");
