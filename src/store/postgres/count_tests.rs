@@ -366,6 +366,30 @@ fn a_version_1_database_is_backfilled() {
         (after..=before).contains(&stats.completed_last_hour) && after > 0,
         "{after}..={before}: {stats:?}"
     );
+    // Migration 0003 (the queue) kept every row, with the queue's defaults, and an
+    // old pending task is claimable with a token.
+    let defaults: i64 = store
+        .run(|tx| {
+            let sql = "SELECT count(*) FROM tasks WHERE attempt = 0 AND max_attempts = 3
+                         AND not_before IS NULL AND depends_on = '[]' AND deps_waiting = 0";
+            Ok(tx.query_one(sql, &[])?.get(0))
+        })
+        .expect("count");
+    assert_eq!(defaults, 300);
+    let claim = Claim {
+        agent: "a".into(),
+        lease_seconds: 60,
+        labels: vec![],
+        limit: 1,
+    };
+    let got = store
+        .claim(1, claim, None)
+        .expect("claim")
+        .done()
+        .expect("ran");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attempt, 1);
+    assert!(got[0].lease_token.is_some());
 }
 
 #[test]
