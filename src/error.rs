@@ -148,6 +148,21 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::LeaseLost(m) => ApiError::new(409, "lease_lost", m),
+            StoreError::LeaseHeld => ApiError::new(
+                409,
+                "lease_held",
+                "an agent holds a live lease on this task; send its Lease-Token, or If-Match to force the change",
+            ),
+            StoreError::IdempotencyMismatch => ApiError::new(
+                422,
+                "idempotency_mismatch",
+                "this Idempotency-Key was used with a different request",
+            ),
+            StoreError::IdempotencyInFlight => ApiError::conflict(
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+            ),
+            StoreError::Invalid(field, m) => ApiError::validation(vec![Detail::new(field, m)]),
             StoreError::VersionMismatch(v) => ApiError::precondition_failed(format!(
                 "If-Match does not match the current version {v}"
             )),

@@ -35,6 +35,7 @@ pub(crate) mod restore;
 pub mod router;
 pub(crate) mod server;
 pub(crate) mod store;
+pub(crate) mod sweeper;
 pub(crate) mod sys;
 pub(crate) mod systemd;
 pub mod validate;

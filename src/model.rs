@@ -59,8 +59,8 @@ impl Serialize for TaskStatus {
     }
 }
 
-/// Project status.
-pub const PROJECT_STATUSES: [&str; 2] = ["active", "archived"];
+/// Project status: claims take tasks only from an `active` project (SPEC §5a).
+pub const PROJECT_STATUSES: [&str; 3] = ["active", "paused", "archived"];
 
 fn ts<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
     crate::clock::with_rfc3339(*ms, |t| s.serialize_str(t))
@@ -80,6 +80,8 @@ pub struct Project {
     pub name: String,
     pub description: String,
     pub status: String,
+    pub default_max_attempts: i64,
+    pub retry_backoff_seconds: i64,
     #[serde(skip)]
     pub version: i64,
     #[serde(serialize_with = "ts")]
@@ -101,9 +103,30 @@ pub struct Task {
     pub labels: Box<RawValue>,
     pub metadata: Box<RawValue>,
     pub result: Option<Box<RawValue>>,
+    /// The last failure (`{"reason":…}`), or null.
+    pub error: Option<Box<RawValue>>,
+    /// Claims so far.
+    pub attempt: i64,
+    pub max_attempts: i64,
+    #[serde(serialize_with = "opt_ts")]
+    pub not_before: Option<i64>,
+    /// Ids of the tasks this one waits for, as a JSON array.
+    pub depends_on: Box<RawValue>,
     pub version: i64,
     #[serde(serialize_with = "opt_ts")]
     pub lease_expires_at: Option<i64>,
+    /// The fencing token: only in the answer of the claim that made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    /// SHA-256 of the live lease's token (never shown).
+    #[serde(skip)]
+    pub lease_hash: Option<Vec<u8>>,
+    /// Failed after its last attempt (a dead letter).
+    #[serde(skip)]
+    pub dead: bool,
+    /// Dependencies not yet completed.
+    #[serde(skip)]
+    pub deps_waiting: i64,
     #[serde(serialize_with = "ts")]
     pub created_at: i64,
     #[serde(serialize_with = "ts")]
@@ -134,6 +157,14 @@ pub struct Stats {
     pub project_id: i64,
     pub total: i64,
     pub by_status: serde_json::Map<String, serde_json::Value>,
+    /// Pending, not yet due (`not_before` in the future).
+    pub scheduled: i64,
+    /// Pending on dependencies not yet completed.
+    pub waiting: i64,
+    /// Pending again after a failed or lost attempt.
+    pub retrying: i64,
+    /// Failed after the last attempt.
+    pub dead: i64,
     pub oldest_pending_age_seconds: Option<i64>,
     pub completed_last_hour: i64,
     pub timestamp: String,
@@ -187,6 +218,8 @@ pub struct NewProject {
     pub name: String,
     pub description: String,
     pub status: String,
+    pub default_max_attempts: i64,
+    pub retry_backoff_seconds: i64,
 }
 
 /// A validated partial project update.
@@ -195,6 +228,8 @@ pub struct ProjectPatch {
     pub name: Option<String>,
     pub description: Option<String>,
     pub status: Option<String>,
+    pub default_max_attempts: Option<i64>,
+    pub retry_backoff_seconds: Option<i64>,
 }
 
 /// A validated new task; JSON fields are already serialized.
@@ -208,6 +243,10 @@ pub struct NewTask {
     pub labels: Vec<String>,
     pub metadata: String,
     pub result: Option<String>,
+    /// `None`: the project's `default_max_attempts`.
+    pub max_attempts: Option<i64>,
+    pub not_before: Option<i64>,
+    pub depends_on: Vec<i64>,
 }
 
 /// A validated partial task update. `Some(None)` clears a nullable field.
@@ -221,6 +260,9 @@ pub struct TaskPatch {
     pub labels: Option<Vec<String>>,
     pub metadata: Option<String>,
     pub result: Option<Option<String>>,
+    pub max_attempts: Option<i64>,
+    pub not_before: Option<Option<i64>>,
+    pub depends_on: Option<Vec<i64>>,
 }
 
 /// A validated claim request.
@@ -229,6 +271,31 @@ pub struct Claim {
     pub agent: String,
     pub lease_seconds: i64,
     pub labels: Vec<String>,
+    /// Tasks to take at most (a batch claim answers a list even when it is 1).
+    pub limit: usize,
+}
+
+/// Proof of holding a task's lease: its token, or (older agents) the agent's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseProof {
+    Token(String),
+    Agent(String),
+}
+
+/// A validated `fail`: the token, the agent's error (JSON) and whether to retry.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub token: String,
+    pub error: Option<String>,
+    pub retry: bool,
+}
+
+/// A stored answer of an idempotent request (SPEC §5a `Idempotency-Key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// Order of a task listing.

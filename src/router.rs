@@ -76,6 +76,15 @@ pub(crate) static ROUTES: &[Route] = &[
     r(Patch, "/tasks/{id}", tasks::update, Write),
     r(Delete, "/tasks/{id}", tasks::delete, Write),
     r(Post, "/tasks/{id}/heartbeat", claim::heartbeat, Write),
+    r(Post, "/tasks/{id}/complete", claim::complete, Write),
+    r(Post, "/tasks/{id}/fail", claim::fail, Write),
+    r(
+        Post,
+        "/projects/{pid}/tasks/{id}/complete",
+        claim::complete,
+        Write,
+    ),
+    r(Post, "/projects/{pid}/tasks/{id}/fail", claim::fail, Write),
 ];
 
 /// The outcome of routing a request.

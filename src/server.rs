@@ -212,6 +212,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let status = format!("listening on {local}, {workers} workers");
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     let watchdog = crate::watchdog::start(app.clone(), local);
+    let sweeper = crate::sweeper::Sweeper::start(app.store.clone(), Box::new(|_pid| {}))
+        .map_err(|e| ServeError::new(EX_OSERR, format!("cannot start the lease sweeper: {e}")))?;
 
     for sig in signals.forever() {
         match sig {
@@ -219,7 +221,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             _ => break,
         }
     }
-    shutdown(&app, server, handles, watchdog)
+    shutdown(&app, server, handles, watchdog, sweeper)
 }
 
 /// SIGHUP: reopen the access log and re-read the log level (SPEC §6).
@@ -248,6 +250,7 @@ fn shutdown(
     server: Arc<tiny_http::Server>,
     handles: Vec<std::thread::JoinHandle<()>>,
     watchdog: Option<std::thread::JoinHandle<()>>,
+    sweeper: crate::sweeper::Sweeper,
 ) -> Result<(), ServeError> {
     let drain = app.config.shutdown_drain;
     log::info!(target: "server", drain_seconds = drain.as_secs(); "shutdown requested: draining");
@@ -277,6 +280,7 @@ fn shutdown(
         log::warn!(target: "server", inflight = left; "shutdown timeout reached with requests still running");
     }
     drop(server);
+    sweeper.stop();
     app.store
         .close()
         .map_err(|e| ServeError::new(EX_IOERR, format!("closing the database failed: {e}")))?;

@@ -19,6 +19,14 @@ pub const LEASE_DEFAULT_SECONDS: i64 = 300;
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1_000_000..=1_000_000;
 /// Most tasks in one bulk create.
 pub const BULK_MAX: usize = 1000;
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
+pub const BACKOFF_RANGE: std::ops::RangeInclusive<i64> = 0..=86_400;
+pub const DEPENDS_MAX: usize = 100;
+pub const CLAIM_LIMIT_MAX: i64 = 100;
+pub const WAIT_MAX_SECONDS: i64 = 60;
+/// A lease token as the claim hands it out: 32 hex digits (longer input is refused,
+/// not hashed).
+pub const TOKEN_MAX: usize = 128;
 
 type Problems = Vec<Detail>;
 
@@ -201,7 +209,90 @@ impl<'a> Check<'a> {
     fn project_status(&mut self, field: &str) -> Option<String> {
         let s = self.string(field, false, 1, 32)?;
         if !PROJECT_STATUSES.contains(&s.as_str()) {
-            self.problem(field, "must be active or archived");
+            self.problem(field, "must be active, paused or archived");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn boolean(&mut self, field: &str) -> Option<bool> {
+        match self.present(field)? {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.problem(field, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// An RFC 3339 instant or null: `Some(None)` for null.
+    fn nullable_time(&mut self, field: &str) -> Option<Option<i64>> {
+        match self.present(field)? {
+            Value::Null => Some(None),
+            Value::String(s) => match crate::clock::parse_rfc3339(s) {
+                Some(ms) => Some(Some(ms)),
+                None => {
+                    self.problem(field, "must be an RFC 3339 date-time or null");
+                    None
+                }
+            },
+            _ => {
+                self.problem(field, "must be an RFC 3339 date-time or null");
+                None
+            }
+        }
+    }
+
+    /// Task ids, at most `DEPENDS_MAX`, each once.
+    fn task_ids(&mut self, field: &str) -> Option<Vec<i64>> {
+        let v = self.present(field)?;
+        let Some(items) = v.as_array() else {
+            self.problem(field, "must be an array of task ids");
+            return None;
+        };
+        if items.len() > DEPENDS_MAX {
+            self.problem(field, format!("at most {DEPENDS_MAX} tasks"));
+            return None;
+        }
+        let mut out: Vec<i64> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            // A whole number written as 3.0 is the integer 3 (as in `integer`).
+            let whole = item.as_i64().or_else(|| {
+                item.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            });
+            match whole {
+                Some(id) if id > 0 => {
+                    if !out.contains(&id) {
+                        out.push(id)
+                    }
+                }
+                _ => {
+                    self.problem(
+                        &format!("{field}[{i}]"),
+                        "must be a task id (an integer above 0)",
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Any JSON (an agent's error), within the size and nesting limits, serialized.
+    fn any_json(&mut self, field: &str) -> Option<String> {
+        let v = self.present(field)?;
+        if depth(v) > NESTING_MAX {
+            self.problem(field, format!("nested deeper than {NESTING_MAX} levels"));
+            return None;
+        }
+        let s = v.to_string();
+        if s.len() > JSON_FIELD_MAX_BYTES {
+            self.problem(
+                field,
+                format!("larger than {JSON_FIELD_MAX_BYTES} bytes serialized"),
+            );
             return None;
         }
         Some(s)
@@ -225,7 +316,13 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-const PROJECT_FIELDS: &[&str] = &["name", "description", "status"];
+const PROJECT_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "status",
+    "default_max_attempts",
+    "retry_backoff_seconds",
+];
 const TASK_FIELDS: &[&str] = &[
     "title",
     "description",
@@ -235,7 +332,12 @@ const TASK_FIELDS: &[&str] = &[
     "labels",
     "metadata",
     "result",
+    "max_attempts",
+    "not_before",
+    "depends_on",
 ];
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
+pub const DEFAULT_BACKOFF_SECONDS: i64 = 10;
 
 pub fn new_project(v: &Value) -> Result<NewProject, Problems> {
     let mut c = Check::new(v, "", PROJECT_FIELDS)?;
@@ -246,6 +348,12 @@ pub fn new_project(v: &Value) -> Result<NewProject, Problems> {
         name: name.unwrap_or_default(),
         description: description.unwrap_or_default(),
         status: status.unwrap_or_else(|| "active".into()),
+        default_max_attempts: c
+            .integer("default_max_attempts", MAX_ATTEMPTS_RANGE)
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+        retry_backoff_seconds: c
+            .integer("retry_backoff_seconds", BACKOFF_RANGE)
+            .unwrap_or(DEFAULT_BACKOFF_SECONDS),
     };
     c.finish(p)
 }
@@ -256,6 +364,8 @@ pub fn project_patch(v: &Value) -> Result<ProjectPatch, Problems> {
         name: c.string("name", false, 1, NAME_MAX),
         description: c.string("description", false, 0, DESCRIPTION_MAX),
         status: c.project_status("status"),
+        default_max_attempts: c.integer("default_max_attempts", MAX_ATTEMPTS_RANGE),
+        retry_backoff_seconds: c.integer("retry_backoff_seconds", BACKOFF_RANGE),
     };
     if c.obj.is_empty() {
         c.problem("", "no fields to update");
@@ -277,6 +387,9 @@ pub fn new_task(v: &Value, prefix: &str) -> Result<NewTask, Problems> {
         labels: c.labels("labels").unwrap_or_default(),
         metadata: c.object("metadata").unwrap_or_else(|| "{}".into()),
         result: c.nullable_object("result").flatten(),
+        max_attempts: c.integer("max_attempts", MAX_ATTEMPTS_RANGE),
+        not_before: c.nullable_time("not_before").flatten(),
+        depends_on: c.task_ids("depends_on").unwrap_or_default(),
     };
     c.finish(t)
 }
@@ -318,6 +431,9 @@ pub fn task_patch(v: &Value) -> Result<TaskPatch, Problems> {
         labels: c.labels("labels"),
         metadata: c.object("metadata"),
         result: c.nullable_object("result"),
+        max_attempts: c.integer("max_attempts", MAX_ATTEMPTS_RANGE),
+        not_before: c.nullable_time("not_before"),
+        depends_on: c.task_ids("depends_on"),
     };
     if c.obj.is_empty() {
         c.problem("", "no fields to update");
@@ -325,28 +441,84 @@ pub fn task_patch(v: &Value) -> Result<TaskPatch, Problems> {
     c.finish(p)
 }
 
-pub fn claim(v: &Value) -> Result<Claim, Problems> {
-    let mut c = Check::new(v, "", &["agent", "lease_seconds", "labels"])?;
+/// A claim body, checked: the claim, whether it asked for a batch (`limit`: the
+/// answer is a list), and how long to wait for work (SPEC §9).
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub claim: Claim,
+    pub batch: bool,
+    pub wait_seconds: i64,
+}
+
+pub fn claim(v: &Value) -> Result<ClaimRequest, Problems> {
+    let mut c = Check::new(
+        v,
+        "",
+        &["agent", "lease_seconds", "labels", "limit", "wait_seconds"],
+    )?;
     let agent = c.string("agent", true, 1, AGENT_MAX);
     let lease = c.integer("lease_seconds", 1..=LEASE_MAX_SECONDS);
     let labels = c.labels("labels");
-    let claim = Claim {
-        agent: agent.unwrap_or_default(),
-        lease_seconds: lease.unwrap_or(LEASE_DEFAULT_SECONDS),
-        labels: labels.unwrap_or_default(),
+    let limit = c.integer("limit", 1..=CLAIM_LIMIT_MAX);
+    let wait = c.integer("wait_seconds", 0..=WAIT_MAX_SECONDS);
+    let req = ClaimRequest {
+        claim: Claim {
+            agent: agent.unwrap_or_default(),
+            lease_seconds: lease.unwrap_or(LEASE_DEFAULT_SECONDS),
+            labels: labels.unwrap_or_default(),
+            limit: limit.unwrap_or(1) as usize,
+        },
+        batch: limit.is_some(),
+        wait_seconds: wait.unwrap_or(0),
     };
-    c.finish(claim)
+    c.finish(req)
 }
 
-/// A heartbeat body: the agent and an optional new lease length.
-pub fn heartbeat(v: &Value) -> Result<(String, i64), Problems> {
-    let mut c = Check::new(v, "", &["agent", "lease_seconds"])?;
-    let agent = c.string("agent", true, 1, AGENT_MAX);
+/// A heartbeat body: the lease token (or, from older agents, the agent's name) and
+/// an optional new lease length.
+pub fn heartbeat(v: &Value) -> Result<(LeaseProof, i64), Problems> {
+    let mut c = Check::new(v, "", &["lease_token", "agent", "lease_seconds"])?;
+    let token = c.string("lease_token", false, 1, TOKEN_MAX);
+    let agent = c.string("agent", false, 1, AGENT_MAX);
     let lease = c.integer("lease_seconds", 1..=LEASE_MAX_SECONDS);
+    let proof = match (token, agent) {
+        (Some(t), _) => Some(LeaseProof::Token(t)),
+        (None, Some(a)) => Some(LeaseProof::Agent(a)),
+        (None, None) => {
+            if c.present("lease_token").is_none() && c.present("agent").is_none() {
+                c.problem("lease_token", "required");
+            }
+            None
+        }
+    };
     let out = (
-        agent.unwrap_or_default(),
+        proof.unwrap_or(LeaseProof::Agent(String::new())),
         lease.unwrap_or(LEASE_DEFAULT_SECONDS),
     );
+    c.finish(out)
+}
+
+/// A `complete` body: the lease token and an optional result object.
+pub fn complete(v: &Value) -> Result<(String, Option<String>), Problems> {
+    let mut c = Check::new(v, "", &["lease_token", "result"])?;
+    let token = c.string("lease_token", true, 1, TOKEN_MAX);
+    let result = c.nullable_object("result").flatten();
+    let out = (token.unwrap_or_default(), result);
+    c.finish(out)
+}
+
+/// A `fail` body: the lease token, the agent's error (any JSON) and whether to retry
+/// (default true).
+pub fn fail(v: &Value) -> Result<Failure, Problems> {
+    let mut c = Check::new(v, "", &["lease_token", "error", "retry"])?;
+    let token = c.string("lease_token", true, 1, TOKEN_MAX);
+    let error = c.any_json("error");
+    let retry = c.boolean("retry");
+    let out = Failure {
+        token: token.unwrap_or_default(),
+        error,
+        retry: retry.unwrap_or(true),
+    };
     c.finish(out)
 }
 
@@ -379,6 +551,15 @@ mod tests {
         }
         let e = new_task(&json!({"title": "x", "metadata": v}), "").unwrap_err();
         assert_eq!(e[0].field, "metadata");
+    }
+
+    #[test]
+    fn dependency_ids_are_whole_numbers_as_json_has_them() {
+        let t = new_task(&json!({"title": "x", "depends_on": [1.0, 2, 2]}), "").expect("ok");
+        assert_eq!(t.depends_on, vec![1, 2]);
+        for bad in [json!([1.5]), json!([0]), json!(["1"]), json!(1)] {
+            assert!(new_task(&json!({"title": "x", "depends_on": bad}), "").is_err());
+        }
     }
 
     #[test]

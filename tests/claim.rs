@@ -101,13 +101,14 @@ fn expired_lease_is_claimable_again_and_heartbeats_guard_the_holder() {
     };
     let first = claim("agent-1", 1);
     assert_eq!(first.json()["id"], id);
-    // While the lease runs, nobody else gets it, and a stranger's heartbeat is refused.
+    // While the lease runs, nobody else gets it, and a stranger's heartbeat is refused
+    // (SPEC §5a: lease_lost, from its point of view).
     assert_eq!(claim("agent-2", 60).status, 204);
     let hb = s.post(
         &format!("/tasks/{id}/heartbeat"),
         &json!({"agent": "agent-2"}),
     );
-    assert_eq!((hb.status, hb.code()), (409, "conflict".into()));
+    assert_eq!((hb.status, hb.code()), (409, "lease_lost".into()));
     // The holder's heartbeat extends the lease without changing the version.
     let hb = s.post(
         &format!("/tasks/{id}/heartbeat"),
@@ -133,8 +134,18 @@ fn expired_lease_is_claimable_again_and_heartbeats_guard_the_holder() {
         .status,
         200
     );
-    // A finished task cannot be heartbeaten.
-    s.patch(&format!("/tasks/{id}"), &json!({"status": "completed"}));
+    // A live lease protects the task from a PATCH (SPEC §5a) unless If-Match forces it;
+    // a finished task cannot be heartbeaten.
+    let held = s.patch(&format!("/tasks/{id}"), &json!({"status": "completed"}));
+    assert_eq!((held.status, held.code()), (409, "lease_held".into()));
+    let version = s.get(&format!("/tasks/{id}")).json()["version"].to_string();
+    let forced = s.call_with(
+        "PATCH",
+        &format!("/tasks/{id}"),
+        Some(&json!({"status": "completed"})),
+        &[("If-Match", version.as_str())],
+    );
+    assert_eq!(forced.status, 200, "{}", forced.text());
     assert_eq!(
         s.post(
             &format!("/tasks/{id}/heartbeat"),

@@ -33,6 +33,9 @@ mod observability;
 mod ops;
 /// Projects: create, list with cursor, get, patch, delete with cascade.
 mod projects;
+/// Work-queue semantics: fencing, retries, dead letters, schedules, dependencies,
+/// batch claims, idempotency keys.
+mod queue;
 /// Rate limiting: keyed on the authenticated key or the client address; TRUSTED_PROXIES.
 mod ratelimit;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.

@@ -15,8 +15,8 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::health::Health;
 use crate::lifecycle::Lifecycle;
-use crate::model::ApiKey;
-use crate::store::Store;
+use crate::model::{ApiKey, Reply};
+use crate::store::{Idem, Outcome, Store};
 use crate::wire::{Params, Request, Response};
 pub use params::Query;
 
@@ -67,6 +67,86 @@ impl Call<'_> {
     /// Decoded query parameters.
     pub fn query(&self) -> Result<Query, ApiError> {
         Query::of(self.req)
+    }
+
+    /// The `Lease-Token` header: proof of holding a task's lease on `PATCH`/`DELETE`.
+    pub fn lease_token(&self) -> Option<String> {
+        self.req
+            .header("lease-token")
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= crate::validate::TOKEN_MAX)
+            .map(String::from)
+    }
+
+    /// The POST's `Idempotency-Key` (SPEC §5a), if it sent one: scoped to the API key,
+    /// with the request's fingerprint and how its answer is rendered for replays.
+    pub fn idempotency<T>(
+        &self,
+        render: impl Fn(&T) -> Response + Send + 'static,
+    ) -> Result<Option<Idem<T>>, ApiError> {
+        let Some(key) = self.req.header("idempotency-key") else {
+            return Ok(None);
+        };
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            ));
+        }
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.req.method.as_str().as_bytes());
+        h.update(b" ");
+        h.update(self.req.path.as_bytes());
+        h.update(b"?");
+        h.update(self.req.query.as_bytes());
+        h.update(b"\n");
+        h.update(&self.req.body);
+        Ok(Some(Idem {
+            scope: self.key.map_or(0, |k| k.id),
+            key: key.to_string(),
+            fingerprint: h.finalize().into(),
+            render: Box::new(move |v: &T| reply_of(&render(v))),
+        }))
+    }
+}
+
+/// What a replay needs of a response.
+fn reply_of(r: &Response) -> Reply {
+    Reply {
+        status: r.status,
+        headers: r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect(),
+        body: r.body.clone(),
+    }
+}
+
+/// The answer of an idempotent write: rendered now, or the stored one replayed.
+pub fn answer<T>(
+    outcome: Outcome<T>,
+    render: impl Fn(&T) -> Response,
+) -> Result<Response, ApiError> {
+    match outcome {
+        Outcome::Done(v) => Ok(render(&v)),
+        Outcome::Replay(r) => {
+            let mut resp = if r.body.is_empty() {
+                Response::empty(r.status)
+            } else {
+                Response::raw(r.status, crate::wire::response::JSON, r.body)
+            };
+            for (n, v) in r.headers {
+                // Only the headers our writes answer with are stored.
+                let name = match n.as_str() {
+                    "ETag" => "ETag",
+                    "Location" => "Location",
+                    _ => continue,
+                };
+                resp.headers.push((name, v));
+            }
+            Ok(resp.with_header("Idempotent-Replayed", "true"))
+        }
     }
 }
 

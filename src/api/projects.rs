@@ -1,8 +1,8 @@
 //! Projects: list, create, get, update, delete.
 
-use super::{decode_cursor, encode_cursor, etag, list_response, params, Call};
+use super::{answer, decode_cursor, encode_cursor, etag, list_response, params, Call};
 use crate::error::ApiError;
-use crate::http::response::Response;
+use crate::wire::Response;
 use crate::model::Project;
 use crate::validate;
 
@@ -27,8 +27,13 @@ pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
 
 pub fn create(c: &Call<'_>) -> Result<Response, ApiError> {
     let new = validate::new_project(&c.json()?).map_err(ApiError::validation)?;
-    let p = c.app.store.create_project(new, c.actor())?;
-    Ok(one(201, &p).with_header("Location", format!("/projects/{}", p.id)))
+    let idem = c.idempotency(created)?;
+    let out = c.app.store.create_project(new, c.actor(), idem)?;
+    answer(out, created)
+}
+
+fn created(p: &Project) -> Response {
+    one(201, p).with_header("Location", format!("/projects/{}", p.id))
 }
 
 pub fn get(c: &Call<'_>) -> Result<Response, ApiError> {

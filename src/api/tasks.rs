@@ -1,9 +1,9 @@
 //! Tasks: list (filters, sort, cursor paging), create (one or bulk), get, update,
 //! delete. Reachable as `/tasks/{id}` and `/projects/{pid}/tasks/{id}`.
 
-use super::{decode_cursor, encode_cursor, etag, list_response, params, Call};
+use super::{answer, decode_cursor, encode_cursor, etag, list_response, params, Call};
 use crate::error::ApiError;
-use crate::http::response::Response;
+use crate::wire::Response;
 use crate::model::{Task, TaskCursor, TaskQuery, TaskSort, TaskStatus};
 use crate::{metrics, validate};
 
@@ -73,13 +73,24 @@ pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
 
 pub fn create(c: &Call<'_>) -> Result<Response, ApiError> {
     let (new, bulk) = validate::new_tasks(&c.json()?).map_err(ApiError::validation)?;
-    let tasks = c.app.store.create_tasks(c.params.id(), new, c.actor())?;
-    metrics::tasks_created(tasks.len());
-    if bulk {
-        return Ok(list_response(&tasks, None).with_status(201));
+    let render = move |tasks: &Vec<Task>| created(tasks, bulk);
+    let idem = c.idempotency(render)?;
+    let out = c
+        .app
+        .store
+        .create_tasks(c.params.id(), new, c.actor(), idem)?;
+    if let crate::store::Outcome::Done(tasks) = &out {
+        metrics::tasks_created(tasks.len());
     }
-    let t = tasks.first().ok_or_else(ApiError::internal)?;
-    Ok(one(201, t).with_header("Location", format!("/tasks/{}", t.id)))
+    answer(out, render)
+}
+
+/// 201 with the task and its `Location`, or (a bulk create) the list.
+fn created(tasks: &[Task], bulk: bool) -> Response {
+    match tasks.first() {
+        Some(t) if !bulk => one(201, t).with_header("Location", format!("/tasks/{}", t.id)),
+        _ => list_response(tasks, None).with_status(201),
+    }
 }
 
 pub fn get(c: &Call<'_>) -> Result<Response, ApiError> {
@@ -94,6 +105,7 @@ pub fn update(c: &Call<'_>) -> Result<Response, ApiError> {
         c.params.parent(),
         patch,
         c.if_match(),
+        c.lease_token(),
         c.actor(),
     )?;
     metrics::tasks_updated(1);
@@ -101,8 +113,12 @@ pub fn update(c: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn delete(c: &Call<'_>) -> Result<Response, ApiError> {
-    c.app
-        .store
-        .delete_task(c.params.id(), c.params.parent(), c.if_match(), c.actor())?;
+    c.app.store.delete_task(
+        c.params.id(),
+        c.params.parent(),
+        c.if_match(),
+        c.lease_token(),
+        c.actor(),
+    )?;
     Ok(Response::empty(204))
 }

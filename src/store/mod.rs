@@ -9,6 +9,7 @@
 
 pub mod patch;
 pub mod postgres;
+pub mod queue;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -20,8 +21,19 @@ use crate::model::*;
 pub enum StoreError {
     /// The named thing ("project", "task", "api key") does not exist.
     NotFound(&'static str),
-    /// The operation conflicts with the current state (e.g. a lease held by another agent).
+    /// The operation conflicts with the current state.
     Conflict(String),
+    /// The caller's lease token is stale or wrong, or its lease ran out (SPEC §5a).
+    LeaseLost(String),
+    /// A live lease protects the task; `If-Match` or the token overrides it.
+    LeaseHeld,
+    /// An `Idempotency-Key` reused with a different request.
+    IdempotencyMismatch,
+    /// The first request with this `Idempotency-Key` is still running.
+    IdempotencyInFlight,
+    /// A rule the body breaks that only the stored data can show (a dependency in
+    /// another project, a cycle): `validation_failed` with this field and problem.
+    Invalid(&'static str, String),
     /// `If-Match` named a version that is no longer current; carries the current one.
     VersionMismatch(i64),
     /// The database stayed locked longer than the busy timeout.
@@ -39,6 +51,11 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::NotFound(what) => write!(f, "{what} not found"),
             StoreError::Conflict(m) => write!(f, "conflict: {m}"),
+            StoreError::LeaseLost(m) => write!(f, "lease lost: {m}"),
+            StoreError::LeaseHeld => write!(f, "a live lease holds the task"),
+            StoreError::IdempotencyMismatch => write!(f, "idempotency key reused"),
+            StoreError::IdempotencyInFlight => write!(f, "idempotent request in flight"),
+            StoreError::Invalid(field, m) => write!(f, "{field}: {m}"),
             StoreError::VersionMismatch(v) => write!(f, "current version is {v}"),
             StoreError::Busy => write!(f, "database is busy"),
             StoreError::Full => write!(f, "database or disk is full"),
@@ -51,6 +68,37 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A write made idempotent by an `Idempotency-Key` (SPEC §5a): the engine looks the
+/// key up in the write's own transaction, and stores `render`'s answer with the write.
+pub struct Idem<T> {
+    /// Whose key: the API key's id (0 with `AUTH_DISABLED`).
+    pub scope: i64,
+    pub key: String,
+    /// SHA-256 of method, path and body: the same key with another request is refused.
+    pub fingerprint: [u8; 32],
+    /// The answer the request gets, stored for replays.
+    pub render: Box<dyn FnOnce(&T) -> Reply + Send>,
+}
+
+/// What an idempotent write did: ran now, or an earlier run's answer.
+pub enum Outcome<T> {
+    Done(T),
+    Replay(Reply),
+}
+
+impl<T> Outcome<T> {
+    /// The value of a write that ran now; `None` for a replay.
+    pub fn done(self) -> Option<T> {
+        match self {
+            Outcome::Done(v) => Some(v),
+            Outcome::Replay(_) => None,
+        }
+    }
+}
+
+/// How long a stored idempotent answer is kept.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// Open options.
 #[derive(Debug, Clone)]
@@ -102,7 +150,12 @@ pub trait ProjectStore {
         limit: usize,
     ) -> Result<Page<Project>>;
     fn get_project(&self, id: i64) -> Result<Project>;
-    fn create_project(&self, p: NewProject, actor: Option<String>) -> Result<Project>;
+    fn create_project(
+        &self,
+        p: NewProject,
+        actor: Option<String>,
+        idem: Option<Idem<Project>>,
+    ) -> Result<Outcome<Project>>;
     fn update_project(
         &self,
         id: i64,
@@ -116,17 +169,25 @@ pub trait ProjectStore {
 /// Tasks, claims and leases, counts and the activity feed.
 pub trait TaskStore {
     /// Creates all of `new` in project `pid`, or none of them.
-    fn create_tasks(&self, pid: i64, new: Vec<NewTask>, actor: Option<String>)
-        -> Result<Vec<Task>>;
+    fn create_tasks(
+        &self,
+        pid: i64,
+        new: Vec<NewTask>,
+        actor: Option<String>,
+        idem: Option<Idem<Vec<Task>>>,
+    ) -> Result<Outcome<Vec<Task>>>;
     /// A task by id; with `pid`, only if it belongs to that project.
     fn get_task(&self, id: i64, pid: Option<i64>) -> Result<Task>;
     fn list_tasks(&self, pid: i64, q: TaskQuery) -> Result<Page<Task>>;
+    /// A `PATCH`; a live lease refuses it (`LeaseHeld`) unless `if_match` or the
+    /// lease's `token` comes with it.
     fn update_task(
         &self,
         id: i64,
         pid: Option<i64>,
         patch: TaskPatch,
         if_match: Option<i64>,
+        token: Option<String>,
         actor: Option<String>,
     ) -> Result<Task>;
     fn delete_task(
@@ -134,18 +195,50 @@ pub trait TaskStore {
         id: i64,
         pid: Option<i64>,
         if_match: Option<i64>,
+        token: Option<String>,
         actor: Option<String>,
     ) -> Result<()>;
-    /// Atomically takes the best claimable task of project `pid`, or `None`.
-    fn claim(&self, pid: i64, claim: Claim) -> Result<Option<Task>>;
-    /// Extends the lease of a task `agent` holds.
+    /// Atomically takes up to `claim.limit` claimable tasks of project `pid`, best
+    /// first, each with a fresh lease token (in the answer only).
+    fn claim(
+        &self,
+        pid: i64,
+        claim: Claim,
+        idem: Option<Idem<Vec<Task>>>,
+    ) -> Result<Outcome<Vec<Task>>>;
+    /// Extends a live lease the caller proves it holds.
     fn heartbeat(
         &self,
         id: i64,
         pid: Option<i64>,
-        agent: String,
+        proof: LeaseProof,
         lease_seconds: i64,
-    ) -> Result<Task>;
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>>;
+    /// Completes a task whose live lease `token` names.
+    fn complete(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        token: String,
+        result: Option<String>,
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>>;
+    /// Fails the attempt of a task whose live lease the failure's token names: back to
+    /// pending after a backoff, or failed (at the last attempt, or `retry: false`).
+    fn fail(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        failure: Failure,
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>>;
+    /// Returns tasks whose lease ran out to pending (or fails them at their last
+    /// attempt), up to `limit`; the projects that got claimable work, for wake-ups.
+    fn sweep_leases(&self, limit: usize) -> Result<Vec<i64>>;
+    /// Deletes stored idempotent answers older than `IDEMPOTENCY_TTL_MS`, up to
+    /// `limit`; how many.
+    fn purge_idempotency(&self, limit: usize) -> Result<usize>;
     fn stats(&self, pid: i64) -> Result<Stats>;
     /// Task counts by status over all projects (the `tasks{status}` gauge).
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>>;

@@ -11,14 +11,29 @@ fn to_raw(s: String) -> Result<Box<serde_json::value::RawValue>> {
     serde_json::value::RawValue::from_string(s).map_err(|e| StoreError::Other(e.to_string()))
 }
 
-/// Moves `t` to status `to`, keeping the lifecycle timestamps right.
+/// Moves `t` to status `to`, keeping the lifecycle timestamps and the lease right:
+/// leaving `in_progress` ends the lease (its holder's `complete` then gets
+/// `lease_lost`); entering it by hand gives a lease without a token, so the sweeper
+/// returns the task if nobody finishes it; back to `pending` re-arms it (SPEC §5a).
 pub fn transition(t: &mut Task, to: TaskStatus, now: i64) {
-    if to == TaskStatus::InProgress && t.started_at.is_none() {
-        t.started_at = Some(now);
+    if to == TaskStatus::InProgress {
+        if t.started_at.is_none() {
+            t.started_at = Some(now);
+        }
+        if t.lease_expires_at.is_none() {
+            t.lease_expires_at = Some(now + super::queue::PATCH_LEASE_MS);
+        }
+    } else {
+        t.lease_expires_at = None;
+        t.lease_hash = None;
     }
     t.completed_at = to.is_terminal().then_some(now);
-    if to != TaskStatus::InProgress {
-        t.lease_expires_at = None;
+    if to == TaskStatus::Pending {
+        if t.status.is_terminal() {
+            t.attempt = 0;
+        }
+        t.error = None;
+        t.dead = false;
     }
     t.status = to;
 }
@@ -59,6 +74,23 @@ pub fn apply_task(t: &mut Task, patch: &TaskPatch, now: i64) -> Result<Map<Strin
             v.as_deref().map(parse).unwrap_or(Json::Null),
         );
     }
+    if let Some(v) = patch.max_attempts {
+        t.max_attempts = v;
+        changes.insert("max_attempts".into(), v.into());
+    }
+    if let Some(v) = patch.not_before {
+        t.not_before = v;
+        changes.insert(
+            "not_before".into(),
+            v.map(|ms| crate::clock::rfc3339(ms).into())
+                .unwrap_or(Json::Null),
+        );
+    }
+    if let Some(v) = &patch.depends_on {
+        let s = serde_json::to_string(v).map_err(|e| StoreError::Other(e.to_string()))?;
+        t.depends_on = to_raw(s)?;
+        changes.insert("depends_on".into(), v.clone().into());
+    }
     if let Some(s) = patch.status {
         if s != t.status {
             transition(t, s, now);
@@ -82,6 +114,14 @@ pub fn apply_project(p: &mut Project, patch: &ProjectPatch) -> Map<String, Json>
     if let Some(v) = &patch.status {
         changes.insert("status".into(), v.clone().into());
         p.status = v.clone();
+    }
+    if let Some(v) = patch.default_max_attempts {
+        changes.insert("default_max_attempts".into(), v.into());
+        p.default_max_attempts = v;
+    }
+    if let Some(v) = patch.retry_backoff_seconds {
+        changes.insert("retry_backoff_seconds".into(), v.into());
+        p.retry_backoff_seconds = v;
     }
     changes
 }

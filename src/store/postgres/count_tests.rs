@@ -232,6 +232,9 @@ fn new_task(status: TaskStatus) -> NewTask {
         labels: vec![],
         metadata: "{}".into(),
         result: None,
+        max_attempts: None,
+        not_before: None,
+        depends_on: vec![],
     }
 }
 
@@ -248,10 +251,15 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
                 name: "p".into(),
                 description: String::new(),
                 status: "active".into(),
+                default_max_attempts: 3,
+                retry_backoff_seconds: 10,
             },
+            None,
             None,
         )
         .expect("project")
+        .done()
+        .expect("ran")
         .id;
     let threads: Vec<_> = (0..6u64)
         .map(|t| {
@@ -266,15 +274,16 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
                                 .chain([TaskStatus::Completed, TaskStatus::Blocked])
                                 .map(new_task)
                                 .collect();
-                            store.create_tasks(pid, batch, None).map(|_| ())
+                            store.create_tasks(pid, batch, None, None).map(|_| ())
                         }
                         1 => {
                             let claim = Claim {
                                 agent: format!("a{t}"),
                                 lease_seconds: 60,
                                 labels: vec![],
+                                limit: 2,
                             };
-                            store.claim(pid, claim).map(|_| ())
+                            store.claim(pid, claim, None).map(|_| ())
                         }
                         _ => {
                             let statuses = [
@@ -298,8 +307,12 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
                                 status: Some(statuses[rng.below(3) as usize]),
                                 ..Default::default()
                             };
-                            match store.update_task(task.id, None, patch, None, None) {
-                                Err(StoreError::NotFound(_)) => Ok(()),
+                            // With If-Match: an operator's forced change, past a live lease.
+                            let v = Some(task.version);
+                            match store.update_task(task.id, None, patch, v, None, None) {
+                                Err(StoreError::NotFound(_) | StoreError::VersionMismatch(_)) => {
+                                    Ok(())
+                                }
                                 other => other.map(|_| ()),
                             }
                         }
@@ -352,5 +365,83 @@ fn a_version_1_database_is_backfilled() {
     assert!(
         (after..=before).contains(&stats.completed_last_hour) && after > 0,
         "{after}..={before}: {stats:?}"
+    );
+    // Migration 0003 (the queue) kept every row, with the queue's defaults, and an
+    // old pending task is claimable with a token.
+    let defaults: i64 = store
+        .run(|tx| {
+            let sql = "SELECT count(*) FROM tasks WHERE attempt = 0 AND max_attempts = 3
+                         AND not_before IS NULL AND depends_on = '[]' AND deps_waiting = 0";
+            Ok(tx.query_one(sql, &[])?.get(0))
+        })
+        .expect("count");
+    assert_eq!(defaults, 300);
+    let claim = Claim {
+        agent: "a".into(),
+        lease_seconds: 60,
+        labels: vec![],
+        limit: 1,
+    };
+    let got = store
+        .claim(1, claim, None)
+        .expect("claim")
+        .done()
+        .expect("ran");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attempt, 1);
+    assert!(got[0].lease_token.is_some());
+}
+
+#[test]
+fn the_claim_reads_only_runnable_tasks_when_most_wait_on_others() {
+    // Issue #15: 20 000 pending tasks wait on a dependency, 10 can run; the claim's
+    // partial index holds only the 10, in claim order: no sort, no scan of `tasks`.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("claimplan"), 1).expect("open");
+    let now = 1_700_000_000_000i64;
+    let plan = store
+        .run(|tx| {
+            tx.execute(
+                "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
+                &[&now],
+            )?;
+            tx.execute(
+                "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                                    deps_waiting, priority)
+                   SELECT 1, 't', 'pending', $1, $1, CASE WHEN i <= 10 THEN 0 ELSE 1 END, i % 5
+                     FROM generate_series(1, 20010) AS i",
+                &[&now],
+            )?;
+            tx.batch("ANALYZE tasks")?;
+            let hashes: Vec<Vec<u8>> = vec![vec![0; 32]; 10];
+            let rows = tx.query(
+                &format!("EXPLAIN {}", tasks::claim_sql(0)),
+                &[&1i64, &now, &"a", &(now + 1000), &10i64, &hashes],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        })
+        .expect("explain");
+    println!("{plan}");
+    assert!(
+        plan.contains("tasks_claim"),
+        "the claim uses tasks_claim:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan on tasks"),
+        "no scan of tasks:\n{plan}"
+    );
+    // Limit → LockRows → the index scan: rows come in claim order, so the scan
+    // stops after `limit` of them (the only sort numbers those few for the tokens).
+    let below_limit = plan.split("->  Limit").nth(1).expect("a Limit node");
+    let scan = below_limit
+        .find("Index Scan using tasks_claim")
+        .expect("the index under the Limit");
+    assert!(
+        !below_limit[..scan].contains("Sort"),
+        "no sort between the Limit and the index:\n{plan}"
     );
 }

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "task_counts",
         include_str!("migrations/0002_task_counts.sql"),
     ),
+    (3, "queue", include_str!("migrations/0003_queue.sql")),
 ];
 
 /// Advisory lock key of migrations ("dashmigr").

@@ -23,6 +23,7 @@ pub mod admin;
 mod apikeys;
 mod connect;
 mod events;
+mod idempotency;
 pub mod migrate;
 mod pool;
 mod projects;
@@ -41,7 +42,7 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Row, Statement};
 
-use super::{KeyStore, Probe, ProjectStore, Result, StoreError, TaskStore};
+use super::{Idem, KeyStore, Outcome, Probe, ProjectStore, Result, StoreError, TaskStore};
 use crate::model::*;
 use connect::Connector;
 use pool::Pool;
@@ -286,8 +287,13 @@ impl ProjectStore for PgStore {
         self.run(|tx| projects::get(tx, id, false))
     }
 
-    fn create_project(&self, p: NewProject, actor: Option<String>) -> Result<Project> {
-        self.run(|tx| projects::insert(tx, &p, actor.as_deref()))
+    fn create_project(
+        &self,
+        p: NewProject,
+        actor: Option<String>,
+        idem: Option<Idem<Project>>,
+    ) -> Result<Outcome<Project>> {
+        self.run(|tx| idempotency::run(tx, idem, |tx| projects::insert(tx, &p, actor.as_deref())))
     }
 
     fn update_project(
@@ -311,8 +317,13 @@ impl TaskStore for PgStore {
         pid: i64,
         new: Vec<NewTask>,
         actor: Option<String>,
-    ) -> Result<Vec<Task>> {
-        self.run(|tx| tasks::insert_many(tx, pid, new, actor.as_deref()))
+        idem: Option<Idem<Vec<Task>>>,
+    ) -> Result<Outcome<Vec<Task>>> {
+        self.run(|tx| {
+            idempotency::run(tx, idem, |tx| {
+                tasks::insert_many(tx, pid, new, actor.as_deref())
+            })
+        })
     }
 
     fn get_task(&self, id: i64, pid: Option<i64>) -> Result<Task> {
@@ -329,9 +340,20 @@ impl TaskStore for PgStore {
         pid: Option<i64>,
         patch: TaskPatch,
         if_match: Option<i64>,
+        token: Option<String>,
         actor: Option<String>,
     ) -> Result<Task> {
-        self.run(|tx| tasks::update(tx, id, pid, &patch, if_match, actor.as_deref()))
+        self.run(|tx| {
+            tasks::update(
+                tx,
+                id,
+                pid,
+                &patch,
+                if_match,
+                token.as_deref(),
+                actor.as_deref(),
+            )
+        })
     }
 
     fn delete_task(
@@ -339,23 +361,81 @@ impl TaskStore for PgStore {
         id: i64,
         pid: Option<i64>,
         if_match: Option<i64>,
+        token: Option<String>,
         actor: Option<String>,
     ) -> Result<()> {
-        self.run(|tx| tasks::delete(tx, id, pid, if_match, actor.as_deref()))
+        self.run(|tx| tasks::delete(tx, id, pid, if_match, token.as_deref(), actor.as_deref()))
     }
 
-    fn claim(&self, pid: i64, claim: Claim) -> Result<Option<Task>> {
-        self.run(|tx| tasks::claim_next(tx, pid, &claim))
+    fn claim(
+        &self,
+        pid: i64,
+        claim: Claim,
+        idem: Option<Idem<Vec<Task>>>,
+    ) -> Result<Outcome<Vec<Task>>> {
+        self.run(|tx| idempotency::run(tx, idem, |tx| tasks::claim_next(tx, pid, &claim)))
     }
 
     fn heartbeat(
         &self,
         id: i64,
         pid: Option<i64>,
-        agent: String,
+        proof: LeaseProof,
         lease_seconds: i64,
-    ) -> Result<Task> {
-        self.run(|tx| tasks::heartbeat(tx, id, pid, &agent, lease_seconds))
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>> {
+        self.run(|tx| {
+            idempotency::run(tx, idem, |tx| {
+                tasks::heartbeat(tx, id, pid, &proof, lease_seconds)
+            })
+        })
+    }
+
+    fn complete(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        token: String,
+        result: Option<String>,
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>> {
+        self.run(|tx| idempotency::run(tx, idem, |tx| tasks::complete(tx, id, pid, &token, result)))
+    }
+
+    fn fail(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        failure: Failure,
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>> {
+        self.run(|tx| idempotency::run(tx, idem, |tx| tasks::fail(tx, id, pid, &failure)))
+    }
+
+    /// One short transaction per project with expired leases; rows another instance
+    /// is sweeping are skipped (`SKIP LOCKED`), so instances never sweep one twice.
+    fn sweep_leases(&self, limit: usize) -> Result<Vec<i64>> {
+        let mut woke = Vec::new();
+        let mut left = limit as i64;
+        while left > 0 {
+            let now = crate::clock::now_ms();
+            let step = self.run(|tx| match tasks::next_expired(tx, now)? {
+                Some(pid) => tasks::sweep_project(tx, pid, now, left.min(100)).map(Some),
+                None => Ok(None),
+            })?;
+            let Some(pids) = step else { break };
+            left -= 100;
+            for p in pids {
+                if !woke.contains(&p) {
+                    woke.push(p);
+                }
+            }
+        }
+        Ok(woke)
+    }
+
+    fn purge_idempotency(&self, limit: usize) -> Result<usize> {
+        self.run(|tx| idempotency::purge(tx, crate::clock::now_ms(), limit))
     }
 
     fn stats(&self, pid: i64) -> Result<Stats> {

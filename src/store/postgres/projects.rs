@@ -6,7 +6,8 @@ use super::{check_version, events, Result, StoreError, Tx};
 use crate::clock::now_ms;
 use crate::model::{NewProject, Page, Project, ProjectPatch};
 
-const COLUMNS: &str = "id, name, description, status, version, created_at, updated_at";
+const COLUMNS: &str = "id, name, description, status, version, created_at, updated_at, \
+     default_max_attempts, retry_backoff_seconds";
 
 fn from_row(r: &Row) -> Project {
     Project {
@@ -17,6 +18,8 @@ fn from_row(r: &Row) -> Project {
         version: r.get(4),
         created_at: r.get(5),
         updated_at: r.get(6),
+        default_max_attempts: r.get(7),
+        retry_backoff_seconds: r.get(8),
     }
 }
 
@@ -74,9 +77,17 @@ pub fn insert(tx: &mut Tx<'_>, p: &NewProject, actor: Option<&str>) -> Result<Pr
     let now = now_ms();
     let id: i64 = tx
         .query_one(
-            "INSERT INTO projects (name, description, status, version, created_at, updated_at)
-             VALUES ($1, $2, $3, 1, $4, $4) RETURNING id",
-            &[&p.name, &p.description, &p.status, &now],
+            "INSERT INTO projects (name, description, status, version, created_at, updated_at,
+               default_max_attempts, retry_backoff_seconds)
+             VALUES ($1, $2, $3, 1, $4, $4, $5, $6) RETURNING id",
+            &[
+                &p.name,
+                &p.description,
+                &p.status,
+                &now,
+                &p.default_max_attempts,
+                &p.retry_backoff_seconds,
+            ],
         )?
         .get(0);
     events::record(tx, id, &[(None, "created", actor, "{}".into())], now)?;
@@ -85,6 +96,8 @@ pub fn insert(tx: &mut Tx<'_>, p: &NewProject, actor: Option<&str>) -> Result<Pr
         name: p.name.clone(),
         description: p.description.clone(),
         status: p.status.clone(),
+        default_max_attempts: p.default_max_attempts,
+        retry_backoff_seconds: p.retry_backoff_seconds,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -105,7 +118,7 @@ pub fn update(
     p.version += 1;
     tx.execute(
         "UPDATE projects SET name = $2, description = $3, status = $4, version = $5,
-           updated_at = $6 WHERE id = $1",
+           updated_at = $6, default_max_attempts = $7, retry_backoff_seconds = $8 WHERE id = $1",
         &[
             &id,
             &p.name,
@@ -113,6 +126,8 @@ pub fn update(
             &p.status,
             &p.version,
             &p.updated_at,
+            &p.default_max_attempts,
+            &p.retry_backoff_seconds,
         ],
     )?;
     let changes = serde_json::Value::Object(changes).to_string();

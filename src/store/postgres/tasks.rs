@@ -12,9 +12,11 @@ use super::events::{self, NewEvent};
 use super::{check_version, projects, raw_json, Result, StoreError, Tx};
 use crate::clock::now_ms;
 use crate::model::*;
+use crate::store::queue;
 
 const COLUMNS: &str = "id, project_id, title, description, status, priority, assignee, labels, \
-     metadata, result, version, lease_expires_at, created_at, updated_at, started_at, completed_at";
+     metadata, result, version, lease_expires_at, created_at, updated_at, started_at, completed_at, \
+     error, attempt, max_attempts, not_before, depends_on, lease_token, dead, deps_waiting";
 
 fn from_row(r: &Row) -> Result<Task> {
     let status: String = r.get(4);
@@ -35,6 +37,15 @@ fn from_row(r: &Row) -> Result<Task> {
         updated_at: r.get(13),
         started_at: r.get(14),
         completed_at: r.get(15),
+        error: r.get::<_, Option<String>>(16).map(raw_json).transpose()?,
+        attempt: r.get(17),
+        max_attempts: r.get(18),
+        not_before: r.get(19),
+        depends_on: raw_json(r.get(20))?,
+        lease_token: None,
+        lease_hash: r.get(21),
+        dead: r.get(22),
+        deps_waiting: r.get(23),
     })
 }
 
@@ -90,26 +101,45 @@ pub fn insert_many(
     new: Vec<NewTask>,
     actor: Option<&str>,
 ) -> Result<Vec<Task>> {
+    let project = projects::get(tx, pid, false)?;
     projects::ensure_exists(tx, pid)?;
+    for t in &new {
+        check_dependencies(tx, None, pid, &t.depends_on)?;
+    }
     lock_counts(tx, pid, &new)?;
     let now = now_ms();
     let mut out = Vec::with_capacity(new.len());
     for t in new {
-        let started = (t.status == TaskStatus::InProgress).then_some(now);
-        let completed = t.status.is_terminal().then_some(now);
+        let (waiting, failed_dep) = dependency_state(tx, &t.depends_on)?;
+        let status = match failed_dep {
+            Some(_) if t.status == TaskStatus::Pending => TaskStatus::Blocked,
+            _ => t.status,
+        };
+        let error = failed_dep
+            .filter(|_| status == TaskStatus::Blocked)
+            .map(queue::blocked_error);
+        let started = (status == TaskStatus::InProgress).then_some(now);
+        let completed = status.is_terminal().then_some(now);
+        let lease = started.map(|n| n + queue::PATCH_LEASE_MS);
+        let max_attempts = t.max_attempts.unwrap_or(project.default_max_attempts);
         let labels =
             serde_json::to_string(&t.labels).map_err(|e| StoreError::Other(e.to_string()))?;
+        let depends_on =
+            serde_json::to_string(&t.depends_on).map_err(|e| StoreError::Other(e.to_string()))?;
         let id: i64 = tx
             .query_one(
                 "INSERT INTO tasks (project_id, title, description, status, priority, assignee,
                    labels, metadata, result, version, created_at, updated_at, started_at,
-                   completed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12) RETURNING id",
+                   completed_at, error, max_attempts, not_before, depends_on, deps_waiting,
+                   lease_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12, $13, $14, $15,
+                   $16, $17, $18)
+                 RETURNING id",
                 &[
                     &pid,
                     &t.title,
                     &t.description,
-                    &t.status.as_str(),
+                    &status.as_str(),
                     &t.priority,
                     &t.assignee,
                     &labels,
@@ -118,23 +148,39 @@ pub fn insert_many(
                     &now,
                     &started,
                     &completed,
+                    &error,
+                    &max_attempts,
+                    &t.not_before,
+                    &depends_on,
+                    &waiting,
+                    &lease,
                 ],
             )?
             .get(0);
         insert_labels(tx, pid, id, &t.labels)?;
+        insert_deps(tx, id, &t.depends_on)?;
         out.push(Task {
             id,
             project_id: pid,
             title: t.title,
             description: t.description,
-            status: t.status,
+            status,
             priority: t.priority,
             assignee: t.assignee,
             labels: raw_json(labels)?,
             metadata: raw_json(t.metadata)?,
             result: t.result.map(raw_json).transpose()?,
+            error: error.map(raw_json).transpose()?,
+            attempt: 0,
+            max_attempts,
+            not_before: t.not_before,
+            depends_on: raw_json(depends_on)?,
             version: 1,
-            lease_expires_at: None,
+            lease_expires_at: lease,
+            lease_token: None,
+            lease_hash: None,
+            dead: false,
+            deps_waiting: waiting,
             created_at: now,
             updated_at: now,
             started_at: started,
@@ -147,6 +193,121 @@ pub fn insert_many(
         .collect();
     events::record(tx, pid, &evs, now)?;
     Ok(out)
+}
+
+/// Events an operation appends, recorded together as its transaction's last
+/// statement (see `events::record`): task id, type, actor, changes.
+type Pending = Vec<(Option<i64>, &'static str, Option<String>, String)>;
+
+fn record_all(tx: &mut Tx<'_>, pid: i64, evs: Pending, now: i64) -> Result<()> {
+    let evs: Vec<NewEvent<'_>> = evs
+        .iter()
+        .map(|(id, kind, actor, changes)| (*id, *kind, actor.as_deref(), changes.clone()))
+        .collect();
+    events::record(tx, pid, &evs, now)
+}
+
+fn check_dependencies(tx: &mut Tx<'_>, id: Option<i64>, pid: i64, deps: &[i64]) -> Result<()> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    // Two closures cannot both borrow the transaction: fetch as asked, one at a time.
+    let tx = std::cell::RefCell::new(tx);
+    queue::check_dependencies(
+        id,
+        pid,
+        deps,
+        |d| {
+            Ok(tx
+                .borrow_mut()
+                .query_opt("SELECT project_id FROM tasks WHERE id = $1", &[&d])?
+                .map(|r| r.get(0)))
+        },
+        |d| {
+            Ok(tx
+                .borrow_mut()
+                .query("SELECT dep_id FROM task_deps WHERE task_id = $1", &[&d])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        },
+    )
+}
+
+fn insert_deps(tx: &mut Tx<'_>, id: i64, deps: &[i64]) -> Result<()> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO task_deps (dep_id, task_id) SELECT d, $2 FROM unnest($1::bigint[]) AS d
+         ON CONFLICT DO NOTHING",
+        &[&deps, &id],
+    )?;
+    Ok(())
+}
+
+/// Of `deps`: how many are not completed yet, and one that failed, was cancelled or
+/// is blocked. A dependency that no longer exists counts as satisfied (SPEC §5c).
+fn dependency_state(tx: &mut Tx<'_>, deps: &[i64]) -> Result<(i64, Option<i64>)> {
+    if deps.is_empty() {
+        return Ok((0, None));
+    }
+    let mut waiting = 0;
+    let mut failed = None;
+    let rows = tx.query(
+        "SELECT id, status FROM tasks WHERE id = ANY($1) ORDER BY id",
+        &[&deps],
+    )?;
+    for r in rows {
+        let (id, status): (i64, String) = (r.get(0), r.get(1));
+        match TaskStatus::parse(&status) {
+            Some(TaskStatus::Completed) | None => {}
+            Some(TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Blocked) => {
+                waiting += 1;
+                failed.get_or_insert(id);
+            }
+            Some(_) => waiting += 1,
+        }
+    }
+    Ok((waiting, failed))
+}
+
+/// Carries a status change of task `id` to its dependents (see SQLite's `ripple`);
+/// their events go to `evs`.
+fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pending) -> Result<()> {
+    match r {
+        queue::Ripple::None => Ok(()),
+        queue::Ripple::Satisfied | queue::Ripple::Reopened => {
+            let delta: i64 = if r == queue::Ripple::Satisfied { -1 } else { 1 };
+            tx.execute(
+                "UPDATE tasks SET deps_waiting = greatest(deps_waiting + $2, 0)
+                 WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)",
+                &[&id, &delta],
+            )?;
+            Ok(())
+        }
+        queue::Ripple::Block => {
+            let error = queue::blocked_error(id);
+            let changes = queue::blocked_changes(id);
+            let mut todo = vec![id];
+            while let Some(x) = todo.pop() {
+                let rows = tx.query(
+                    "UPDATE tasks SET status = 'blocked', error = $2, updated_at = $3,
+                       version = version + 1
+                     WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)
+                       AND status = 'pending'
+                     RETURNING id",
+                    &[&x, &error, &now],
+                )?;
+                for r in rows {
+                    let d: i64 = r.get(0);
+                    evs.push((Some(d), "blocked", None, changes.clone()));
+                    todo.push(d);
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The SQL of a task listing with this shape of filters.
@@ -224,27 +385,17 @@ pub fn list(tx: &mut Tx<'_>, pid: i64, q: &TaskQuery) -> Result<Page<Task>> {
     Ok(Page { items, more })
 }
 
-pub fn update(
-    tx: &mut Tx<'_>,
-    id: i64,
-    pid: Option<i64>,
-    patch: &TaskPatch,
-    if_match: Option<i64>,
-    actor: Option<&str>,
-) -> Result<Task> {
-    let mut t = get(tx, id, pid, true)?;
-    check_version(if_match, t.version)?;
-    let now = now_ms();
-    let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
-    t.version += 1;
-    t.updated_at = now;
+/// Writes every column a patch or an attempt's end can change.
+fn write_back(tx: &mut Tx<'_>, t: &Task) -> Result<()> {
     tx.execute(
         "UPDATE tasks SET title = $2, description = $3, status = $4, priority = $5,
            assignee = $6, labels = $7, metadata = $8, result = $9, version = $10,
-           lease_expires_at = $11, updated_at = $12, started_at = $13, completed_at = $14
+           lease_expires_at = $11, updated_at = $12, started_at = $13, completed_at = $14,
+           error = $15, attempt = $16, max_attempts = $17, not_before = $18, depends_on = $19,
+           lease_token = $20, dead = $21, deps_waiting = $22
          WHERE id = $1",
         &[
-            &id,
+            &t.id,
             &t.title,
             &t.description,
             &t.status.as_str(),
@@ -258,19 +409,62 @@ pub fn update(
             &t.updated_at,
             &t.started_at,
             &t.completed_at,
+            &t.error.as_ref().map(|r| r.get()),
+            &t.attempt,
+            &t.max_attempts,
+            &t.not_before,
+            &t.depends_on.get(),
+            &t.lease_hash,
+            &t.dead,
+            &t.deps_waiting,
         ],
     )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn update(
+    tx: &mut Tx<'_>,
+    id: i64,
+    pid: Option<i64>,
+    patch: &TaskPatch,
+    if_match: Option<i64>,
+    token: Option<&str>,
+    actor: Option<&str>,
+) -> Result<Task> {
+    let mut t = get(tx, id, pid, true)?;
+    check_version(if_match, t.version)?;
+    let now = now_ms();
+    queue::check_override(&t, if_match, token, now)?;
+    if let Some(deps) = &patch.depends_on {
+        check_dependencies(tx, Some(id), t.project_id, deps)?;
+    }
+    let from = t.status;
+    let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
+    if patch.depends_on.is_some() || (t.status == TaskStatus::Pending && from != t.status) {
+        let deps: Vec<i64> = serde_json::from_str(t.depends_on.get()).unwrap_or_default();
+        t.deps_waiting = dependency_state(tx, &deps)?.0;
+    }
+    t.version += 1;
+    t.updated_at = now;
+    write_back(tx, &t)?;
     if let Some(labels) = &patch.labels {
         tx.execute("DELETE FROM task_labels WHERE task_id = $1", &[&id])?;
         insert_labels(tx, t.project_id, id, labels)?;
     }
-    let changes = Json::Object(changes).to_string();
-    events::record(
-        tx,
-        t.project_id,
-        &[(Some(id), "updated", actor, changes)],
-        now,
-    )?;
+    if let Some(deps) = &patch.depends_on {
+        tx.execute("DELETE FROM task_deps WHERE task_id = $1", &[&id])?;
+        insert_deps(tx, id, deps)?;
+    }
+    let kind = queue::patch_event(patch.status.filter(|s| *s != from));
+    let mut evs: Pending = vec![(
+        Some(id),
+        kind,
+        actor.map(String::from),
+        Json::Object(changes).to_string(),
+    )];
+    ripple(tx, id, queue::ripple(from, t.status), now, &mut evs)?;
+    record_all(tx, t.project_id, evs, now)?;
     Ok(t)
 }
 
@@ -279,31 +473,32 @@ pub fn delete(
     id: i64,
     pid: Option<i64>,
     if_match: Option<i64>,
+    token: Option<&str>,
     actor: Option<&str>,
 ) -> Result<()> {
     let t = get(tx, id, pid, true)?;
     check_version(if_match, t.version)?;
+    let now = now_ms();
+    queue::check_override(&t, if_match, token, now)?;
     tx.execute("DELETE FROM tasks WHERE id = $1", &[&id])?;
     let changes = serde_json::json!({ "title": t.title }).to_string();
-    events::record(
-        tx,
-        t.project_id,
-        &[(Some(id), "deleted", actor, changes)],
-        now_ms(),
-    )?;
-    Ok(())
+    let mut evs: Pending = vec![(Some(id), "deleted", actor.map(String::from), changes)];
+    if !t.status.is_terminal() {
+        ripple(tx, id, queue::Ripple::Block, now, &mut evs)?;
+    }
+    record_all(tx, t.project_id, evs, now)
 }
 
-/// The claim statement: SQLite's claimable rule and order (pending, or in progress
-/// with a lease that ran out; priority desc, created_at, id), served by the partial
-/// index `tasks_claim`, skipping rows another claimer has locked. $1 project, $2 now,
-/// $3 agent, $4 lease end, labels from $5 on.
+/// The claim statement: up to $5 claimable tasks in claim order, from the partial
+/// index `tasks_claim`, skipping rows another claimer has locked; one statement per
+/// batch. $1 project, $2 now, $3 agent, $4 lease end, $5 limit, $6 the tokens'
+/// hashes (one per row, in claim order), labels from $7 on.
 pub fn claim_sql(nlabels: usize) -> String {
     let mut filter = String::new();
     for i in 0..nlabels {
         filter.push_str(&format!(
             " AND id IN (SELECT task_id FROM task_labels WHERE project_id = $1 AND label = ${})",
-            i + 5
+            i + 7
         ));
     }
     let returning = COLUMNS
@@ -313,73 +508,210 @@ pub fn claim_sql(nlabels: usize) -> String {
         .join(", ");
     format!(
         "WITH candidate AS MATERIALIZED (
-           SELECT id FROM tasks
-            WHERE project_id = $1 AND status IN ('pending', 'in_progress')
-              AND (status = 'pending' OR lease_expires_at < $2){filter}
-            ORDER BY priority DESC, created_at, id LIMIT 1
-            FOR UPDATE SKIP LOCKED)
+           SELECT id, row_number() OVER (ORDER BY priority DESC, due, id) AS n FROM (
+             SELECT id, priority, coalesce(not_before, created_at) AS due FROM tasks
+              WHERE project_id = $1 AND status = 'pending' AND deps_waiting = 0
+                AND coalesce(not_before, created_at) <= $2{filter}
+              ORDER BY priority DESC, coalesce(not_before, created_at), id LIMIT $5
+              FOR UPDATE SKIP LOCKED) c)
          UPDATE tasks t SET status = 'in_progress', assignee = $3, lease_expires_at = $4,
+           lease_token = ($6::bytea[])[candidate.n], attempt = t.attempt + 1,
            started_at = COALESCE(t.started_at, $2), completed_at = NULL, updated_at = $2,
            version = t.version + 1
          FROM candidate WHERE t.id = candidate.id
-         RETURNING {returning}"
+         RETURNING {returning}, candidate.n"
     )
 }
 
-/// Claims the best claimable task of `pid` for `claim.agent`, or `None`.
-pub fn claim_next(tx: &mut Tx<'_>, pid: i64, claim: &Claim) -> Result<Option<Task>> {
+/// Claims up to `claim.limit` claimable tasks of `pid` for `claim.agent`, after
+/// returning the project's own expired leases (so they are claimable at once).
+pub fn claim_next(tx: &mut Tx<'_>, pid: i64, claim: &Claim) -> Result<Vec<Task>> {
+    let project = projects::get(tx, pid, false)?;
+    if project.status != "active" {
+        return Ok(Vec::new());
+    }
     projects::ensure_exists(tx, pid)?;
     let now = now_ms();
+    let mut evs: Pending = Vec::new();
+    sweep_in(tx, Some(pid), now, 100, &mut evs)?;
     let lease = now + claim.lease_seconds * 1000;
-    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&pid, &now, &claim.agent, &lease];
+    let limit = claim.limit as i64;
+    let mut tokens = Vec::with_capacity(claim.limit);
+    let mut hashes = Vec::with_capacity(claim.limit);
+    for _ in 0..claim.limit {
+        let (token, hash) = queue::new_token()?;
+        tokens.push(token);
+        hashes.push(hash);
+    }
+    let mut args: Vec<&(dyn ToSql + Sync)> =
+        vec![&pid, &now, &claim.agent, &lease, &limit, &hashes];
     for l in &claim.labels {
         args.push(l);
     }
-    let Some(row) = tx.query_opt(&claim_sql(claim.labels.len()), &args)? else {
-        return Ok(None);
-    };
-    let task = from_row(&row)?;
-    let changes = serde_json::json!({
-        "status": "in_progress",
-        "assignee": claim.agent,
-        "lease_expires_at": crate::clock::rfc3339(lease),
-    })
-    .to_string();
-    events::record(
-        tx,
-        pid,
-        &[(Some(task.id), "claimed", Some(&claim.agent), changes)],
-        now,
-    )?;
-    Ok(Some(task))
+    let rows = tx.query(&claim_sql(claim.labels.len()), &args)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut task = from_row(&row)?;
+        let n: i64 = row.get(COLUMNS.split(", ").count());
+        task.lease_token = tokens.get(n as usize - 1).cloned();
+        out.push(task);
+    }
+    // The order of claim: best first, as the candidates were numbered.
+    out.sort_by_key(|t| {
+        tokens
+            .iter()
+            .position(|k| Some(k) == t.lease_token.as_ref())
+            .unwrap_or(usize::MAX)
+    });
+    for t in &out {
+        let changes = serde_json::json!({
+            "status": "in_progress",
+            "assignee": claim.agent,
+            "lease_expires_at": crate::clock::rfc3339(lease),
+            "attempt": t.attempt,
+        })
+        .to_string();
+        evs.push((Some(t.id), "claimed", Some(claim.agent.clone()), changes));
+    }
+    if !evs.is_empty() {
+        record_all(tx, pid, evs, now)?;
+    }
+    Ok(out)
 }
 
-/// Extends the lease of a task that `agent` holds; 409 if someone else holds it.
-/// The version does not change: a heartbeat must not break the holder's `If-Match`.
+/// Extends a live lease the caller proves it holds. The version does not change: a
+/// heartbeat must not break the holder's `If-Match`.
 pub fn heartbeat(
     tx: &mut Tx<'_>,
     id: i64,
     pid: Option<i64>,
-    agent: &str,
+    proof: &LeaseProof,
     lease_seconds: i64,
 ) -> Result<Task> {
     let mut t = get(tx, id, pid, true)?;
-    if t.status != TaskStatus::InProgress {
-        return Err(StoreError::Conflict(format!(
-            "task is {}, not in_progress",
-            t.status.as_str()
-        )));
-    }
-    if t.assignee.as_deref() != Some(agent) {
-        return Err(StoreError::Conflict("task is held by another agent".into()));
-    }
-    let lease = now_ms() + lease_seconds * 1000;
+    let now = now_ms();
+    queue::check_lease(&t, proof, now)?;
+    let lease = now + lease_seconds * 1000;
     tx.execute(
         "UPDATE tasks SET lease_expires_at = $2 WHERE id = $1",
         &[&id, &lease],
     )?;
     t.lease_expires_at = Some(lease);
     Ok(t)
+}
+
+/// Completes a task whose live lease `token` names.
+pub fn complete(
+    tx: &mut Tx<'_>,
+    id: i64,
+    pid: Option<i64>,
+    token: &str,
+    result: Option<String>,
+) -> Result<Task> {
+    let mut t = get(tx, id, pid, true)?;
+    let now = now_ms();
+    queue::check_lease(&t, &LeaseProof::Token(token.into()), now)?;
+    let from = t.status;
+    crate::store::patch::transition(&mut t, TaskStatus::Completed, now);
+    if let Some(r) = result {
+        t.result = Some(raw_json(r)?);
+    }
+    t.error = None;
+    t.version += 1;
+    t.updated_at = now;
+    write_back(tx, &t)?;
+    let changes = serde_json::json!({ "status": "completed", "attempt": t.attempt }).to_string();
+    let mut evs: Pending = vec![(Some(id), "completed", t.assignee.clone(), changes)];
+    ripple(tx, id, queue::ripple(from, t.status), now, &mut evs)?;
+    record_all(tx, t.project_id, evs, now)?;
+    Ok(t)
+}
+
+/// Ends the attempt of a task whose live lease the failure's token names.
+pub fn fail(tx: &mut Tx<'_>, id: i64, pid: Option<i64>, f: &Failure) -> Result<Task> {
+    let mut t = get(tx, id, pid, true)?;
+    let now = now_ms();
+    queue::check_lease(&t, &LeaseProof::Token(f.token.clone()), now)?;
+    let backoff = projects::get(tx, t.project_id, false)?.retry_backoff_seconds;
+    let end = queue::after_failure(&t, f, backoff, now);
+    let actor = t.assignee.clone();
+    let mut evs = Pending::new();
+    end_attempt(tx, &mut t, &end, actor, now, &mut evs)?;
+    record_all(tx, t.project_id, evs, now)?;
+    Ok(t)
+}
+
+fn end_attempt(
+    tx: &mut Tx<'_>,
+    t: &mut Task,
+    end: &queue::End,
+    actor: Option<String>,
+    now: i64,
+    evs: &mut Pending,
+) -> Result<()> {
+    let from = t.status;
+    let changes = queue::end_changes(t, end);
+    crate::store::patch::transition(t, end.status, now);
+    t.not_before = end.not_before;
+    t.error = Some(raw_json(end.error.clone())?);
+    t.dead = end.dead;
+    if end.status == TaskStatus::Pending {
+        t.assignee = None;
+    }
+    t.version += 1;
+    t.updated_at = now;
+    write_back(tx, t)?;
+    evs.push((Some(t.id), end.event, actor, changes));
+    ripple(tx, t.id, queue::ripple(from, t.status), now, evs)
+}
+
+/// Returns up to `limit` expired leases of project `pid` to pending (or fails them),
+/// skipping rows another instance is sweeping; events go to `evs`.
+fn sweep_in(
+    tx: &mut Tx<'_>,
+    pid: Option<i64>,
+    now: i64,
+    limit: i64,
+    evs: &mut Pending,
+) -> Result<Vec<i64>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= $1
+           AND ($2::bigint IS NULL OR project_id = $2)
+         ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+    );
+    let rows = tx.query(&sql, &[&now, &pid, &limit])?;
+    let mut woke = Vec::new();
+    for r in rows {
+        let mut t = from_row(&r)?;
+        let end = queue::after_expiry(&t);
+        end_attempt(tx, &mut t, &end, None, now, evs)?;
+        if end.status == TaskStatus::Pending && !woke.contains(&t.project_id) {
+            woke.push(t.project_id);
+        }
+    }
+    Ok(woke)
+}
+
+/// The project of one expired lease nobody else is sweeping, if any.
+pub fn next_expired(tx: &mut Tx<'_>, now: i64) -> Result<Option<i64>> {
+    Ok(tx
+        .query_opt(
+            "SELECT project_id FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= $1
+             ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&now],
+        )?
+        .map(|r| r.get(0)))
+}
+
+/// Sweeps up to `limit` expired leases of project `pid` in this transaction, with
+/// their events under the project's event lock; the projects that got work.
+pub fn sweep_project(tx: &mut Tx<'_>, pid: i64, now: i64, limit: i64) -> Result<Vec<i64>> {
+    let mut evs = Pending::new();
+    let woke = sweep_in(tx, Some(pid), now, limit, &mut evs)?;
+    if !evs.is_empty() {
+        record_all(tx, pid, evs, now)?;
+    }
+    Ok(woke)
 }
 
 pub const STATS_OLDEST_PENDING_SQL: &str = "SELECT created_at FROM tasks
@@ -394,6 +726,14 @@ pub const STATS_COMPLETED_SQL: &str = "SELECT
    + (SELECT count(*) FROM tasks
        WHERE project_id = $1 AND status = 'completed'
          AND completed_at >= $2::bigint AND completed_at < ($2::bigint / 10000 + 1) * 10000)";
+/// The queue's figures of SPEC §5a, each from its partial index (migration 0003).
+/// $1 project, $2 now.
+pub const STATS_QUEUE_SQL: &str = "SELECT
+     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending'
+        AND not_before IS NOT NULL AND not_before > $2),
+     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending' AND deps_waiting > 0),
+     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending' AND attempt > 0),
+     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'failed' AND dead)";
 /// Kept by the triggers of migration 0002: a few rows, whatever the number of tasks.
 pub const STATS_BY_STATUS_SQL: &str =
     "SELECT status, n FROM task_counts WHERE project_id = $1 AND n > 0";
@@ -419,10 +759,15 @@ pub fn stats(tx: &mut Tx<'_>, pid: i64) -> Result<Stats> {
     let completed_last_hour: i64 = tx
         .query_one(STATS_COMPLETED_SQL, &[&pid, &(now - 3_600_000)])?
         .get(0);
+    let q = tx.query_one(STATS_QUEUE_SQL, &[&pid, &now])?;
     Ok(Stats {
         project_id: pid,
         total,
         by_status,
+        scheduled: q.get(0),
+        waiting: q.get(1),
+        retrying: q.get(2),
+        dead: q.get(3),
         oldest_pending_age_seconds: oldest.map(|t| ((now - t) / 1000).max(0)),
         completed_last_hour,
         timestamp: crate::clock::rfc3339(now),

@@ -158,6 +158,27 @@ fn new_task(title: &str, priority: i64, labels: &[&str]) -> NewTask {
         labels: labels.iter().map(|s| s.to_string()).collect(),
         metadata: r#"{"b":1,"a":[1.50,"x"]}"#.into(),
         result: None,
+        max_attempts: None,
+        not_before: None,
+        depends_on: vec![],
+    }
+}
+
+fn project(name: &str, description: &str) -> NewProject {
+    NewProject {
+        name: name.into(),
+        description: description.into(),
+        status: "active".into(),
+        default_max_attempts: 3,
+        retry_backoff_seconds: 10,
+    }
+}
+
+/// The value of a write made without an idempotency key.
+fn ran<T>(o: Result<Outcome<T>>) -> T {
+    match o.expect("write") {
+        Outcome::Done(v) => v,
+        Outcome::Replay(_) => panic!("a replay without a key"),
     }
 }
 
@@ -169,6 +190,8 @@ fn norm<T: serde::Serialize>(v: &T) -> serde_json::Value {
                 for (k, x) in m.iter_mut() {
                     if (k.ends_with("_at") || k == "timestamp") && !x.is_null() {
                         *x = "T".into();
+                    } else if k == "lease_token" {
+                        *x = "K".into();
                     } else if k == "oldest_pending_age_seconds" && !x.is_null() {
                         *x = 0.into();
                     } else if k == "changes" {
@@ -204,29 +227,19 @@ fn q(sort: TaskSort, after: Option<TaskCursor>) -> TaskQuery {
 fn script(s: &dyn Store) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let actor = Some("tester".to_string());
-    let p = s
-        .create_project(
-            NewProject {
-                name: "p".into(),
-                description: "d".into(),
-                status: "active".into(),
-            },
-            actor.clone(),
-        )
-        .expect("project");
+    let p = ran(s.create_project(project("p", "d"), actor.clone(), None));
     out.push(norm(&p));
-    let tasks = s
-        .create_tasks(
-            p.id,
-            vec![
-                new_task("a", 1, &["x"]),
-                new_task("b", 5, &["x", "y"]),
-                new_task("c", 5, &[]),
-                new_task("d", 0, &["y"]),
-            ],
-            actor.clone(),
-        )
-        .expect("tasks");
+    let tasks = ran(s.create_tasks(
+        p.id,
+        vec![
+            new_task("a", 1, &["x"]),
+            new_task("b", 5, &["x", "y"]),
+            new_task("c", 5, &[]),
+            new_task("d", 0, &["y"]),
+        ],
+        actor.clone(),
+        None,
+    ));
     out.push(norm(&tasks));
     for sort in [TaskSort::CreatedAt, TaskSort::Priority, TaskSort::UpdatedAt] {
         let first = s.list_tasks(p.id, q(sort, None)).expect("list");
@@ -254,14 +267,34 @@ fn script(s: &dyn Store) -> Vec<serde_json::Value> {
         agent: "agent-1".into(),
         lease_seconds: 60,
         labels: labels.iter().map(|s| s.to_string()).collect(),
+        limit: 1,
     };
-    let c1 = s.claim(p.id, claim(&[])).expect("claim").expect("a task");
+    let c1 = ran(s.claim(p.id, claim(&[]), None)).pop().expect("a task");
     out.push(norm(&c1));
-    out.push(norm(&s.claim(p.id, claim(&["x"])).expect("claim x")));
-    out.push(norm(
-        &s.heartbeat(c1.id, None, "agent-1".into(), 30).expect("hb"),
-    ));
-    out.push(format!("{:?}", s.heartbeat(c1.id, None, "other".into(), 30).err()).into());
+    out.push(norm(&ran(s.claim(p.id, claim(&["x"]), None))));
+    let agent = |a: &str| LeaseProof::Agent(a.into());
+    out.push(norm(&ran(s.heartbeat(
+        c1.id,
+        None,
+        agent("agent-1"),
+        30,
+        None,
+    ))));
+    out.push(
+        format!(
+            "{:?}",
+            s.heartbeat(c1.id, None, agent("other"), 30, None).err()
+        )
+        .into(),
+    );
+    out.push(
+        format!(
+            "{:?}",
+            s.update_task(c1.id, None, TaskPatch::default(), None, None, None)
+                .err()
+        )
+        .into(),
+    );
     let patch = TaskPatch {
         status: Some(TaskStatus::Completed),
         result: Some(Some(r#"{"ok":true}"#.into())),
@@ -271,24 +304,24 @@ fn script(s: &dyn Store) -> Vec<serde_json::Value> {
     out.push(
         format!(
             "{:?}",
-            s.update_task(c1.id, None, patch.clone(), Some(1), actor.clone())
+            s.update_task(c1.id, None, patch.clone(), Some(1), None, actor.clone())
                 .err()
         )
         .into(),
     );
     out.push(norm(
-        &s.update_task(c1.id, Some(p.id), patch, Some(2), actor.clone())
+        &s.update_task(c1.id, Some(p.id), patch, Some(2), None, actor.clone())
             .expect("patch"),
     ));
     out.push(
         format!(
             "{:?}",
-            s.delete_task(tasks[3].id, None, Some(9), actor.clone())
+            s.delete_task(tasks[3].id, None, Some(9), None, actor.clone())
                 .err()
         )
         .into(),
     );
-    s.delete_task(tasks[3].id, None, Some(1), actor.clone())
+    s.delete_task(tasks[3].id, None, Some(1), None, actor.clone())
         .expect("delete");
     out.push(format!("{:?}", s.get_task(tasks[3].id, None).err()).into());
     out.push(format!("{:?}", s.get_task(tasks[0].id, Some(p.id + 1)).err()).into());
@@ -318,6 +351,64 @@ fn script(s: &dyn Store) -> Vec<serde_json::Value> {
             .expect("projects")
             .items,
     ));
+    // The queue (SPEC §5a): a batch claim, complete and fail with tokens, stale
+    // tokens refused, dependencies blocked by a failure, the queue's stats.
+    let q = ran(s.create_project(
+        NewProject {
+            default_max_attempts: 2,
+            ..project("q", "")
+        },
+        actor.clone(),
+        None,
+    ));
+    let mut chain = vec![new_task("head", 9, &[])];
+    chain.push(new_task("other", 1, &[]));
+    let heads = ran(s.create_tasks(q.id, chain, actor.clone(), None));
+    let mut dependent = new_task("dep", 0, &[]);
+    dependent.depends_on = vec![heads[0].id];
+    let dep = ran(s.create_tasks(q.id, vec![dependent], actor.clone(), None));
+    out.push(norm(&dep));
+    let batch = ran(s.claim(
+        q.id,
+        Claim {
+            limit: 5,
+            ..claim(&[])
+        },
+        None,
+    ));
+    out.push(norm(&batch));
+    let token = |t: &Task| t.lease_token.clone().expect("a token");
+    let failure = |t: &Task, retry: bool| Failure {
+        token: token(t),
+        error: Some(r#"{"e":1}"#.into()),
+        retry,
+    };
+    out.push(
+        format!(
+            "{:?}",
+            s.complete(batch[0].id, None, "stale".into(), None, None)
+                .err()
+        )
+        .into(),
+    );
+    out.push(norm(&ran(s.fail(
+        batch[0].id,
+        None,
+        failure(&batch[0], false),
+        None,
+    ))));
+    out.push(norm(&s.get_task(dep[0].id, None).expect("blocked")));
+    out.push(norm(&ran(s.complete(
+        batch[1].id,
+        Some(q.id),
+        token(&batch[1]),
+        Some(r#"{"ok":1}"#.into()),
+        None,
+    ))));
+    let mut st = s.stats(q.id).expect("stats");
+    st.oldest_pending_age_seconds = None;
+    out.push(norm(&st));
+    out.push(norm(&s.list_events(q.id, 0, 100).expect("events").items));
     let k = s
         .create_key("k".into(), Role::Write, "db_abc".into(), [7; 32])
         .expect("key");
@@ -355,21 +446,12 @@ fn two_instances_never_claim_the_same_task() {
     let url = c.database("claims");
     let a = Arc::new(PgStore::open(&url, 4).expect("a"));
     let b = Arc::new(PgStore::open(&url, 4).expect("b"));
-    let p = a
-        .create_project(
-            NewProject {
-                name: "p".into(),
-                description: String::new(),
-                status: "active".into(),
-            },
-            None,
-        )
-        .expect("project");
+    let p = ran(a.create_project(project("p", ""), None, None));
     let n = 60;
     let batch = (0..n)
         .map(|i| new_task(&format!("t{i}"), i % 3, &[]))
         .collect();
-    a.create_tasks(p.id, batch, None).expect("tasks");
+    ran(a.create_tasks(p.id, batch, None, None));
     let mut handles = Vec::new();
     for (i, s) in [a.clone(), b.clone(), a.clone(), b.clone()]
         .into_iter()
@@ -381,9 +463,14 @@ fn two_instances_never_claim_the_same_task() {
                 agent: format!("agent-{i}"),
                 lease_seconds: 60,
                 labels: vec![],
+                limit: 1 + i % 3,
             };
-            while let Some(t) = s.claim(p.id, claim.clone()).expect("claim") {
-                got.push(t.id);
+            loop {
+                let batch = ran(s.claim(p.id, claim.clone(), None));
+                if batch.is_empty() {
+                    break;
+                }
+                got.extend(batch.iter().map(|t| t.id));
             }
             got
         }));
@@ -407,16 +494,7 @@ fn events_feed_never_skips_out_of_order_commits() {
     let Some(c) = Cluster::start() else { return };
     let url = c.database("feed");
     let store = Arc::new(PgStore::open(&url, 4).expect("open"));
-    let p = store
-        .create_project(
-            NewProject {
-                name: "p".into(),
-                description: String::new(),
-                status: "active".into(),
-            },
-            None,
-        )
-        .expect("project");
+    let p = ran(store.create_project(project("p", ""), None, None));
     let (tx_ready, rx_ready) = std::sync::mpsc::channel();
     let slow = {
         let store = store.clone();
@@ -439,9 +517,7 @@ fn events_feed_never_skips_out_of_order_commits() {
             // slow writer's event does: nothing but the event lock orders them.
             for i in 0..3 {
                 let t = vec![new_task(&format!("t{i}"), 0, &[])];
-                store
-                    .create_tasks(p.id, t, Some("fast".into()))
-                    .expect("fast write");
+                ran(store.create_tasks(p.id, t, Some("fast".into()), None));
             }
         })
     };
@@ -519,16 +595,7 @@ fn an_outage_answers_unavailable_and_recovers() {
     let Some(c) = Cluster::start() else { return };
     let url = c.database("outage");
     let s = PgStore::open(&url, 2).expect("open");
-    let p = s
-        .create_project(
-            NewProject {
-                name: "p".into(),
-                description: String::new(),
-                status: "active".into(),
-            },
-            None,
-        )
-        .expect("project");
+    let p = ran(s.create_project(project("p", ""), None, None));
     assert!(c.ctl("stop"));
     for _ in 0..3 {
         assert!(matches!(

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "completion_buckets",
         include_str!("migrations/0004_completion_buckets.sql"),
     ),
+    (5, "queue", include_str!("migrations/0005_queue.sql")),
 ];
 
 /// The newest schema version this binary knows.
@@ -151,7 +152,7 @@ mod tests {
                (1, 'c', 'completed', 3, 3, NULL, 9);",
         )
         .expect("old rows");
-        assert_eq!(apply(&conn).expect("migrate"), vec![2, 3, 4]);
+        assert_eq!(apply(&conn).expect("migrate"), vec![2, 3, 4, 5]);
         assert_eq!(current_version(&conn).expect("version"), latest());
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
         assert_eq!(count("SELECT count(*) FROM tasks"), 3);
@@ -182,6 +183,12 @@ mod tests {
             ));
             assert_eq!(n, want, "{status}");
         }
+        // 0005 gives old tasks the queue's defaults without rewriting them.
+        let queue = count(
+            "SELECT count(*) FROM tasks WHERE attempt = 0 AND max_attempts = 3
+               AND not_before IS NULL AND depends_on = '[]' AND deps_waiting = 0 AND dead = 0",
+        );
+        assert_eq!(queue, 3);
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("integrity_check");

@@ -10,6 +10,7 @@
 
 mod apikeys;
 mod events;
+mod idempotency;
 pub mod lock;
 pub mod maintenance;
 pub mod migrate;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::{KeyStore, Options, Probe, ProjectStore, Result, StoreError, TaskStore};
+use super::{Idem, KeyStore, Options, Outcome, Probe, ProjectStore, Result, StoreError, TaskStore};
 use crate::model::*;
 use pool::ReadPool;
 use writer::Writer;
@@ -181,8 +182,15 @@ impl ProjectStore for SqliteStore {
         self.read(|c| projects::get(c, id))
     }
 
-    fn create_project(&self, p: NewProject, actor: Option<String>) -> Result<Project> {
-        self.write(move |c| projects::insert(c, &p, actor.as_deref()))
+    fn create_project(
+        &self,
+        p: NewProject,
+        actor: Option<String>,
+        idem: Option<Idem<Project>>,
+    ) -> Result<Outcome<Project>> {
+        self.write(move |c| {
+            idempotency::run(c, idem, |c| projects::insert(c, &p, actor.as_deref()))
+        })
     }
 
     fn update_project(
@@ -209,8 +217,13 @@ impl TaskStore for SqliteStore {
         pid: i64,
         new: Vec<NewTask>,
         actor: Option<String>,
-    ) -> Result<Vec<Task>> {
-        self.write(move |c| tasks::insert_many(c, pid, new, actor.as_deref()))
+        idem: Option<Idem<Vec<Task>>>,
+    ) -> Result<Outcome<Vec<Task>>> {
+        self.write(move |c| {
+            idempotency::run(c, idem, |c| {
+                tasks::insert_many(c, pid, new, actor.as_deref())
+            })
+        })
     }
 
     /// A task by id; with `pid`, only if it belongs to that project.
@@ -228,9 +241,20 @@ impl TaskStore for SqliteStore {
         pid: Option<i64>,
         patch: TaskPatch,
         if_match: Option<i64>,
+        token: Option<String>,
         actor: Option<String>,
     ) -> Result<Task> {
-        self.write(move |c| tasks::update(c, id, pid, &patch, if_match, actor.as_deref()))
+        self.write(move |c| {
+            tasks::update(
+                c,
+                id,
+                pid,
+                &patch,
+                if_match,
+                token.as_deref(),
+                actor.as_deref(),
+            )
+        })
     }
 
     fn delete_task(
@@ -238,25 +262,73 @@ impl TaskStore for SqliteStore {
         id: i64,
         pid: Option<i64>,
         if_match: Option<i64>,
+        token: Option<String>,
         actor: Option<String>,
     ) -> Result<()> {
-        self.write(move |c| tasks::delete(c, id, pid, if_match, actor.as_deref()))
+        self.write(move |c| tasks::delete(c, id, pid, if_match, token.as_deref(), actor.as_deref()))
     }
 
-    /// Atomically takes the best claimable task of project `pid`, or `None`.
-    fn claim(&self, pid: i64, claim: Claim) -> Result<Option<Task>> {
-        self.write(move |c| tasks::claim_next(c, pid, &claim))
+    fn claim(
+        &self,
+        pid: i64,
+        claim: Claim,
+        idem: Option<Idem<Vec<Task>>>,
+    ) -> Result<Outcome<Vec<Task>>> {
+        self.write(move |c| idempotency::run(c, idem, |c| tasks::claim_next(c, pid, &claim)))
     }
 
-    /// Extends the lease of a task `agent` holds.
     fn heartbeat(
         &self,
         id: i64,
         pid: Option<i64>,
-        agent: String,
+        proof: LeaseProof,
         lease_seconds: i64,
-    ) -> Result<Task> {
-        self.write(move |c| tasks::heartbeat(c, id, pid, &agent, lease_seconds))
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>> {
+        self.write(move |c| {
+            idempotency::run(c, idem, |c| {
+                tasks::heartbeat(c, id, pid, &proof, lease_seconds)
+            })
+        })
+    }
+
+    fn complete(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        token: String,
+        result: Option<String>,
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>> {
+        self.write(move |c| {
+            idempotency::run(c, idem, |c| tasks::complete(c, id, pid, &token, result))
+        })
+    }
+
+    fn fail(
+        &self,
+        id: i64,
+        pid: Option<i64>,
+        failure: Failure,
+        idem: Option<Idem<Task>>,
+    ) -> Result<Outcome<Task>> {
+        self.write(move |c| idempotency::run(c, idem, |c| tasks::fail(c, id, pid, &failure)))
+    }
+
+    fn sweep_leases(&self, limit: usize) -> Result<Vec<i64>> {
+        let now = crate::clock::now_ms();
+        if !self.read(|c| tasks::any_expired(c, now))? {
+            return Ok(Vec::new());
+        }
+        self.write(move |c| tasks::sweep(c, None, crate::clock::now_ms(), limit))
+    }
+
+    fn purge_idempotency(&self, limit: usize) -> Result<usize> {
+        let now = crate::clock::now_ms();
+        if !self.read(|c| idempotency::any_expired(c, now))? {
+            return Ok(0);
+        }
+        self.write(move |c| idempotency::purge(c, crate::clock::now_ms(), limit))
     }
 
     fn stats(&self, pid: i64) -> Result<Stats> {

@@ -6,7 +6,8 @@ use super::{check_version, events, optional, Result, StoreError};
 use crate::clock::now_ms;
 use crate::model::{NewProject, Page, Project, ProjectPatch};
 
-const COLUMNS: &str = "id, name, description, status, version, created_at, updated_at";
+const COLUMNS: &str = "id, name, description, status, version, created_at, updated_at, \
+     default_max_attempts, retry_backoff_seconds";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Project> {
     Ok(Project {
@@ -17,6 +18,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Project> {
         version: r.get(4)?,
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
+        default_max_attempts: r.get(7)?,
+        retry_backoff_seconds: r.get(8)?,
     })
 }
 
@@ -60,10 +63,18 @@ pub fn list(
 pub fn insert(c: &Connection, p: &NewProject, actor: Option<&str>) -> Result<Project> {
     let now = now_ms();
     c.prepare_cached(
-        "INSERT INTO projects (name, description, status, version, created_at, updated_at)
-         VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+        "INSERT INTO projects (name, description, status, version, created_at, updated_at,
+           default_max_attempts, retry_backoff_seconds)
+         VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5, ?6)",
     )?
-    .execute(params![p.name, p.description, p.status, now])?;
+    .execute(params![
+        p.name,
+        p.description,
+        p.status,
+        now,
+        p.default_max_attempts,
+        p.retry_backoff_seconds
+    ])?;
     let id = c.last_insert_rowid();
     events::record(c, id, None, "created", actor, "{}", now)?;
     Ok(Project {
@@ -71,6 +82,8 @@ pub fn insert(c: &Connection, p: &NewProject, actor: Option<&str>) -> Result<Pro
         name: p.name.clone(),
         description: p.description.clone(),
         status: p.status.clone(),
+        default_max_attempts: p.default_max_attempts,
+        retry_backoff_seconds: p.retry_backoff_seconds,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -91,7 +104,7 @@ pub fn update(
     p.version += 1;
     c.prepare_cached(
         "UPDATE projects SET name = ?2, description = ?3, status = ?4, version = ?5,
-           updated_at = ?6 WHERE id = ?1",
+           updated_at = ?6, default_max_attempts = ?7, retry_backoff_seconds = ?8 WHERE id = ?1",
     )?
     .execute(params![
         id,
@@ -99,7 +112,9 @@ pub fn update(
         p.description,
         p.status,
         p.version,
-        p.updated_at
+        p.updated_at,
+        p.default_max_attempts,
+        p.retry_backoff_seconds
     ])?;
     let changes = serde_json::Value::Object(changes).to_string();
     events::record(c, id, None, "updated", actor, &changes, p.updated_at)?;

@@ -84,19 +84,39 @@ fn claim_uses_indexes() {
     let (_d, conn) = store_conn();
     for nlabels in [0, 2] {
         let sql = tasks::claim_candidate_sql(nlabels);
-        let n = 2 + nlabels;
-        let p = plan(&conn, &sql, n);
+        let p = plan(&conn, &sql, 3 + nlabels);
         assert_indexed(&format!("claim with {nlabels} labels"), &p);
     }
-    let p = plan(&conn, &tasks::claim_candidate_sql(0), 2);
+    // Claimable tasks only (pending, due, no dependency left), already in claim
+    // order: however many tasks wait on others, the claim reads the first rows.
+    let p = plan(&conn, &tasks::claim_candidate_sql(0), 3);
     assert!(
         p.contains("tasks_claim"),
-        "pending candidate should use tasks_claim:\n{p}"
+        "claim should use tasks_claim:\n{p}"
     );
+    assert!(!p.contains("TEMP B-TREE"), "claim should not sort:\n{p}");
+}
+
+#[test]
+fn sweeps_and_queue_stats_use_their_partial_indexes() {
+    let (_d, conn) = store_conn();
+    let sweep = "SELECT id FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= ?1
+                   AND (?2 IS NULL OR project_id = ?2) ORDER BY lease_expires_at LIMIT ?3";
+    let p = plan(&conn, sweep, 3);
     assert!(
         p.contains("tasks_lease"),
-        "expired-lease candidate should use tasks_lease:\n{p}"
+        "sweep should use tasks_lease:\n{p}"
     );
+    let p = plan(&conn, tasks::STATS_QUEUE_SQL, 2);
+    for index in [
+        "tasks_scheduled",
+        "tasks_waiting",
+        "tasks_retrying",
+        "tasks_dead",
+    ] {
+        assert!(p.contains(index), "stats should use {index}:\n{p}");
+    }
+    assert_indexed("queue stats", &p);
 }
 
 #[test]

@@ -11,9 +11,11 @@ use serde_json::{Map, Value as Json};
 use super::{check_version, events, optional, projects, raw_json, Result, StoreError};
 use crate::clock::now_ms;
 use crate::model::*;
+use crate::store::queue;
 
 const COLUMNS: &str = "id, project_id, title, description, status, priority, assignee, labels, \
-     metadata, result, version, lease_expires_at, created_at, updated_at, started_at, completed_at";
+     metadata, result, version, lease_expires_at, created_at, updated_at, started_at, completed_at, \
+     error, attempt, max_attempts, not_before, depends_on, lease_token, dead, deps_waiting";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let status: String = r.get(4)?;
@@ -34,6 +36,15 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         updated_at: r.get(13)?,
         started_at: r.get(14)?,
         completed_at: r.get(15)?,
+        error: r.get::<_, Option<String>>(16)?.map(raw_json).transpose()?,
+        attempt: r.get(17)?,
+        max_attempts: r.get(18)?,
+        not_before: r.get(19)?,
+        depends_on: raw_json(r.get(20)?)?,
+        lease_token: None,
+        lease_hash: r.get(21)?,
+        dead: r.get(22)?,
+        deps_waiting: r.get(23)?,
     })
 }
 
@@ -62,31 +73,56 @@ fn insert_labels(c: &Connection, pid: i64, id: i64, labels: &[String]) -> Result
 }
 
 /// Inserts every task of `new`: all or nothing, since a job that fails after writing
-/// rolls its whole transaction back (`writer::commit_batch`).
+/// rolls its whole transaction back (`writer::commit_batch`). Every dependency is
+/// checked before the first insert.
 pub fn insert_many(
     c: &Connection,
     pid: i64,
     new: Vec<NewTask>,
     actor: Option<&str>,
 ) -> Result<Vec<Task>> {
-    projects::ensure_exists(c, pid)?;
+    let project = projects::get(c, pid)?;
+    for t in &new {
+        queue::check_dependencies(
+            None,
+            pid,
+            &t.depends_on,
+            |d| project_of(c, d),
+            |d| deps_of(c, d),
+        )?;
+    }
     let now = now_ms();
     let mut out = Vec::with_capacity(new.len());
     for t in new {
-        let started = (t.status == TaskStatus::InProgress).then_some(now);
-        let completed = t.status.is_terminal().then_some(now);
+        let (waiting, failed_dep) = dependency_state(c, &t.depends_on)?;
+        // A task that depends on a failed or cancelled one is blocked from the start.
+        let status = match failed_dep {
+            Some(_) if t.status == TaskStatus::Pending => TaskStatus::Blocked,
+            _ => t.status,
+        };
+        let error = failed_dep
+            .filter(|_| status == TaskStatus::Blocked)
+            .map(queue::blocked_error);
+        let started = (status == TaskStatus::InProgress).then_some(now);
+        let completed = status.is_terminal().then_some(now);
+        let lease = started.map(|n| n + queue::PATCH_LEASE_MS);
+        let max_attempts = t.max_attempts.unwrap_or(project.default_max_attempts);
         let labels =
             serde_json::to_string(&t.labels).map_err(|e| StoreError::Other(e.to_string()))?;
+        let depends_on =
+            serde_json::to_string(&t.depends_on).map_err(|e| StoreError::Other(e.to_string()))?;
         c.prepare_cached(
             "INSERT INTO tasks (project_id, title, description, status, priority, assignee,
-               labels, metadata, result, version, created_at, updated_at, started_at, completed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?10, ?11, ?12)",
+               labels, metadata, result, version, created_at, updated_at, started_at, completed_at,
+               error, max_attempts, not_before, depends_on, deps_waiting, lease_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+               ?17, ?18)",
         )?
         .execute(params![
             pid,
             t.title,
             t.description,
-            t.status.as_str(),
+            status.as_str(),
             t.priority,
             t.assignee,
             labels,
@@ -94,24 +130,40 @@ pub fn insert_many(
             t.result,
             now,
             started,
-            completed
+            completed,
+            error,
+            max_attempts,
+            t.not_before,
+            depends_on,
+            waiting,
+            lease
         ])?;
         let id = c.last_insert_rowid();
         insert_labels(c, pid, id, &t.labels)?;
+        insert_deps(c, id, &t.depends_on)?;
         events::record(c, pid, Some(id), "created", actor, "{}", now)?;
         out.push(Task {
             id,
             project_id: pid,
             title: t.title,
             description: t.description,
-            status: t.status,
+            status,
             priority: t.priority,
             assignee: t.assignee,
             labels: to_raw(labels)?,
             metadata: to_raw(t.metadata)?,
             result: t.result.map(to_raw).transpose()?,
+            error: error.map(to_raw).transpose()?,
+            attempt: 0,
+            max_attempts,
+            not_before: t.not_before,
+            depends_on: to_raw(depends_on)?,
             version: 1,
-            lease_expires_at: None,
+            lease_expires_at: lease,
+            lease_token: None,
+            lease_hash: None,
+            dead: false,
+            deps_waiting: waiting,
             created_at: now,
             updated_at: now,
             started_at: started,
@@ -119,6 +171,94 @@ pub fn insert_many(
         });
     }
     Ok(out)
+}
+
+/// The project of task `id`, if it exists.
+fn project_of(c: &Connection, id: i64) -> Result<Option<i64>> {
+    optional(
+        c.prepare_cached("SELECT project_id FROM tasks WHERE id = ?1")?
+            .query_row([id], |r| r.get(0)),
+    )
+}
+
+/// The ids task `id` depends on.
+fn deps_of(c: &Connection, id: i64) -> Result<Vec<i64>> {
+    let mut st = c.prepare_cached("SELECT dep_id FROM task_deps WHERE task_id = ?1")?;
+    let rows = st.query_map([id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
+}
+
+fn insert_deps(c: &Connection, id: i64, deps: &[i64]) -> Result<()> {
+    let mut st =
+        c.prepare_cached("INSERT OR IGNORE INTO task_deps (dep_id, task_id) VALUES (?1, ?2)")?;
+    for d in deps {
+        st.execute(params![d, id])?;
+    }
+    Ok(())
+}
+
+/// Of `deps`: how many are not completed yet, and one that failed or was cancelled
+/// (or is blocked itself). A dependency that no longer exists was pruned after it
+/// finished, or deleted: it counts as satisfied (SPEC §5c).
+fn dependency_state(c: &Connection, deps: &[i64]) -> Result<(i64, Option<i64>)> {
+    let mut waiting = 0;
+    let mut failed = None;
+    let mut st = c.prepare_cached("SELECT status FROM tasks WHERE id = ?1")?;
+    for &d in deps {
+        let status: Option<String> = optional(st.query_row([d], |r| r.get(0)))?;
+        match status.as_deref().and_then(TaskStatus::parse) {
+            None | Some(TaskStatus::Completed) => {}
+            Some(TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Blocked) => {
+                waiting += 1;
+                failed.get_or_insert(d);
+            }
+            Some(_) => waiting += 1,
+        }
+    }
+    Ok((waiting, failed))
+}
+
+/// Carries a status change of task `id` to the tasks that depend on it: one fewer
+/// (or one more) dependency to wait for, or — it failed, was cancelled or deleted
+/// unfinished — every pending dependent, transitively, `blocked` with one event each.
+fn ripple(c: &Connection, id: i64, pid: i64, r: queue::Ripple, now: i64) -> Result<()> {
+    match r {
+        queue::Ripple::None => Ok(()),
+        queue::Ripple::Satisfied | queue::Ripple::Reopened => {
+            let delta = if r == queue::Ripple::Satisfied { -1 } else { 1 };
+            c.prepare_cached(
+                "UPDATE tasks SET deps_waiting = max(deps_waiting + ?2, 0)
+                 WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = ?1)",
+            )?
+            .execute(params![id, delta])?;
+            Ok(())
+        }
+        queue::Ripple::Block => {
+            let error = queue::blocked_error(id);
+            let changes = queue::blocked_changes(id);
+            let mut todo = vec![id];
+            while let Some(x) = todo.pop() {
+                let mut st = c.prepare_cached(
+                    "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task_id
+                     WHERE d.dep_id = ?1 AND t.status = 'pending'",
+                )?;
+                let ids = st
+                    .query_map([x], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                for d in ids {
+                    c.prepare_cached(
+                        "UPDATE tasks SET status = 'blocked', error = ?2, updated_at = ?3,
+                           version = version + 1
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![d, error, now])?;
+                    events::record(c, pid, Some(d), "blocked", None, &changes, now)?;
+                    todo.push(d);
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The SQL of a task listing with this shape of filters (public for the plan test).
@@ -185,28 +325,18 @@ pub fn list(c: &Connection, pid: i64, q: &TaskQuery) -> Result<Page<Task>> {
     Ok(Page { items, more })
 }
 
-pub fn update(
-    c: &Connection,
-    id: i64,
-    pid: Option<i64>,
-    patch: &TaskPatch,
-    if_match: Option<i64>,
-    actor: Option<&str>,
-) -> Result<Task> {
-    let mut t = get(c, id, pid)?;
-    check_version(if_match, t.version)?;
-    let now = now_ms();
-    let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
-    t.version += 1;
-    t.updated_at = now;
+/// Writes every column a patch or an attempt's end can change.
+fn write_back(c: &Connection, t: &Task) -> Result<()> {
     c.prepare_cached(
         "UPDATE tasks SET title = ?2, description = ?3, status = ?4, priority = ?5, assignee = ?6,
            labels = ?7, metadata = ?8, result = ?9, version = ?10, lease_expires_at = ?11,
-           updated_at = ?12, started_at = ?13, completed_at = ?14
+           updated_at = ?12, started_at = ?13, completed_at = ?14, error = ?15, attempt = ?16,
+           max_attempts = ?17, not_before = ?18, depends_on = ?19, lease_token = ?20, dead = ?21,
+           deps_waiting = ?22
          WHERE id = ?1",
     )?
     .execute(params![
-        id,
+        t.id,
         t.title,
         t.description,
         t.status.as_str(),
@@ -219,15 +349,66 @@ pub fn update(
         t.lease_expires_at,
         t.updated_at,
         t.started_at,
-        t.completed_at
+        t.completed_at,
+        t.error.as_ref().map(|r| r.get()),
+        t.attempt,
+        t.max_attempts,
+        t.not_before,
+        t.depends_on.get(),
+        t.lease_hash,
+        t.dead,
+        t.deps_waiting
     ])?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn update(
+    c: &Connection,
+    id: i64,
+    pid: Option<i64>,
+    patch: &TaskPatch,
+    if_match: Option<i64>,
+    token: Option<&str>,
+    actor: Option<&str>,
+) -> Result<Task> {
+    let mut t = get(c, id, pid)?;
+    check_version(if_match, t.version)?;
+    let now = now_ms();
+    queue::check_override(&t, if_match, token, now)?;
+    if let Some(deps) = &patch.depends_on {
+        queue::check_dependencies(
+            Some(id),
+            t.project_id,
+            deps,
+            |d| project_of(c, d),
+            |d| deps_of(c, d),
+        )?;
+    }
+    let from = t.status;
+    let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
+    if patch.depends_on.is_some() || (t.status == TaskStatus::Pending && from != t.status) {
+        // Re-armed or re-wired: count what it waits for again.
+        let deps: Vec<i64> = serde_json::from_str(t.depends_on.get()).unwrap_or_default();
+        t.deps_waiting = dependency_state(c, &deps)?.0;
+    }
+    t.version += 1;
+    t.updated_at = now;
+    write_back(c, &t)?;
     if let Some(labels) = &patch.labels {
         c.prepare_cached("DELETE FROM task_labels WHERE task_id = ?1")?
             .execute([id])?;
         insert_labels(c, t.project_id, id, labels)?;
     }
+    if let Some(deps) = &patch.depends_on {
+        c.prepare_cached("DELETE FROM task_deps WHERE task_id = ?1")?
+            .execute([id])?;
+        insert_deps(c, id, deps)?;
+    }
     let changes = Json::Object(changes).to_string();
-    events::record(c, t.project_id, Some(id), "updated", actor, &changes, now)?;
+    let kind = queue::patch_event(patch.status.filter(|s| *s != from));
+    events::record(c, t.project_id, Some(id), kind, actor, &changes, now)?;
+    ripple(c, id, t.project_id, queue::ripple(from, t.status), now)?;
     Ok(t)
 }
 
@@ -236,124 +417,222 @@ pub fn delete(
     id: i64,
     pid: Option<i64>,
     if_match: Option<i64>,
+    token: Option<&str>,
     actor: Option<&str>,
 ) -> Result<()> {
     let t = get(c, id, pid)?;
     check_version(if_match, t.version)?;
+    let now = now_ms();
+    queue::check_override(&t, if_match, token, now)?;
     c.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
         .execute([id])?;
     let changes = serde_json::json!({ "title": t.title }).to_string();
-    events::record(
-        c,
-        t.project_id,
-        Some(id),
-        "deleted",
-        actor,
-        &changes,
-        now_ms(),
-    )?;
+    events::record(c, t.project_id, Some(id), "deleted", actor, &changes, now)?;
+    // Deleted unfinished: its dependents can never see it complete (SPEC §5c).
+    if !t.status.is_terminal() {
+        ripple(c, id, t.project_id, queue::Ripple::Block, now)?;
+    }
     Ok(())
 }
 
-/// The candidate subquery of a claim: the best pending task, or the best task whose
-/// lease ran out, each found through an index (public for the plan test).
+/// The candidate query of a claim: up to ?2 claimable tasks in claim order, from the
+/// partial index `tasks_claim` (public for the plan test). ?1 project, ?3 now,
+/// labels from ?4 on.
 pub fn claim_candidate_sql(nlabels: usize) -> String {
-    if nlabels == 0 {
-        return "SELECT id FROM (
-               SELECT * FROM (SELECT id, priority, created_at FROM tasks
-                              WHERE project_id = ?1 AND status = 'pending'
-                              ORDER BY priority DESC, created_at, id LIMIT 1)
-               UNION ALL
-               SELECT * FROM (SELECT id, priority, created_at FROM tasks
-                              WHERE project_id = ?1 AND status = 'in_progress'
-                                AND lease_expires_at < ?2
-                              ORDER BY priority DESC, created_at, id LIMIT 1))
-             ORDER BY priority DESC, created_at, id LIMIT 1"
-            .to_string();
-    }
-    let mut sql = "SELECT id FROM tasks WHERE project_id = ?1
-         AND (status = 'pending' OR (status = 'in_progress' AND lease_expires_at < ?2))"
+    let mut sql = "SELECT id FROM tasks WHERE project_id = ?1 AND status = 'pending'
+         AND deps_waiting = 0 AND coalesce(not_before, created_at) <= ?3"
         .to_string();
     for i in 0..nlabels {
         sql.push_str(&format!(
             " AND id IN (SELECT task_id FROM task_labels WHERE project_id = ?1 AND label = ?{})",
-            i + 3
+            i + 4
         ));
     }
-    sql.push_str(" ORDER BY priority DESC, created_at, id LIMIT 1");
+    sql.push_str(" ORDER BY priority DESC, coalesce(not_before, created_at), id LIMIT ?2");
     sql
 }
 
-/// Claims the best claimable task of `pid` for `claim.agent`: finds the candidate,
-/// then updates it by id. Both run in the writer's one transaction, so nothing can
-/// come between them. (As one `UPDATE … WHERE id = (SELECT …) RETURNING …` SQLite
-/// cannot tell the update touches one row and keeps a statement journal of every
-/// page it changes: 13 % of a claim's instructions.)
-pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Option<Task>> {
-    projects::ensure_exists(c, pid)?;
+/// Claims up to `claim.limit` claimable tasks of `pid` for `claim.agent`: first the
+/// project's own expired leases go back (so they are claimable at once), then the
+/// candidates are found and each updated by id, all in the writer's one
+/// transaction, so nothing can come between. (As one `UPDATE … WHERE id IN (SELECT
+/// …) RETURNING …` SQLite keeps a statement journal of every page it changes.)
+/// A paused or archived project has nothing to claim.
+pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Vec<Task>> {
+    let project = projects::get(c, pid)?;
+    if project.status != "active" {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
+    sweep(c, Some(pid), now, 1000)?;
     let lease = now + claim.lease_seconds * 1000;
-    // ?1 project, ?2 now, labels from ?3 on.
-    let mut args: Vec<Value> = vec![pid.into(), now.into()];
+    let mut args: Vec<Value> = vec![pid.into(), (claim.limit as i64).into(), now.into()];
     args.extend(claim.labels.iter().map(|l| Value::Text(l.clone())));
-    let candidate: Option<i64> = optional(
-        c.prepare_cached(&claim_candidate_sql(claim.labels.len()))?
-            .query_row(params_from_iter(args), |r| r.get(0)),
-    )?;
-    let Some(id) = candidate else {
-        return Ok(None);
-    };
-    // By id and without RETURNING (SQLite runs RETURNING as a trigger, which also
-    // costs the statement journal), then read back.
-    c.prepare_cached(
-        "UPDATE tasks SET status = 'in_progress', assignee = ?3, lease_expires_at = ?4,
-           started_at = COALESCE(started_at, ?2), completed_at = NULL, updated_at = ?2,
-           version = version + 1
-         WHERE id = ?1",
-    )?
-    .execute(params![id, now, claim.agent, lease])?;
-    let changes = serde_json::json!({
-        "status": "in_progress",
-        "assignee": claim.agent,
-        "lease_expires_at": crate::clock::rfc3339(lease),
-    })
-    .to_string();
-    events::record(
-        c,
-        pid,
-        Some(id),
-        "claimed",
-        Some(&claim.agent),
-        &changes,
-        now,
-    )?;
-    get(c, id, None).map(Some)
+    let ids = c
+        .prepare_cached(&claim_candidate_sql(claim.labels.len()))?
+        .query_map(params_from_iter(args), |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (token, hash) = queue::new_token()?;
+        // By id and without RETURNING (SQLite runs RETURNING as a trigger, which also
+        // costs the statement journal), then read back.
+        c.prepare_cached(
+            "UPDATE tasks SET status = 'in_progress', assignee = ?3, lease_expires_at = ?4,
+               lease_token = ?5, attempt = attempt + 1,
+               started_at = COALESCE(started_at, ?2), completed_at = NULL, updated_at = ?2,
+               version = version + 1
+             WHERE id = ?1",
+        )?
+        .execute(params![id, now, claim.agent, lease, hash])?;
+        let mut t = get(c, id, None)?;
+        let changes = serde_json::json!({
+            "status": "in_progress",
+            "assignee": claim.agent,
+            "lease_expires_at": crate::clock::rfc3339(lease),
+            "attempt": t.attempt,
+        })
+        .to_string();
+        events::record(
+            c,
+            pid,
+            Some(id),
+            "claimed",
+            Some(&claim.agent),
+            &changes,
+            now,
+        )?;
+        t.lease_token = Some(token);
+        out.push(t);
+    }
+    Ok(out)
 }
 
-/// Extends the lease of a task that `agent` holds; 409 if someone else holds it.
-/// The version does not change: a heartbeat must not break the holder's `If-Match`.
+/// Extends a live lease the caller proves it holds. The version does not change: a
+/// heartbeat must not break the holder's `If-Match`.
 pub fn heartbeat(
     c: &Connection,
     id: i64,
     pid: Option<i64>,
-    agent: &str,
+    proof: &LeaseProof,
     lease_seconds: i64,
 ) -> Result<Task> {
     let mut t = get(c, id, pid)?;
-    if t.status != TaskStatus::InProgress {
-        return Err(StoreError::Conflict(format!(
-            "task is {}, not in_progress",
-            t.status.as_str()
-        )));
-    }
-    if t.assignee.as_deref() != Some(agent) {
-        return Err(StoreError::Conflict("task is held by another agent".into()));
-    }
-    let lease = now_ms() + lease_seconds * 1000;
+    let now = now_ms();
+    queue::check_lease(&t, proof, now)?;
+    let lease = now + lease_seconds * 1000;
     c.prepare_cached("UPDATE tasks SET lease_expires_at = ?2 WHERE id = ?1")?
         .execute(params![id, lease])?;
     t.lease_expires_at = Some(lease);
     Ok(t)
+}
+
+/// Completes a task whose live lease `token` names.
+pub fn complete(
+    c: &Connection,
+    id: i64,
+    pid: Option<i64>,
+    token: &str,
+    result: Option<String>,
+) -> Result<Task> {
+    let mut t = get(c, id, pid)?;
+    let now = now_ms();
+    queue::check_lease(&t, &LeaseProof::Token(token.into()), now)?;
+    let from = t.status;
+    crate::store::patch::transition(&mut t, TaskStatus::Completed, now);
+    if let Some(r) = result {
+        t.result = Some(to_raw(r)?);
+    }
+    t.error = None;
+    t.version += 1;
+    t.updated_at = now;
+    write_back(c, &t)?;
+    let changes = serde_json::json!({ "status": "completed", "attempt": t.attempt }).to_string();
+    let actor = t.assignee.clone();
+    events::record(
+        c,
+        t.project_id,
+        Some(id),
+        "completed",
+        actor.as_deref(),
+        &changes,
+        now,
+    )?;
+    ripple(c, id, t.project_id, queue::ripple(from, t.status), now)?;
+    Ok(t)
+}
+
+/// Ends the attempt of a task whose live lease the failure's token names.
+pub fn fail(c: &Connection, id: i64, pid: Option<i64>, f: &Failure) -> Result<Task> {
+    let mut t = get(c, id, pid)?;
+    let now = now_ms();
+    queue::check_lease(&t, &LeaseProof::Token(f.token.clone()), now)?;
+    let backoff = projects::get(c, t.project_id)?.retry_backoff_seconds;
+    let end = queue::after_failure(&t, f, backoff, now);
+    let actor = t.assignee.clone();
+    end_attempt(c, &mut t, &end, actor.as_deref(), now)?;
+    Ok(t)
+}
+
+/// Applies an attempt's end to `t`: its new status, schedule and error, one event,
+/// and the ripple to its dependents.
+fn end_attempt(
+    c: &Connection,
+    t: &mut Task,
+    end: &queue::End,
+    actor: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let from = t.status;
+    let changes = queue::end_changes(t, end);
+    crate::store::patch::transition(t, end.status, now);
+    t.not_before = end.not_before;
+    t.error = Some(to_raw(end.error.clone())?);
+    t.dead = end.dead;
+    if end.status == TaskStatus::Pending {
+        t.assignee = None;
+    }
+    t.version += 1;
+    t.updated_at = now;
+    write_back(c, t)?;
+    events::record(c, t.project_id, Some(t.id), end.event, actor, &changes, now)?;
+    ripple(c, t.id, t.project_id, queue::ripple(from, t.status), now)
+}
+
+/// Whether any lease has run out (a cheap read, so an idle sweeper never takes the
+/// writer).
+pub fn any_expired(c: &Connection, now: i64) -> Result<bool> {
+    Ok(optional(
+        c.prepare_cached(
+            "SELECT 1 FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= ?1 LIMIT 1",
+        )?
+        .query_row([now], |_| Ok(())),
+    )?
+    .is_some())
+}
+
+/// Returns up to `limit` tasks whose lease ran out (of project `pid`, or of every
+/// project) to pending, or fails them at their last attempt, one `lease_expired`
+/// event each; the projects that got claimable work.
+pub fn sweep(c: &Connection, pid: Option<i64>, now: i64, limit: usize) -> Result<Vec<i64>> {
+    let ids = c
+        .prepare_cached(
+            "SELECT id FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= ?1
+               AND (?2 IS NULL OR project_id = ?2)
+             ORDER BY lease_expires_at LIMIT ?3",
+        )?
+        .query_map(params![now, pid, limit as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let mut woke = Vec::new();
+    for id in ids {
+        let mut t = get(c, id, None)?;
+        let end = queue::after_expiry(&t);
+        end_attempt(c, &mut t, &end, None, now)?;
+        if end.status == TaskStatus::Pending && !woke.contains(&t.project_id) {
+            woke.push(t.project_id);
+        }
+    }
+    Ok(woke)
 }
 
 pub const STATS_OLDEST_PENDING_SQL: &str =
@@ -368,6 +647,20 @@ pub const STATS_COMPLETED_SQL: &str = "SELECT
    + (SELECT count(*) FROM tasks
        WHERE project_id = ?1 AND status = 'completed'
          AND completed_at >= ?2 AND completed_at < (?2 / 10000 + 1) * 10000)";
+/// The queue's figures of SPEC §5a, each from its partial index (migration 0005):
+/// scheduled, waiting, retrying, dead. `INDEXED BY`: without statistics the
+/// planner would take the status index and count every pending task. ?1 project,
+/// ?2 now.
+pub const STATS_QUEUE_SQL: &str = "SELECT
+     (SELECT count(*) FROM tasks INDEXED BY tasks_scheduled
+       WHERE project_id = ?1 AND status = 'pending' AND not_before IS NOT NULL
+         AND not_before > ?2),
+     (SELECT count(*) FROM tasks INDEXED BY tasks_waiting
+       WHERE project_id = ?1 AND status = 'pending' AND deps_waiting > 0),
+     (SELECT count(*) FROM tasks INDEXED BY tasks_retrying
+       WHERE project_id = ?1 AND status = 'pending' AND attempt > 0),
+     (SELECT count(*) FROM tasks INDEXED BY tasks_dead
+       WHERE project_id = ?1 AND status = 'failed' AND dead = 1)";
 /// Kept by the triggers of migration 0003: a few rows, whatever the number of tasks.
 pub const STATS_BY_STATUS_SQL: &str =
     "SELECT status, n FROM task_counts WHERE project_id = ?1 AND n > 0";
@@ -394,10 +687,19 @@ pub fn stats(c: &Connection, pid: i64) -> Result<Stats> {
     let completed_last_hour = c
         .prepare_cached(STATS_COMPLETED_SQL)?
         .query_row(params![pid, now - 3_600_000], |r| r.get(0))?;
+    let (scheduled, waiting, retrying, dead) = c
+        .prepare_cached(STATS_QUEUE_SQL)?
+        .query_row(params![pid, now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
     Ok(Stats {
         project_id: pid,
         total,
         by_status,
+        scheduled,
+        waiting,
+        retrying,
+        dead,
         oldest_pending_age_seconds: oldest.map(|t| ((now - t) / 1000).max(0)),
         completed_last_hour,
         timestamp: crate::clock::rfc3339(now),

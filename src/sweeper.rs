@@ -1,0 +1,96 @@
+//! The queue's housekeeping thread (SPEC §5a): returns tasks whose lease ran out to
+//! pending (or to the dead letter) within a second of expiry, whether or not anyone
+//! claims, and deletes stored idempotent answers after 24 h. Every instance runs one;
+//! the engines make both idempotent across instances (one writer on SQLite, `SKIP
+//! LOCKED` on PostgreSQL), so a lease is swept once, with one event.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::store::Store;
+
+/// How often expired leases are looked for: well inside the 1 s of SPEC §5a.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// How often expired idempotency records are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Rows per step: each step is one short write.
+const BATCH: usize = 500;
+
+/// Called with each project that got claimable work from a sweep (wakes waiters).
+pub type Wake = Box<dyn Fn(i64) + Send>;
+
+/// The running thread; `stop` ends it.
+pub struct Sweeper {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Sweeper {
+    pub fn start(store: Arc<dyn Store>, wake: Wake) -> std::io::Result<Sweeper> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("sweeper".into())
+            .spawn(move || run(&*store, &wake, &flag))?;
+        Ok(Sweeper {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops the thread and waits for its current step.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(store: &dyn Store, wake: &Wake, stop: &AtomicBool) {
+    let mut next_purge = Instant::now() + PURGE_EVERY;
+    // Log a failing database once, not four times a second.
+    let mut failing = false;
+    while !stop.load(Ordering::Relaxed) {
+        let step = store.sweep_leases(BATCH).map(|woke| {
+            for pid in woke {
+                wake(pid);
+            }
+        });
+        match step {
+            Ok(()) if failing => {
+                failing = false;
+                log::info!(target: "sweeper", "lease sweeps work again");
+            }
+            Err(e) if !failing => {
+                failing = true;
+                log::warn!(target: "sweeper", error:% = e; "cannot sweep expired leases; retrying");
+            }
+            _ => {}
+        }
+        if Instant::now() >= next_purge {
+            next_purge = Instant::now() + PURGE_EVERY;
+            let mut purged = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match store.purge_idempotency(BATCH) {
+                    Ok(n) => {
+                        purged += n;
+                        if n < BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!(target: "sweeper", error:% = e; "cannot purge idempotency records");
+                        break;
+                    }
+                }
+            }
+            if purged > 0 {
+                log::info!(target: "sweeper", purged = purged; "expired idempotency records purged");
+            }
+        }
+        std::thread::sleep(SWEEP_EVERY);
+    }
+}
