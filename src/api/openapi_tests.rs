@@ -231,3 +231,113 @@ fn creates_link_to_every_operation_on_what_they_create() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The request headers of SPEC §5a, stated where the server reads them: every POST
+/// that needs a key takes `Idempotency-Key` (1 to 255 printable ASCII, what
+/// `Call::idempotency` takes after the connection layer trims spaces), answers its
+/// replays with `Idempotent-Replayed: true`, and can answer 409 (the same key still
+/// running) and 422 (`idempotency_mismatch`); every PATCH and DELETE of a task takes
+/// `Lease-Token` and can answer 409 (`lease_held`); no other operation documents them.
+#[test]
+fn idempotency_and_lease_headers_are_documented_where_they_are_read() {
+    use crate::http::request::Method;
+    use crate::router::Access;
+    let d = doc();
+    let idem_schema = serde_json::json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[ -~]*[!-~][ -~]*$"
+    });
+    let task_templates = ["/tasks/{id}", "/projects/{pid}/tasks/{id}"];
+    let mut problems = Vec::new();
+    for r in ROUTES {
+        let m = r.method.as_str();
+        let op = operation(&d, m, r.template);
+        let header = |name: &str| {
+            op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["in"] == "header" && p["name"] == name)
+        };
+        let idempotent = r.method == Method::Post && r.access != Access::Public;
+        let leased = matches!(r.method, Method::Patch | Method::Delete)
+            && task_templates.contains(&r.template);
+        match (idempotent, header("Idempotency-Key")) {
+            (true, None) => problems.push(format!("{m} {}: no Idempotency-Key", r.template)),
+            (true, Some(p)) if p["schema"] != idem_schema || p["required"] != false => problems
+                .push(format!(
+                    "{m} {}: Idempotency-Key must be optional with schema {idem_schema}",
+                    r.template
+                )),
+            (false, Some(_)) => problems.push(format!(
+                "{m} {}: documents Idempotency-Key that the server does not read",
+                r.template
+            )),
+            _ => {}
+        }
+        match (leased, header("Lease-Token")) {
+            (true, None) => problems.push(format!("{m} {}: no Lease-Token", r.template)),
+            (false, Some(_)) => problems.push(format!(
+                "{m} {}: documents Lease-Token that the server does not read",
+                r.template
+            )),
+            _ => {}
+        }
+        let responses = op["responses"].as_object().into_iter().flatten();
+        for (code, resp) in responses {
+            let replayed = resp["headers"].get("Idempotent-Replayed").is_some();
+            if idempotent && code.starts_with('2') && !replayed {
+                problems.push(format!(
+                    "{m} {} {code}: no Idempotent-Replayed header",
+                    r.template
+                ));
+            }
+            if !idempotent && replayed {
+                problems.push(format!(
+                    "{m} {} {code}: Idempotent-Replayed on a non-idempotent operation",
+                    r.template
+                ));
+            }
+        }
+        let mut need: Vec<&str> = Vec::new();
+        if idempotent {
+            need.extend(["400", "409", "422"]);
+        }
+        if leased {
+            need.push("409");
+        }
+        for code in need {
+            if op["responses"].get(code).is_none() {
+                problems.push(format!("{m} {}: no {code} answer", r.template));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every error code `ApiError` makes (src/error.rs) is in the error schema's enum.
+#[test]
+fn error_codes_are_documented() {
+    let d = doc();
+    let codes =
+        &d["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+    let src = include_str!("../error.rs");
+    let (mut seen, mut missing) = (0, Vec::new());
+    // Every `"code"` literal after a status in `ApiError::new(status, "code", …)`.
+    for (i, _) in src.match_indices("ApiError::new(") {
+        let rest = &src[i..];
+        let Some(q) = rest.find('"') else { continue };
+        let code: String = rest[q + 1..].chars().take_while(|c| *c != '"').collect();
+        seen += 1;
+        if !codes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| *c == *code))
+        {
+            missing.push(code);
+        }
+    }
+    assert!(seen >= 15, "found only {seen} codes in error.rs");
+    assert!(missing.is_empty(), "undocumented codes: {missing:?}");
+}
