@@ -8,7 +8,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -16,7 +16,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// RFC 3339 UTC with milliseconds for an epoch-milliseconds instant.
-pub(crate) fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     let mut out = String::with_capacity(24);
     write_rfc3339(&mut out, ms);
     out

@@ -6,8 +6,8 @@
 use super::tasks::one;
 use super::{answer, list_response, Call};
 use crate::error::ApiError;
-use crate::wire::Response;
 use crate::model::Task;
+use crate::wire::Response;
 use crate::{metrics, validate};
 
 /// `POST /projects/{id}/tasks/claim`: 200 with the task, 204 when none is

@@ -2,9 +2,9 @@
 
 use super::{answer, decode_cursor, encode_cursor, etag, list_response, params, Call};
 use crate::error::ApiError;
-use crate::wire::Response;
 use crate::model::Project;
 use crate::validate;
+use crate::wire::Response;
 
 fn one(status: u16, p: &Project) -> Response {
     Response::json(status, p).with_header("ETag", etag(p.version))

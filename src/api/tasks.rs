@@ -3,8 +3,8 @@
 
 use super::{answer, decode_cursor, encode_cursor, etag, list_response, params, Call};
 use crate::error::ApiError;
-use crate::wire::Response;
 use crate::model::{Task, TaskCursor, TaskQuery, TaskSort, TaskStatus};
+use crate::wire::Response;
 use crate::{metrics, validate};
 
 /// One task with its `ETag`.
