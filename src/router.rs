@@ -3,7 +3,7 @@
 //! win over parameters by construction (parameters only match digits). The matched
 //! template (never the raw path) labels metrics; no match is `route="unmatched"`.
 
-use crate::api::{activity, claim, ops, projects, tasks, Call};
+use crate::api::{activity, claim, ops, projects, tasks, ui, Call};
 use crate::error::ApiError;
 use crate::http::request::Method;
 use crate::http::response::Response;
@@ -76,7 +76,23 @@ pub static ROUTES: &[Route] = &[
     r(Patch, "/tasks/{id}", tasks::update, Write),
     r(Delete, "/tasks/{id}", tasks::delete, Write),
     r(Post, "/tasks/{id}/heartbeat", claim::heartbeat, Write),
+    // The dashboard page (SPEC §9): static files, one route each (`ui::ASSETS`).
+    r(Get, "/", ui::root, Public),
+    r(Get, "/ui", ui::slash, Public),
+    r(Get, "/ui/", ui::asset, Public),
+    r(Get, "/ui/app.css", ui::asset, Public),
+    r(Get, "/ui/app.js", ui::asset, Public),
+    r(Get, "/ui/api.js", ui::asset, Public),
+    r(Get, "/ui/dom.js", ui::asset, Public),
+    r(Get, "/ui/views.js", ui::asset, Public),
+    r(Get, "/ui/favicon.svg", ui::asset, Public),
 ];
+
+/// A page route (the dashboard, `GET /`'s redirect to it), not an API operation:
+/// the OpenAPI document leaves these out.
+pub fn is_page(r: &Route) -> bool {
+    r.method == Method::Get && (r.template == "/" || r.template.starts_with("/ui"))
+}
 
 /// Path parameters in template order (`{pid}` then `{id}`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod params;
 pub mod projects;
 pub mod tasks;
+pub mod ui;
 
 use serde::Serialize;
 use serde_json::Value;
