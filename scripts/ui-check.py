@@ -119,6 +119,85 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class StreamShim:
+    """For a server without the event stream yet: a proxy on its own port that serves
+    `GET /projects/{id}/events/stream` as SPEC §9 describes it (id/event/data lines,
+    comments, resume after Last-Event-ID or ?after=), made from the polled feed, and
+    passes everything else through. It lets the page's stream reader be checked in
+    the browser before the server has the real thing; it refuses a stream request
+    whose key is not in the Authorization header."""
+
+    def __init__(self, upstream, key):
+        import http.server
+        import threading
+        shim = self
+        self.upstream, self.key, self.streams = upstream, key, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                m = re.match(r"^/projects/(\d+)/events/stream(?:\?after=(\d+))?$", self.path)
+                if m:
+                    return self.stream(int(m.group(1)), int(self.headers.get("Last-Event-ID") or m.group(2) or 0))
+                req = urllib.request.Request(shim.upstream + self.path, headers={
+                    k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept", "if-none-match")})
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        code, headers, body = r.status, r.headers, r.read()
+                except urllib.error.HTTPError as e:
+                    code, headers, body = e.code, e.headers, e.read()
+                self.send_response(code)
+                for k, v in headers.items():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def stream(self, pid, after):
+                if self.headers.get("Authorization") != "Bearer " + shim.key:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                shim.streams += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    self.wfile.write(b": stream opened\n\n")
+                    self.wfile.flush()
+                    while True:
+                        req = urllib.request.Request(f"{shim.upstream}/projects/{pid}/events?after={after}&limit=500",
+                                                     headers={"Authorization": "Bearer " + shim.key})
+                        with urllib.request.urlopen(req, timeout=10) as r:
+                            page = json.loads(r.read())
+                        for ev in page["items"]:
+                            data = json.dumps(ev)
+                            self.wfile.write(f"id: {ev['id']}\r\nevent: {ev['type']}\r\ndata: {data}\r\n\r\n".encode())
+                            after = ev["id"]
+                        self.wfile.write(b": keep-alive\n\n")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
 def check_console(logs, stream_absent):
     """No error in the console. Chrome itself reports every non-2xx answer as a
     "network" error; two of those are the page working as designed and are allowed,
@@ -250,6 +329,10 @@ def main():
         d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
         el.click()
 
+    def in_feed(task_id):
+        # One round trip: a WebDriver call per row would be slower than the feed itself.
+        return d.execute_script("return !!document.querySelector(`#feed li[data-task-id='${arguments[0]}']`)", task_id)
+
     def shot(d, name):
         path = os.path.join(args.out, name)
         d.save_screenshot(path)
@@ -327,7 +410,7 @@ def main():
         wait("paging: back to the first page", lambda: [r.get_attribute("data-task-id") for r in
                                                         d.find_elements(By.CSS_SELECTOR, "tbody tr[data-task-id]")] == first_page)
         click(d.find_element(By.CSS_SELECTOR, 'button.count[data-status="completed"]'))
-        code, page = s.api("GET", f"/projects/{pid}/tasks?status=completed&limit=25", key="read")
+        code, page = s.api("GET", f"/projects/{pid}/tasks?status=completed&sort=priority&limit=25", key="read")
         want_ids = [str(t["id"]) for t in page["items"]]
         wait("the status filter shows the API's completed tasks", lambda: [r.get_attribute("data-task-id") for r in
                                                                             d.find_elements(By.CSS_SELECTOR, "tbody tr[data-task-id]")] == want_ids)
@@ -339,12 +422,12 @@ def main():
         t0 = time.time()
         code, t = s.api("POST", f"/projects/{pid}/tasks", {"title": title, "priority": 9})
         found = wait("a task created through the API appears in the live feed",
-                     lambda: any(e.text == title for e in d.find_elements(By.CSS_SELECTOR, "#feed .etitle"))
-                     or d.find_elements(By.CSS_SELECTOR, f'#feed li[data-task-id="{t["id"]}"]'), timeout=2.0, step=0.02)
+                     lambda: in_feed(t["id"]), timeout=2.0, step=0.02)
         dt = time.time() - t0
         check(bool(found) and dt <= 2.0, f"the new task is in the live feed after {dt:.2f} s ({feed_mode}), no reload")
         check(d.execute_script("return window.__noReload") == 1, "the project view was not reloaded")
-        wait("its title fills in", lambda: any(e.text == title for e in d.find_elements(By.CSS_SELECTOR, "#feed .etitle")), timeout=3)
+        wait("its title fills in", lambda: title in d.execute_script(
+            "return [...document.querySelectorAll('#feed .etitle')].map(e => e.textContent)"), timeout=3)
         for i in range(3):  # a little more activity for the screenshot
             code, c = s.api("POST", f"/projects/{pid}/tasks/claim", {"agent": f"agent-{i + 1}", "lease_seconds": 300})
         time.sleep(2.5)
@@ -356,7 +439,8 @@ def main():
         cell = wait("the hostile title shows in the table", lambda: d.find_element(
             By.CSS_SELECTOR, f'tr[data-task-id="{xid}"] td.title a'))
         check(cell is not None and cell.text == XSS, f"the hostile title is shown as text in the table ({cell and cell.text!r})")
-        wait("and in the feed", lambda: any(e.text == XSS for e in d.find_elements(By.CSS_SELECTOR, "#feed .etitle")))
+        wait("and in the feed", lambda: XSS in d.execute_script(
+            "return [...document.querySelectorAll('#feed .etitle')].map(e => e.textContent)"))
         d.get(s.url + f"/ui/#/tasks/{xid}")
         wait("the hostile task's detail shows its title as text", lambda: d.find_element(By.ID, "task-title").text == XSS)
         time.sleep(0.5)
@@ -395,6 +479,36 @@ def main():
         leaked = [u for u in urls if read_key in u or write_key in u or "key=" in u.lower()]
         check(not leaked, f"no request URL carries a key ({leaked[:3]})")
         check(with_header > 5, f"{with_header} API requests carried the key in Authorization")
+        # The stream path of the live feed (the server's own stream when it has one,
+        # else the shim above): the page reads it, without polling.
+        if stream_absent:
+            shim = StreamShim(s.url, read_key)
+            base = shim.url
+        else:
+            shim, base = None, s.url
+        try:
+            d.get(base + f"/ui/#/projects/{pid}")
+            if shim:  # another origin: another sessionStorage, so log in again
+                wait("the login form shows on the shim", lambda: d.find_element(By.ID, "key").is_displayed())
+                d.find_element(By.ID, "key").send_keys(read_key)
+                click(d.find_element(By.CSS_SELECTOR, "#login-form button"))
+            wait("the feed reads the event stream", lambda: d.find_element(By.CSS_SELECTOR, ".activity .live").text == "live")
+            title = f"stream check {time.time():.3f}"
+            t0 = time.time()
+            code, t = s.api("POST", f"/projects/{pid}/tasks", {"title": title})
+            found = wait("a task created through the API arrives over the stream",
+                         lambda: in_feed(t["id"]), timeout=2.0, step=0.02)
+            dt = time.time() - t0
+            check(bool(found) and dt <= 2.0, f"over the event stream the new task is in the feed after {dt:.2f} s")
+            polled = [e for e in d.get_log("performance") if e["timestamp"] >= t0 * 1000 and
+                      "/events?after=" in json.loads(e["message"])["message"]["params"].get("request", {}).get("url", "")]
+            check(not polled, f"the stream path does not poll ({len(polled)} polls since the task was created)")
+            if shim:
+                check(shim.streams >= 1, f"the shim served {shim.streams} stream(s) with the key in the header")
+            check_console(d.get_log("browser"), False)
+        finally:
+            if shim:
+                shim.stop()
         d.quit()
         d = None
         s.stop()

@@ -41,7 +41,7 @@ export async function get(path, opts = {}) {
 }
 
 /** The fallback's period: new activity shows within 2 s, request time included. */
-const POLL_MS = 1500;
+const POLL_MS = 1000;
 
 const sleep = (ms, signal) => new Promise((resolve) => {
   const t = setTimeout(resolve, ms);
@@ -51,7 +51,7 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 /**
  * Follows a project's activity from event id `after` on. Reads the Server-Sent Events
  * stream with fetch() (EventSource cannot send the Authorization header); a server
- * without the stream (404/405) is polled every 1.5 s instead. Calls onEvent(event) in
+ * without the stream (404/405) is polled every second instead. Calls onEvent(event) in
  * id order, each event once, and onState('stream'|'polling'|'reconnecting'|'error', detail).
  * Returns a function that stops it.
  */
