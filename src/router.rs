@@ -51,6 +51,8 @@ pub static ROUTES: &[Route] = &[
     r(Get, "/metrics", ops::metrics, Public),
     r(Get, "/metrics/json", ops::metrics_json, Public),
     r(Get, "/openapi.json", ops::openapi, Public),
+    // A browser's `GET /` goes to the dashboard page; see `ui::root`.
+    r(Get, "/", ui::root, Public),
     r(Options, "/", ops::options_root, Public),
     r(Get, "/projects", projects::list, Read),
     r(Post, "/projects", projects::create, Write),
@@ -77,7 +79,6 @@ pub static ROUTES: &[Route] = &[
     r(Delete, "/tasks/{id}", tasks::delete, Write),
     r(Post, "/tasks/{id}/heartbeat", claim::heartbeat, Write),
     // The dashboard page (SPEC §9): static files, one route each (`ui::ASSETS`).
-    r(Get, "/", ui::root, Public),
     r(Get, "/ui", ui::slash, Public),
     r(Get, "/ui/", ui::asset, Public),
     r(Get, "/ui/app.css", ui::asset, Public),

@@ -107,8 +107,11 @@ fn get_root_sends_browsers_to_the_page_and_keeps_its_answer_for_others() {
         assert_eq!(r.code(), "method_not_allowed");
         assert_eq!(r.header("allow"), Some("OPTIONS"));
     }
-    // HAProxy's probe is untouched.
+    // HAProxy's probe is untouched; other methods list what `/` serves.
     assert_eq!(s.send("OPTIONS", "/", &[], None).status, 200);
+    let put = s.send("PUT", "/", &[("Content-Length", "0")], None);
+    assert_eq!(put.status, 405);
+    assert_eq!(put.header("allow"), Some("GET, HEAD, OPTIONS"));
 }
 
 #[test]
