@@ -172,6 +172,7 @@ async function allProjects() {
 
 function overview() {
   crumbs({ text: 'Projects' });
+  document.title = 'Projects · dashboard-backend';
   const totals = h('div', { class: 'totals' });
   const grid = h('div', { class: 'grid', id: 'projects' });
   const stamp = h('span', { class: 'stamp' });
@@ -179,6 +180,7 @@ function overview() {
     h('div', { class: 'section-head' }, h('h2', {}, 'All projects'), stamp), totals, grid));
   let projects = [];
   let lastNames = 0;
+  let lastSig = '';
   const g = generation;
   const stop = every(5000, async () => {
     try {
@@ -189,6 +191,10 @@ function overview() {
       }
       const stats = await get('/stats');
       if (g !== generation) return;
+      // Re-render only on change: a wall screen keeps hover and selection steady.
+      const sig = JSON.stringify([projects, stats.items.map(({ timestamp, oldest_pending_age_seconds: a, ...r }) => [r, a === null ? null : Math.floor(a / 5)])]);
+      if (sig === lastSig) { updated(stamp); return; }
+      lastSig = sig;
       const byId = new Map(stats.items.map((s) => [s.project_id, s]));
       const sum = {};
       for (const s of stats.items) for (const [k, v] of Object.entries(s.by_status || {})) sum[k] = (sum[k] || 0) + Number(v);
@@ -257,6 +263,7 @@ function project(pid) {
       setText(headDesc, p.description || '');
       fill(headBadge, p.status !== 'active' ? badge(p.status) : null);
       crumbs({ text: 'Projects', href: '#/' }, { text: p.name });
+      document.title = `${p.name} · dashboard-backend`;
       fill(barEl, bar(st.by_status, st.total));
       fill(countsEl, counts(st.by_status, { onPick: pick, active: state.status }));
       updated(stamp);
@@ -351,6 +358,7 @@ function task(id) {
   fill(main, h('section', { class: 'task' }, body));
   const g = generation;
   let projectName = null;
+  let lastSig = '';
   const load = async () => {
     try {
       const t = await get(`/tasks/${id}`);
@@ -367,8 +375,12 @@ function task(id) {
         after = Number(page.next_cursor);
       }
       if (g !== generation) return;
+      const sig = JSON.stringify([t, evs.length]);
+      if (sig === lastSig) return;
+      lastSig = sig;
+      document.title = `#${t.id} ${t.title} · dashboard-backend`;
       crumbs({ text: 'Projects', href: '#/' }, { text: projectName, href: `#/projects/${t.project_id}` }, { text: `#${t.id}` });
-      const when = (ts) => (ts ? [clock(ts), h('span', { class: 'muted' }, ` (${ago(ts)})`)] : '–');
+      const when = (ts) => (ts ? [clock(ts), h('span', { class: 'muted' }, ' (', h('span', { class: 'when', title: ts }, ago(ts)), ')')] : '–');
       fill(body,
         h('div', { class: 'section-head' }, h('div', { class: 'titles' },
           h('div', { class: 'line' }, h('h2', { id: 'task-title' }, t.title), badge(t.status)),
