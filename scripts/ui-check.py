@@ -448,6 +448,7 @@ def main():
         check(imgs == ["/ui/favicon.svg"], f"no img element but the logo ({imgs})")
         dialogs = d.execute_script("return window.__dialogs")
         check(dialogs == [], f"no alert ran ({dialogs})")
+        shot(d, "task-hostile-title.png")
 
         # A task's detail.
         d.get(s.url + f"/ui/#/tasks/{notable['rich']}")
