@@ -107,6 +107,18 @@ class Server:
             except ValueError:
                 return e.code, raw
 
+    def status_only(self, path):
+        """The status of a GET, without reading the body (a stream never ends)."""
+        import http.client
+        host, port = self.url[len("http://"):].rsplit(":", 1)
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            c.request("GET", path, headers={"Authorization": "Bearer " + self.keys["read"],
+                                            "Accept": "text/event-stream"})
+            return c.getresponse().status
+        finally:
+            c.close()
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -324,10 +336,23 @@ def main():
         check(False, f"{what} (within {timeout} s; last: {last!r})")
         return None
 
-    def click(el):
-        # Into the middle of the screen first: the sticky top bar would take the click.
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
-        el.click()
+    def click(by, sel):
+        # Into the middle of the screen first (the sticky top bar would take the click);
+        # found again if a refresh replaced it in between.
+        from selenium.common.exceptions import StaleElementReferenceException
+        for attempt in range(5):
+            try:
+                el = d.find_element(by, sel)
+                d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+                el.click()
+                return
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
+                time.sleep(0.1)
+
+    def rows():
+        return d.execute_script("return [...document.querySelectorAll('tbody tr[data-task-id]')].map(r => r.dataset.taskId)")
 
     def in_feed(task_id):
         # One round trip: a WebDriver call per row would be slower than the feed itself.
@@ -344,9 +369,7 @@ def main():
         ids, notable = seed(s)
         read_key, write_key = s.keys["read"], s.keys["write"]
         # Until the server has the event stream (SPEC §9), the page polls instead.
-        code, _ = s.api("GET", f"/projects/{ids['ml-retraining']}/events/stream?after=999999999", key="read",
-                        headers={"Accept": "application/json"})
-        stream_absent = code == 404
+        stream_absent = s.status_only(f"/projects/{ids['ml-retraining']}/events/stream") == 404
         print(f"     the event stream is {'absent (the page polls)' if stream_absent else 'served'}")
         d = browser()
 
@@ -356,7 +379,7 @@ def main():
         wait("the login form shows", lambda: d.find_element(By.ID, "key").is_displayed())
         shot(d, "login.png")
         d.find_element(By.ID, "key").send_keys(read_key)
-        click(d.find_element(By.CSS_SELECTOR, "#login-form button"))
+        click(By.CSS_SELECTOR, "#login-form button")
 
         # The overview: every project and its counts, as the API has them.
         def overview_matches():
@@ -388,35 +411,34 @@ def main():
         check(health == "ok", f"health shows ok ({health!r}); p99 shows {p99!r}")
         # Numbers update without a reload: a new task shows in the totals.
         marker = d.execute_script("window.__noReload = 1; return window.__noReload")
-        before = d.find_element(By.CSS_SELECTOR, f'.card[data-project-id="{ids["ml-retraining"]}"] [data-total]').text
+        total_of = lambda pid: d.execute_script(  # noqa: E731  (one call: cards are re-rendered)
+            "const e = document.querySelector(`.card[data-project-id='${arguments[0]}'] [data-total]`);"
+            "return e && e.textContent", pid)
+        before = total_of(ids["ml-retraining"])
         s.api("POST", f"/projects/{ids['ml-retraining']}/tasks", {"title": "refresh embeddings"})
-        wait("the overview's numbers follow the API without a reload", lambda: d.find_element(
-            By.CSS_SELECTOR, f'.card[data-project-id="{ids["ml-retraining"]}"] [data-total]').text
-            == str(int(before) + 1), timeout=8)
+        wait("the overview's numbers follow the API without a reload",
+             lambda: total_of(ids["ml-retraining"]) == str(int(before) + 1), timeout=8)
         check(marker == 1 and d.execute_script("return window.__noReload") == 1, "the overview was not reloaded")
         shot(d, "overview.png")
 
         # A project: table, filter, paging, live feed.
         pid = ids["ingest-pipeline"]
-        click(d.find_element(By.CSS_SELECTOR, f'.card[data-project-id="{pid}"]'))
-        wait("the project's task table fills", lambda: len(d.find_elements(By.CSS_SELECTOR, "tbody tr[data-task-id]")) == 25)
+        click(By.CSS_SELECTOR, f'.card[data-project-id="{pid}"]')
+        wait("the project's task table fills", lambda: len(rows()) == 25)
         wait("the project's feed is live", lambda: "live" in d.find_element(By.CSS_SELECTOR, ".activity .live").text)
         feed_mode = d.find_element(By.CSS_SELECTOR, ".activity .live").text
-        first_page = [r.get_attribute("data-task-id") for r in d.find_elements(By.CSS_SELECTOR, "tbody tr[data-task-id]")]
-        click(d.find_element(By.XPATH, "//button[contains(., 'Next')]"))
-        wait("paging: the second page shows other tasks", lambda: (lambda rows: rows and not set(rows) & set(first_page))(
-            [r.get_attribute("data-task-id") for r in d.find_elements(By.CSS_SELECTOR, "tbody tr[data-task-id]")]))
-        click(d.find_element(By.XPATH, "//button[contains(., 'Previous')]"))
-        wait("paging: back to the first page", lambda: [r.get_attribute("data-task-id") for r in
-                                                        d.find_elements(By.CSS_SELECTOR, "tbody tr[data-task-id]")] == first_page)
-        click(d.find_element(By.CSS_SELECTOR, 'button.count[data-status="completed"]'))
+        first_page = rows()
+        click(By.XPATH, "//button[contains(., 'Next')]")
+        wait("paging: the second page shows other tasks", lambda: (lambda r: r and not set(r) & set(first_page))(rows()))
+        click(By.XPATH, "//button[contains(., 'Previous')]")
+        wait("paging: back to the first page", lambda: rows() == first_page)
+        click(By.CSS_SELECTOR, 'button.count[data-status="completed"]')
         code, page = s.api("GET", f"/projects/{pid}/tasks?status=completed&sort=priority&limit=25", key="read")
         want_ids = [str(t["id"]) for t in page["items"]]
-        wait("the status filter shows the API's completed tasks", lambda: [r.get_attribute("data-task-id") for r in
-                                                                            d.find_elements(By.CSS_SELECTOR, "tbody tr[data-task-id]")] == want_ids)
-        statuses = {b.text for b in d.find_elements(By.CSS_SELECTOR, "tbody tr .badge")}
+        wait("the status filter shows the API's completed tasks", lambda: rows() == want_ids)
+        statuses = set(d.execute_script("return [...document.querySelectorAll('tbody tr .badge')].map(b => b.textContent)"))
         check(statuses == {"completed"}, f"filtered rows are all completed ({statuses})")
-        click(d.find_element(By.CSS_SELECTOR, 'button.count[data-status="completed"]'))
+        click(By.CSS_SELECTOR, 'button.count[data-status="completed"]')
 
         title = f"live check {time.time():.3f}"
         t0 = time.time()
@@ -492,7 +514,7 @@ def main():
             if shim:  # another origin: another sessionStorage, so log in again
                 wait("the login form shows on the shim", lambda: d.find_element(By.ID, "key").is_displayed())
                 d.find_element(By.ID, "key").send_keys(read_key)
-                click(d.find_element(By.CSS_SELECTOR, "#login-form button"))
+                click(By.CSS_SELECTOR, "#login-form button")
             wait("the feed reads the event stream", lambda: d.find_element(By.CSS_SELECTOR, ".activity .live").text == "live")
             title = f"stream check {time.time():.3f}"
             t0 = time.time()

@@ -216,6 +216,7 @@ function overview() {
 function project(pid) {
   const titles = new Map();
   const state = { status: null, sort: 'priority', cursors: [null], page: 0 };
+  let lastCounts = '';
   const headName = h('h2', {}, `Project #${pid}`);
   const headDesc = h('p', { class: 'desc' });
   const headBadge = h('span');
@@ -264,8 +265,12 @@ function project(pid) {
       fill(headBadge, p.status !== 'active' ? badge(p.status) : null);
       crumbs({ text: 'Projects', href: '#/' }, { text: p.name });
       document.title = `${p.name} · dashboard-backend`;
-      fill(barEl, bar(st.by_status, st.total));
-      fill(countsEl, counts(st.by_status, { onPick: pick, active: state.status }));
+      const sig = JSON.stringify([st.by_status, st.total, state.status]);
+      if (sig !== lastCounts) {
+        lastCounts = sig;
+        fill(barEl, bar(st.by_status, st.total));
+        fill(countsEl, counts(st.by_status, { onPick: pick, active: state.status }));
+      }
       updated(stamp);
     } catch (e) {
       if (!onError(e) && g === generation) fill(countsEl, problem(e));
