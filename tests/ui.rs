@@ -131,6 +131,12 @@ fn the_page_has_no_inline_script_or_style_and_never_parses_data_as_html() {
         );
     }
     assert!(scripts >= 1, "index.html loads its module");
+    // The key's input has no name: even a form submitted without the script (which
+    // the CSP's form-action also stops) could not put the key in a URL.
+    for (i, _) in lower.match_indices("<input") {
+        let tag = &lower[i..i + lower[i..].find('>').expect("tag end")];
+        assert!(!tag.contains(" name="), "a named input: {tag}");
+    }
     assert!(!lower.contains("<style"), "inline <style>");
     assert!(!lower.contains(" style="), "inline style attribute");
     assert!(!lower.contains("javascript:"), "javascript: URL");

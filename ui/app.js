@@ -184,12 +184,14 @@ function overview() {
   const g = generation;
   const stop = every(5000, async () => {
     try {
-      // Names change rarely: re-read them every 30 s; the counts every 5 s in one request.
-      if (!projects.length || Date.now() - lastNames > 30000) {
+      // The counts every 5 s in one request; names change rarely: re-read them every
+      // 30 s, or at once when the counts name a project not seen yet.
+      const stats = await get('/stats');
+      const known = new Set(projects.map((p) => p.id));
+      if (Date.now() - lastNames > 30000 || stats.items.some((s) => !known.has(s.project_id))) {
         projects = await allProjects();
         lastNames = Date.now();
       }
-      const stats = await get('/stats');
       if (g !== generation) return;
       // Re-render only on change: a wall screen keeps hover and selection steady.
       const sig = JSON.stringify([projects, stats.items.map(({ timestamp, oldest_pending_age_seconds: a, ...r }) => [r, a === null ? null : Math.floor(a / 5)])]);
