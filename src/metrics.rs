@@ -414,9 +414,13 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
                 );
             }
         }
+        // Per bucket of `http_request_duration_buckets_le`, not cumulative; the rest
+        // of `count` took longer than the last bound (the dashboard's p99 reads these).
+        let buckets: Vec<u64> = s.buckets.iter().map(|b| b.load(Relaxed)).collect();
         routes.push(json!({
             "route": route, "method": method, "count": s.count.load(Relaxed),
             "sum_seconds": s.sum_micros.load(Relaxed) as f64 / 1e6, "codes": codes,
+            "buckets": buckets,
         }));
     });
     let tasks: Map<String, Value> = g
@@ -448,6 +452,7 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "backup_last_duration_seconds": g.backup_last_duration,
             "backup_last_size_bytes": g.backup_last_size,
             "http_requests_by_route": routes,
+            "http_request_duration_buckets_le": BUCKETS,
         }
     })
 }

@@ -3,7 +3,7 @@
 //! win over parameters by construction (parameters only match digits). The matched
 //! template (never the raw path) labels metrics; no match is `route="unmatched"`.
 
-use crate::api::{activity, claim, ops, projects, tasks, Call};
+use crate::api::{activity, claim, ops, projects, tasks, ui, Call};
 use crate::error::ApiError;
 pub use crate::wire::Params;
 use crate::wire::{Method, Response};
@@ -51,6 +51,8 @@ pub(crate) static ROUTES: &[Route] = &[
     r(Get, "/metrics", ops::metrics, Public),
     r(Get, "/metrics/json", ops::metrics_json, Public),
     r(Get, "/openapi.json", ops::openapi, Public),
+    // A browser's `GET /` goes to the dashboard page; see `ui::root`.
+    r(Get, "/", ui::root, Public),
     r(Options, "/", ops::options_root, Public),
     r(Get, "/projects", projects::list, Read),
     r(Post, "/projects", projects::create, Write),
@@ -85,7 +87,23 @@ pub(crate) static ROUTES: &[Route] = &[
         Write,
     ),
     r(Post, "/projects/{pid}/tasks/{id}/fail", claim::fail, Write),
+    // The dashboard page (SPEC §9): static files, one route each (`ui::ASSETS`).
+    r(Get, "/ui", ui::slash, Public),
+    r(Get, "/ui/", ui::asset, Public),
+    r(Get, "/ui/app.css", ui::asset, Public),
+    r(Get, "/ui/app.js", ui::asset, Public),
+    r(Get, "/ui/api.js", ui::asset, Public),
+    r(Get, "/ui/dom.js", ui::asset, Public),
+    r(Get, "/ui/views.js", ui::asset, Public),
+    r(Get, "/ui/favicon.svg", ui::asset, Public),
 ];
+
+/// A page route (the dashboard, `GET /`'s redirect to it), not an API operation:
+/// the OpenAPI document leaves these out.
+#[cfg(test)]
+pub(crate) fn is_page(r: &Route) -> bool {
+    r.method == Method::Get && (r.template == "/" || r.template.starts_with("/ui"))
+}
 
 /// The outcome of routing a request.
 pub enum Resolved {

@@ -40,6 +40,8 @@ mod queue;
 mod ratelimit;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
 mod tasks;
+/// The dashboard page: embedded files, security headers, `GET /` for browsers.
+mod ui;
 /// The watchdog: what counts as progress, which requests it leaves out of metrics
 /// and logs, and the start timeout it extends during migrations.
 mod watchdog;

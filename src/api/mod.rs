@@ -8,6 +8,7 @@ pub(crate) mod ops;
 pub mod params;
 pub(crate) mod projects;
 pub(crate) mod tasks;
+pub(crate) mod ui;
 
 use serde::Serialize;
 use serde_json::Value;
