@@ -111,13 +111,7 @@ impl<'a> Check<'a> {
 
     fn integer(&mut self, field: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
         let v = self.present(field)?;
-        // JSON has one number type: 300.0 is the integer 300 (as JSON Schema says).
-        let whole = v.as_i64().or_else(|| {
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64)
-        });
-        match whole {
+        match whole_number(v) {
             Some(n) if range.contains(&n) => Some(n),
             _ if v.is_number() => {
                 self.problem(
@@ -256,13 +250,7 @@ impl<'a> Check<'a> {
         }
         let mut out: Vec<i64> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            // A whole number written as 3.0 is the integer 3 (as in `integer`).
-            let whole = item.as_i64().or_else(|| {
-                item.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            });
-            match whole {
+            match whole_number(item) {
                 Some(id) if id > 0 => {
                     if !out.contains(&id) {
                         out.push(id)
@@ -305,6 +293,16 @@ impl<'a> Check<'a> {
             Err(self.out)
         }
     }
+}
+
+/// An integer, also when written as a whole number like 300.0: JSON has one number
+/// type (as JSON Schema says).
+fn whole_number(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
 }
 
 /// Nesting depth of a JSON value (a scalar is 0, `{}` is 1).

@@ -195,6 +195,74 @@ pub fn end_changes(t: &Task, end: &End) -> String {
     c.to_string()
 }
 
+/// Applies an attempt's end to `t` (status, schedule, error, dead letter, version),
+/// returning the event's `changes` and the ripple to its dependents; the engine
+/// writes the row, the event and the ripple.
+pub fn apply_end(t: &mut Task, end: &End, now: i64) -> Result<(String, Ripple)> {
+    let from = t.status;
+    let changes = end_changes(t, end);
+    super::patch::transition(t, end.status, now);
+    t.not_before = end.not_before;
+    t.error = Some(raw(end.error.clone())?);
+    t.dead = end.dead;
+    if end.status == TaskStatus::Pending {
+        t.assignee = None;
+    }
+    t.version += 1;
+    t.updated_at = now;
+    Ok((changes, ripple(from, t.status)))
+}
+
+/// Completes `t` with `result`; the event's `changes` and the ripple.
+pub fn apply_complete(t: &mut Task, result: Option<String>, now: i64) -> Result<(String, Ripple)> {
+    let from = t.status;
+    super::patch::transition(t, TaskStatus::Completed, now);
+    if let Some(r) = result {
+        t.result = Some(raw(r)?);
+    }
+    t.error = None;
+    t.version += 1;
+    t.updated_at = now;
+    let changes = json!({ "status": "completed", "attempt": t.attempt }).to_string();
+    Ok((changes, ripple(from, t.status)))
+}
+
+/// How a new task starts: its status (blocked when a dependency already failed),
+/// error, lifecycle times, lease and attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    pub status: TaskStatus,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub lease_expires_at: Option<i64>,
+    pub max_attempts: i64,
+}
+
+/// The start of `t` in a project whose default is `default_max_attempts`, given
+/// the first of its dependencies that failed (if one did).
+pub fn start(t: &NewTask, default_max_attempts: i64, failed_dep: Option<i64>, now: i64) -> Start {
+    let status = match failed_dep {
+        Some(_) if t.status == TaskStatus::Pending => TaskStatus::Blocked,
+        _ => t.status,
+    };
+    let started_at = (status == TaskStatus::InProgress).then_some(now);
+    Start {
+        status,
+        error: failed_dep
+            .filter(|_| status == TaskStatus::Blocked)
+            .map(blocked_error),
+        started_at,
+        completed_at: status.is_terminal().then_some(now),
+        lease_expires_at: started_at.map(|n| n + PATCH_LEASE_MS),
+        max_attempts: t.max_attempts.unwrap_or(default_max_attempts),
+    }
+}
+
+fn raw(s: String) -> Result<Box<serde_json::value::RawValue>> {
+    serde_json::value::RawValue::from_string(s).map_err(|e| StoreError::Other(e.to_string()))
+}
+
 /// The `error` of a task blocked because `dependency` failed, was cancelled, or was
 /// deleted unfinished.
 pub fn blocked_error(dependency: i64) -> String {

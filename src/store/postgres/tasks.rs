@@ -111,17 +111,7 @@ pub fn insert_many(
     let mut out = Vec::with_capacity(new.len());
     for t in new {
         let (waiting, failed_dep) = dependency_state(tx, &t.depends_on)?;
-        let status = match failed_dep {
-            Some(_) if t.status == TaskStatus::Pending => TaskStatus::Blocked,
-            _ => t.status,
-        };
-        let error = failed_dep
-            .filter(|_| status == TaskStatus::Blocked)
-            .map(queue::blocked_error);
-        let started = (status == TaskStatus::InProgress).then_some(now);
-        let completed = status.is_terminal().then_some(now);
-        let lease = started.map(|n| n + queue::PATCH_LEASE_MS);
-        let max_attempts = t.max_attempts.unwrap_or(project.default_max_attempts);
+        let st = queue::start(&t, project.default_max_attempts, failed_dep, now);
         let labels =
             serde_json::to_string(&t.labels).map_err(|e| StoreError::Other(e.to_string()))?;
         let depends_on =
@@ -139,21 +129,21 @@ pub fn insert_many(
                     &pid,
                     &t.title,
                     &t.description,
-                    &status.as_str(),
+                    &st.status.as_str(),
                     &t.priority,
                     &t.assignee,
                     &labels,
                     &t.metadata,
                     &t.result,
                     &now,
-                    &started,
-                    &completed,
-                    &error,
-                    &max_attempts,
+                    &st.started_at,
+                    &st.completed_at,
+                    &st.error,
+                    &st.max_attempts,
                     &t.not_before,
                     &depends_on,
                     &waiting,
-                    &lease,
+                    &st.lease_expires_at,
                 ],
             )?
             .get(0);
@@ -164,27 +154,27 @@ pub fn insert_many(
             project_id: pid,
             title: t.title,
             description: t.description,
-            status,
+            status: st.status,
             priority: t.priority,
             assignee: t.assignee,
             labels: raw_json(labels)?,
             metadata: raw_json(t.metadata)?,
             result: t.result.map(raw_json).transpose()?,
-            error: error.map(raw_json).transpose()?,
+            error: st.error.map(raw_json).transpose()?,
             attempt: 0,
-            max_attempts,
+            max_attempts: st.max_attempts,
             not_before: t.not_before,
             depends_on: raw_json(depends_on)?,
             version: 1,
-            lease_expires_at: lease,
+            lease_expires_at: st.lease_expires_at,
             lease_token: None,
             lease_hash: None,
             dead: false,
             deps_waiting: waiting,
             created_at: now,
             updated_at: now,
-            started_at: started,
-            completed_at: completed,
+            started_at: st.started_at,
+            completed_at: st.completed_at,
         });
     }
     let evs: Vec<NewEvent<'_>> = out
@@ -611,18 +601,10 @@ pub fn complete(
     let mut t = get(tx, id, pid, true)?;
     let now = now_ms();
     queue::check_lease(&t, &LeaseProof::Token(token.into()), now)?;
-    let from = t.status;
-    crate::store::patch::transition(&mut t, TaskStatus::Completed, now);
-    if let Some(r) = result {
-        t.result = Some(raw_json(r)?);
-    }
-    t.error = None;
-    t.version += 1;
-    t.updated_at = now;
+    let (changes, r) = queue::apply_complete(&mut t, result, now)?;
     write_back(tx, &t)?;
-    let changes = serde_json::json!({ "status": "completed", "attempt": t.attempt }).to_string();
     let mut evs: Pending = vec![(Some(id), "completed", t.assignee.clone(), changes)];
-    ripple(tx, id, queue::ripple(from, t.status), now, &mut evs)?;
+    ripple(tx, id, r, now, &mut evs)?;
     record_all(tx, t.project_id, evs, now)?;
     Ok(t)
 }
@@ -649,20 +631,10 @@ fn end_attempt(
     now: i64,
     evs: &mut Pending,
 ) -> Result<()> {
-    let from = t.status;
-    let changes = queue::end_changes(t, end);
-    crate::store::patch::transition(t, end.status, now);
-    t.not_before = end.not_before;
-    t.error = Some(raw_json(end.error.clone())?);
-    t.dead = end.dead;
-    if end.status == TaskStatus::Pending {
-        t.assignee = None;
-    }
-    t.version += 1;
-    t.updated_at = now;
+    let (changes, r) = queue::apply_end(t, end, now)?;
     write_back(tx, t)?;
     evs.push((Some(t.id), end.event, actor, changes));
-    ripple(tx, t.id, queue::ripple(from, t.status), now, evs)
+    ripple(tx, t.id, r, now, evs)
 }
 
 /// Returns up to `limit` expired leases of project `pid` to pending (or fails them),

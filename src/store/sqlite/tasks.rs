@@ -95,18 +95,7 @@ pub fn insert_many(
     let mut out = Vec::with_capacity(new.len());
     for t in new {
         let (waiting, failed_dep) = dependency_state(c, &t.depends_on)?;
-        // A task that depends on a failed or cancelled one is blocked from the start.
-        let status = match failed_dep {
-            Some(_) if t.status == TaskStatus::Pending => TaskStatus::Blocked,
-            _ => t.status,
-        };
-        let error = failed_dep
-            .filter(|_| status == TaskStatus::Blocked)
-            .map(queue::blocked_error);
-        let started = (status == TaskStatus::InProgress).then_some(now);
-        let completed = status.is_terminal().then_some(now);
-        let lease = started.map(|n| n + queue::PATCH_LEASE_MS);
-        let max_attempts = t.max_attempts.unwrap_or(project.default_max_attempts);
+        let st = queue::start(&t, project.default_max_attempts, failed_dep, now);
         let labels =
             serde_json::to_string(&t.labels).map_err(|e| StoreError::Other(e.to_string()))?;
         let depends_on =
@@ -122,21 +111,21 @@ pub fn insert_many(
             pid,
             t.title,
             t.description,
-            status.as_str(),
+            st.status.as_str(),
             t.priority,
             t.assignee,
             labels,
             t.metadata,
             t.result,
             now,
-            started,
-            completed,
-            error,
-            max_attempts,
+            st.started_at,
+            st.completed_at,
+            st.error,
+            st.max_attempts,
             t.not_before,
             depends_on,
             waiting,
-            lease
+            st.lease_expires_at
         ])?;
         let id = c.last_insert_rowid();
         insert_labels(c, pid, id, &t.labels)?;
@@ -147,27 +136,27 @@ pub fn insert_many(
             project_id: pid,
             title: t.title,
             description: t.description,
-            status,
+            status: st.status,
             priority: t.priority,
             assignee: t.assignee,
             labels: to_raw(labels)?,
             metadata: to_raw(t.metadata)?,
             result: t.result.map(to_raw).transpose()?,
-            error: error.map(to_raw).transpose()?,
+            error: st.error.map(to_raw).transpose()?,
             attempt: 0,
-            max_attempts,
+            max_attempts: st.max_attempts,
             not_before: t.not_before,
             depends_on: to_raw(depends_on)?,
             version: 1,
-            lease_expires_at: lease,
+            lease_expires_at: st.lease_expires_at,
             lease_token: None,
             lease_hash: None,
             dead: false,
             deps_waiting: waiting,
             created_at: now,
             updated_at: now,
-            started_at: started,
-            completed_at: completed,
+            started_at: st.started_at,
+            completed_at: st.completed_at,
         });
     }
     Ok(out)
@@ -583,20 +572,10 @@ fn end_attempt(
     actor: Option<&str>,
     now: i64,
 ) -> Result<()> {
-    let from = t.status;
-    let changes = queue::end_changes(t, end);
-    crate::store::patch::transition(t, end.status, now);
-    t.not_before = end.not_before;
-    t.error = Some(to_raw(end.error.clone())?);
-    t.dead = end.dead;
-    if end.status == TaskStatus::Pending {
-        t.assignee = None;
-    }
-    t.version += 1;
-    t.updated_at = now;
+    let (changes, r) = queue::apply_end(t, end, now)?;
     write_back(c, t)?;
     events::record(c, t.project_id, Some(t.id), end.event, actor, &changes, now)?;
-    ripple(c, t.id, t.project_id, queue::ripple(from, t.status), now)
+    ripple(c, t.id, t.project_id, r, now)
 }
 
 /// Whether any lease has run out (a cheap read, so an idle sweeper never takes the
