@@ -185,6 +185,10 @@ pub fn insert_many(
     Ok(out)
 }
 
+/// First key of the advisory locks that serialize dependency changes of a project
+/// ("deps").
+const DEPS_LOCK: i32 = 0x6465_7073;
+
 /// Events an operation appends, recorded together as its transaction's last
 /// statement (see `events::record`): task id, type, actor, changes.
 type Pending = Vec<(Option<i64>, &'static str, Option<String>, String)>;
@@ -244,8 +248,12 @@ fn dependency_state(tx: &mut Tx<'_>, deps: &[i64]) -> Result<(i64, Option<i64>)>
     }
     let mut waiting = 0;
     let mut failed = None;
+    // FOR SHARE: a dependency's status cannot change until this transaction (with
+    // its task_deps rows) commits, so its completion or failure, which reads
+    // task_deps after taking the row's lock, always finds this dependent. Locked in
+    // id order, so two such transactions cannot deadlock on each other.
     let rows = tx.query(
-        "SELECT id, status FROM tasks WHERE id = ANY($1) ORDER BY id",
+        "SELECT id, status FROM tasks WHERE id = ANY($1) ORDER BY id FOR SHARE",
         &[&deps],
     )?;
     for r in rows {
@@ -427,6 +435,12 @@ pub fn update(
     let now = now_ms();
     queue::check_override(&t, if_match, token, now)?;
     if let Some(deps) = &patch.depends_on {
+        // Two re-wirings checked side by side could each see no cycle and together
+        // make one: within a project they take turns.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&DEPS_LOCK, &(t.project_id as i32)],
+        )?;
         check_dependencies(tx, Some(id), t.project_id, deps)?;
     }
     let from = t.status;
