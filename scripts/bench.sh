@@ -24,29 +24,8 @@ out=target/bench/$(date -u +%Y%m%d-%H%M%S)$([[ $postgres == yes ]] && echo -pg)
 mkdir -p "$out"
 
 if [[ $postgres == yes ]]; then
-  PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
-  [[ -x $PG_BINDIR/initdb ]] || { echo "bench: no PostgreSQL in $PG_BINDIR" >&2; exit 69; }
-  [[ $(id -u) == 0 ]] || { echo "bench: --postgres runs as root (the cluster runs as postgres)" >&2; exit 77; }
-  pg=$(mktemp -d /tmp/bench-pg.XXXXXX)
-  chmod 0711 "$pg" && chown postgres: "$pg"
-  pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  as_pg() { runuser -u postgres -- "$@"; }
-  stop_pg() {
-    as_pg "$PG_BINDIR/pg_ctl" -D "$pg/data" -m fast -w stop >/dev/null 2>&1 || true
-    rm -rf "$pg"
-  }
-  trap stop_pg EXIT
-  as_pg "$PG_BINDIR/initdb" -D "$pg/data" -U postgres --auth-local=trust --auth-host=trust \
-    -E UTF8 --locale=C.UTF-8 >/dev/null
-  # Durable as the SQLite side is (synchronous=FULL): fsync and synchronous_commit on,
-  # the defaults; memory sized for a small dedicated box.
-  as_pg "$PG_BINDIR/pg_ctl" -D "$pg/data" -l "$pg/postgres.log" -w \
-    -o "-k $pg -c listen_addresses=127.0.0.1 -p $pg_port -c shared_buffers=256MB -c max_connections=200" \
-    start >/dev/null
-  as_pg "$PG_BINDIR/psql" -X -q -h "$pg" -p "$pg_port" -d postgres -c 'CREATE DATABASE bench' >/dev/null
-  # compare.sh starts the binary with `env …`, which keeps this variable.
-  export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/bench?sslmode=disable"
-  echo "bench: PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port"
+  source scripts/pg-temp.sh
+  start_pg # compare.sh starts the binary with `env …`, which keeps DATABASE_URL
 fi
 
 {
