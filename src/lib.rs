@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod pruner;
 pub mod restore;
 pub mod router;
 pub mod server;

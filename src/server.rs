@@ -200,6 +200,12 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     let status = format!("listening on {local}, {workers} workers");
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     let watchdog = crate::watchdog::start(app.clone(), local);
+    let windows = crate::pruner::Windows {
+        tasks: app.config.task_retention,
+        events: app.config.event_retention,
+    };
+    let pruner = crate::pruner::start(app.store.clone(), windows)
+        .map_err(|e| CliError::new(71, format!("cannot start the pruner thread: {e}")))?;
 
     for sig in signals.forever() {
         match sig {
@@ -207,7 +213,7 @@ pub fn serve(config: Config) -> Result<(), CliError> {
             _ => break,
         }
     }
-    shutdown(&app, server, handles, watchdog)
+    shutdown(&app, server, handles, watchdog, pruner)
 }
 
 /// SIGHUP: reopen the access log and re-read the log level (SPEC §6).
@@ -236,6 +242,7 @@ fn shutdown(
     server: Arc<tiny_http::Server>,
     handles: Vec<std::thread::JoinHandle<()>>,
     watchdog: Option<std::thread::JoinHandle<()>>,
+    pruner: crate::pruner::Pruner,
 ) -> Result<(), CliError> {
     let drain = app.config.shutdown_drain;
     log::info!(target: "server", drain_seconds = drain.as_secs(); "shutdown requested: draining");
@@ -265,6 +272,7 @@ fn shutdown(
         log::warn!(target: "server", inflight = left; "shutdown timeout reached with requests still running");
     }
     drop(server);
+    pruner.stop();
     app.store
         .close()
         .map_err(|e| CliError::new(74, format!("closing the database failed: {e}")))?;

@@ -161,8 +161,55 @@ pub trait Probe {
     fn hold_writer(&self, hold: Duration, progressing: bool) -> Result<()>;
 }
 
+/// What the pruner (SPEC §5c, `crate::pruner`) asks of the engine.
+pub trait Retention {
+    /// One small batch of pruning (one short transaction; on SQLite one writer job),
+    /// at most `limit` rows of one kind. Instants are epoch milliseconds; `None` keeps.
+    fn prune_step(&self, step: PruneStep, limit: usize) -> Result<PruneCount>;
+    /// Space figures for /metrics and the run's log line: SQLite's free pages,
+    /// PostgreSQL's dead tuples of the hot tables.
+    fn space(&self) -> Result<Space>;
+}
+
+/// Reusable and reclaimable space, as each engine can tell it cheaply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Space {
+    /// SQLite: pages on the free list (reused before the file grows).
+    pub free_pages: Option<i64>,
+    /// SQLite: bytes a page.
+    pub page_size: Option<i64>,
+    /// PostgreSQL: (table, dead tuples, live tuples) from `pg_stat_user_tables`.
+    pub tuples: Vec<(&'static str, i64, i64)>,
+}
+
+/// What one `prune_step` deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneStep {
+    /// Finished tasks of project `project` finished before `before` (`completed_at`;
+    /// `updated_at` for cancelled ones), with their events and labels.
+    Tasks { project: i64, before: i64 },
+    /// Events created before `before`, oldest first.
+    Events { before: i64 },
+    /// Idempotency records expired at `now` (#15 fills this in).
+    Idempotency { now: i64 },
+}
+
+/// What one step deleted; `more` when it stopped at its limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCount {
+    pub tasks: u64,
+    pub events: u64,
+    pub idempotency: u64,
+    pub more: bool,
+    /// Whether this step ran at all: `false` when another instance holds the
+    /// pruning lock (PostgreSQL), so this instance leaves the run to it.
+    pub ran: bool,
+    /// Time spent inside the step's transaction, microseconds.
+    pub micros: u64,
+}
+
 /// Every capability of an engine: what the server holds as `Arc<dyn Store>`.
-pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync {
+pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Retention + Send + Sync {
     /// Stats of every project, oldest project first (`GET /stats`, the dashboard's
     /// overview in one request). Each project costs its few counter rows and two
     /// index lookups, whatever its number of tasks.
@@ -187,4 +234,4 @@ pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync {
     }
 }
 
-impl<T: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync> Store for T {}
+impl<T: ProjectStore + TaskStore + KeyStore + Probe + Retention + Send + Sync> Store for T {}

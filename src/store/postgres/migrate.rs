@@ -14,6 +14,12 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "task_counts",
         include_str!("migrations/0002_task_counts.sql"),
     ),
+    // 3 is the work-queue migration of #15 (the lead's branch).
+    (
+        4,
+        "retention",
+        include_str!("migrations/0004_retention.sql"),
+    ),
 ];
 
 /// Advisory lock key of migrations ("dashmigr").

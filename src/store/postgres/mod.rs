@@ -26,6 +26,7 @@ mod events;
 pub mod migrate;
 mod pool;
 mod projects;
+mod prune;
 mod tasks;
 pub mod url;
 

@@ -27,6 +27,12 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "completion_buckets",
         include_str!("migrations/0004_completion_buckets.sql"),
     ),
+    // 5 is the work-queue migration of #15 (the lead's branch).
+    (
+        6,
+        "prune_indexes",
+        include_str!("migrations/0006_prune_indexes.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

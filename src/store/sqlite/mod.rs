@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod migrate;
 mod pool;
 mod projects;
+mod prune;
 mod tasks;
 mod writer;
 
