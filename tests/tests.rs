@@ -35,6 +35,8 @@ mod ops;
 mod projects;
 /// Rate limiting: keyed on the authenticated key or the client address; TRUSTED_PROXIES.
 mod ratelimit;
+/// Retention: the pruner deletes old finished tasks and events, and nothing else.
+mod retention;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
 mod tasks;
 /// The watchdog: what counts as progress, which requests it leaves out of metrics
