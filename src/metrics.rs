@@ -138,6 +138,9 @@ pub fn pruned(tasks: u64, events: u64) {
     TASKS_PRUNED.fetch_add(tasks, Relaxed);
     EVENTS_PRUNED.fetch_add(events, Relaxed);
 }
+/// The directory whose filesystem holds the SQLite database (`serve` sets it; not on
+/// PostgreSQL, whose disk is not ours to see): `db_filesystem_avail_bytes`.
+pub static DISK_DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
 /// The pruner's latest space figures.
 pub fn set_space(s: crate::store::Space) {
     *SPACE.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
@@ -423,6 +426,14 @@ fn render_retention(t: &mut Text) {
         "Runs of the retention pruner",
         PRUNE_RUNS.load(Relaxed),
     );
+    if let Some(free) = DISK_DIR.get().and_then(|d| crate::sys::free_bytes(d)) {
+        t.single(
+            "db_filesystem_avail_bytes",
+            "gauge",
+            "Bytes available on the filesystem holding the SQLite database",
+            free,
+        );
+    }
     let space = SPACE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(space) = space else { return };
     if let Some(free) = space.free_pages {

@@ -204,6 +204,10 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         tasks: app.config.task_retention,
         events: app.config.event_retention,
     };
+    if !app.config.is_postgres() {
+        let dir = app.config.database_path.parent().filter(|d| !d.as_os_str().is_empty());
+        let _ = crate::metrics::DISK_DIR.set(dir.unwrap_or(std::path::Path::new(".")).into());
+    }
     let pruner = crate::pruner::start(app.store.clone(), windows)
         .map_err(|e| CliError::new(71, format!("cannot start the pruner thread: {e}")))?;
 

@@ -78,15 +78,16 @@ fn migrate_and_status() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Each engine has its own migrations (store/sqlite/, store/postgres/).
     let (version, names): (&str, &[&str]) = if harness::postgres() {
-        ("schema version 2", &["init", "task_counts"])
+        ("schema version 4", &["init", "task_counts", "retention"])
     } else {
         (
-            "schema version 4",
+            "schema version 6",
             &[
                 "init",
                 "partial_indexes",
                 "task_counts",
                 "completion_buckets",
+                "prune_indexes",
             ],
         )
     };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{self, cli_env, TestServer};
+use crate::harness::{self, cli_env, have_tool, TestServer};
 
 /// Every task of `pid` by status, paging through the list.
 fn full_count(s: &TestServer, pid: i64) -> HashMap<String, i64> {
@@ -200,6 +200,14 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
         "db_free_pages{"
     };
     assert!(text.contains(space), "{space} missing from /metrics");
+    // The series the example alerts read (packaging/examples/alerts.yml).
+    let mut wanted = vec!["db_size_bytes{", "tasks_pruned_total{"];
+    if !harness::postgres() {
+        wanted.push("db_filesystem_avail_bytes{");
+    }
+    for name in wanted {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
     let log = s.log_text();
     let runs: Vec<Value> = log
         .lines()
@@ -257,4 +265,31 @@ fn retention_values_are_checked_at_start() {
             .any(|l| l.starts_with("TASK_RETENTION") && l.contains("90d") && l.ends_with("default")),
         "{text}"
     );
+}
+
+/// The retention and disk alerts fire when they should and not otherwise
+/// (`promtool test rules`, like `scripts/build-packages.sh`).
+#[test]
+fn alert_rules_pass_their_promtool_tests() {
+    if !have_tool("promtool") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples");
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "tests/alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
