@@ -632,8 +632,20 @@ mod tests {
         assert_eq!(parse_retention("0"), Some(None));
         assert_eq!(parse_retention("0d"), Some(None));
         for bad in [
-            "", "d", "90", "-1d", "1.5h", "90 d", "1w", "90D", "+5s", "1d2h", "36501d",
-            "99999999999999999999s", "forever", "0x10s",
+            "",
+            "d",
+            "90",
+            "-1d",
+            "1.5h",
+            "90 d",
+            "1w",
+            "90D",
+            "+5s",
+            "1d2h",
+            "36501d",
+            "99999999999999999999s",
+            "forever",
+            "0x10s",
         ] {
             assert_eq!(parse_retention(bad), None, "{bad:?} accepted");
         }
@@ -645,8 +657,16 @@ mod tests {
         assert_eq!(c.event_retention, Some(Duration::from_secs(43_200)));
         assert!(c.render().contains("EVENT_RETENTION"));
         let e = cfg(&[("EVENT_RETENTION", "1w")], &[]).unwrap_err();
-        assert!(e.0.starts_with("invalid EVENT_RETENTION value \"1w\""), "{}", e.0);
+        assert!(
+            e.0.starts_with("invalid EVENT_RETENTION value \"1w\""),
+            "{}",
+            e.0
+        );
         let e = cfg(&[("TASK_RETENTION", "ninety")], &[]).unwrap_err();
-        assert!(e.0.starts_with("invalid TASK_RETENTION value \"ninety\""), "{}", e.0);
+        assert!(
+            e.0.starts_with("invalid TASK_RETENTION value \"ninety\""),
+            "{}",
+            e.0
+        );
     }
 }

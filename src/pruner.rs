@@ -191,7 +191,14 @@ fn prune_once(
             }
         }
         let mut n = EVENT_STEP.0;
-        drain(store, PruneStep::Idempotency { now }, &mut n, EVENT_STEP, stop, total)
+        drain(
+            store,
+            PruneStep::Idempotency { now },
+            &mut n,
+            EVENT_STEP,
+            stop,
+            total,
+        )
     })()?;
     total.skipped = flow == Flow::Skipped;
     Ok(())
@@ -246,11 +253,13 @@ mod tests {
 
     #[test]
     fn interval_is_a_quarter_of_the_shortest_window_within_bounds() {
-        let w = |t: Option<u64>, e: Option<u64>| Windows {
-            tasks: t.map(Duration::from_secs),
-            events: e.map(Duration::from_secs),
-        }
-        .interval();
+        let w = |t: Option<u64>, e: Option<u64>| {
+            Windows {
+                tasks: t.map(Duration::from_secs),
+                events: e.map(Duration::from_secs),
+            }
+            .interval()
+        };
         assert_eq!(w(None, None), MAX_INTERVAL);
         assert_eq!(w(Some(2), Some(2)), MIN_INTERVAL);
         assert_eq!(w(Some(120), None), Duration::from_secs(30));

@@ -205,7 +205,11 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         events: app.config.event_retention,
     };
     if !app.config.is_postgres() {
-        let dir = app.config.database_path.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = app
+            .config
+            .database_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
         let _ = crate::metrics::DISK_DIR.set(dir.unwrap_or(std::path::Path::new(".")).into());
     }
     let pruner = crate::pruner::start(app.store.clone(), windows)

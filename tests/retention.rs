@@ -78,7 +78,9 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
         r.json()["id"].as_i64().expect("id")
     };
     let pending: Vec<i64> = (0..5).map(|i| create(other, &format!("keep{i}"))).collect();
-    let blocked: Vec<i64> = (0..3).map(|i| create(other, &format!("blocked{i}"))).collect();
+    let blocked: Vec<i64> = (0..3)
+        .map(|i| create(other, &format!("blocked{i}")))
+        .collect();
     for id in &blocked {
         let r = s.patch(&format!("/tasks/{id}"), &json!({"status": "blocked"}));
         assert_eq!(r.status, 200, "{}", r.text());
@@ -88,7 +90,12 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
         &format!("/projects/{pid}/tasks/claim"),
         &json!({"agent": "holder", "lease_seconds": 600}),
     );
-    assert_eq!(claimed.json()["id"].as_i64(), Some(busy), "{}", claimed.text());
+    assert_eq!(
+        claimed.json()["id"].as_i64(),
+        Some(busy),
+        "{}",
+        claimed.text()
+    );
 
     // A constant load: create, claim, finish (completed, failed, cancelled), for a
     // few retention windows.
@@ -118,7 +125,8 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
                         if id == busy {
                             continue;
                         }
-                        let to = ["completed", "completed", "failed", "cancelled"][(i % 4) as usize];
+                        let to =
+                            ["completed", "completed", "failed", "cancelled"][(i % 4) as usize];
                         let p = s.patch(&format!("/tasks/{id}"), &json!({"status": to}));
                         assert_eq!(p.status, 200, "finish: {}", p.text());
                         done.push(id);
@@ -134,7 +142,11 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
             .flat_map(|w| w.join().expect("worker"))
             .collect::<Vec<i64>>()
     });
-    assert!(finished.len() > 50, "the load ran ({} finished)", finished.len());
+    assert!(
+        finished.len() > 50,
+        "the load ran ({} finished)",
+        finished.len()
+    );
     let pruned_during_load = metric(&s, "tasks_pruned_total").unwrap_or(0.0);
     assert!(
         pruned_during_load > 0.0,
@@ -186,7 +198,9 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
     let events = all_events(&s, pid);
     let gone: std::collections::HashSet<i64> = finished.iter().copied().collect();
     assert!(
-        events.iter().all(|(_, t)| t.is_none_or(|t| !gone.contains(&t))),
+        events
+            .iter()
+            .all(|(_, t)| t.is_none_or(|t| !gone.contains(&t))),
         "events of pruned tasks remain"
     );
     assert!(
@@ -212,11 +226,14 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
     let runs: Vec<Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["target"] == "pruner" && v["msg"].as_str().is_some_and(|m| m.starts_with("pruned ")))
+        .filter(|v| {
+            v["target"] == "pruner" && v["msg"].as_str().is_some_and(|m| m.starts_with("pruned "))
+        })
         .collect();
     assert!(
-        runs.iter().any(|v| v["tasks"].as_u64().is_some_and(|n| n > 0)
-            && v["events"].as_u64().is_some_and(|n| n > 0)),
+        runs.iter()
+            .any(|v| v["tasks"].as_u64().is_some_and(|n| n > 0)
+                && v["events"].as_u64().is_some_and(|n| n > 0)),
         "no pruning run logged with its counts: {log}"
     );
     // Steps stay short (SPEC §5c: well under 10 ms a transaction).
@@ -256,13 +273,20 @@ fn retention_values_are_checked_at_start() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    assert_eq!(line("TASK_RETENTION"), ["TASK_RETENTION", "12h", "#", "environment"]);
-    assert_eq!(line("EVENT_RETENTION"), ["EVENT_RETENTION", "0", "#", "environment"]);
+    assert_eq!(
+        line("TASK_RETENTION"),
+        ["TASK_RETENTION", "12h", "#", "environment"]
+    );
+    assert_eq!(
+        line("EVENT_RETENTION"),
+        ["EVENT_RETENTION", "0", "#", "environment"]
+    );
     let out = cli_env(&["config"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("TASK_RETENTION") && l.contains("90d") && l.ends_with("default")),
+        text.lines().any(|l| l.starts_with("TASK_RETENTION")
+            && l.contains("90d")
+            && l.ends_with("default")),
         "{text}"
     );
 }

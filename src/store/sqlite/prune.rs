@@ -85,9 +85,8 @@ fn tasks(c: &Connection, project: i64, before: i64, limit: i64) -> Result<PruneC
         ..PruneCount::default()
     };
     let mut del_events = c.prepare_cached("DELETE FROM events WHERE task_id = ?1")?;
-    let mut del_task = c.prepare_cached(&format!(
-        "DELETE FROM tasks WHERE id = ?1 AND {FINISHED}"
-    ))?;
+    let mut del_task =
+        c.prepare_cached(&format!("DELETE FROM tasks WHERE id = ?1 AND {FINISHED}"))?;
     for id in ids {
         if del_task.execute([id])? == 1 {
             n.tasks += 1;
