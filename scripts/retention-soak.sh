@@ -30,7 +30,7 @@ env -i PATH="$PATH" PORT="$port" HOST=127.0.0.1 DATABASE_PATH="$db" ${DATABASE_U
   AUTH_DISABLED=true RATE_LIMIT_PER_MINUTE=0 LOG_LEVEL=info \
   TASK_RETENTION="$retention" EVENT_RETENTION="$retention" "$bin" 2>"$work/server.log" &
 pid=$!
-trap 'kill "$load" 2>/dev/null; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$load" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 load=""
 for _ in $(seq 100); do curl -fsS -o /dev/null "$url/health/ready" 2>/dev/null && break; sleep 0.1; done
 project=$(curl -fsS -H 'Content-Type: application/json' -d '{"name":"soak"}' "$url/projects" |
@@ -63,9 +63,11 @@ for i in $(seq $((minutes * 60 / slice))); do
   if [[ -z $size_at_flat ]] && ((i * slice >= flat_from)); then size_at_flat=$size; fi
 done
 wait "$load" || true
+grep '"target":"pruner"' "$work/server.log" >"${out%.txt}-pruner.log" || true
 runs=$(grep -c '"msg":"pruned ' "$work/server.log" || true)
-slowest=$(grep -o '"max_step_ms":[0-9.]*' "$work/server.log" | cut -d: -f2 | sort -g | tail -1)
-echo "retention-soak: $runs pruning runs logged, slowest step ${slowest:-?} ms" | tee -a "$out"
+steps=$(grep -o '"max_step_ms":[0-9.]*' "$work/server.log" | cut -d: -f2 | sort -g |
+  awk '{ v[NR] = $1 } END { if (NR) printf "median %.1f ms, slowest %.1f ms", v[int((NR + 1) / 2)], v[NR] }')
+echo "retention-soak: $runs pruning runs logged; each run's slowest step: ${steps:-none} (wall time of the job on the writer; log in ${out%.txt}-pruner.log)" | tee -a "$out"
 if [[ -z $size_at_flat ]]; then
   echo "retention-soak: too short to judge (needs more than $((flat_from / 60)) minutes); $out" | tee -a "$out"
   exit 0
