@@ -9,6 +9,7 @@
 #   scripts/retention-soak.sh            # 5 minutes, 60 s windows (SQLite)
 #   scripts/retention-soak.sh 30         # the 30-minute soak, by hand
 #   DATABASE_URL=postgres://… scripts/retention-soak.sh 30   # PostgreSQL (an empty database)
+#   scripts/retention-soak.sh 5 0        # the same load without pruning: compare p99
 # THREADS (default 4) sets the load's client threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ retention=${2:-60s}
 threads=${THREADS:-4}
 slice=30
 case $retention in
+  0) window=0 ;; # a baseline without pruning, for the p99 columns: no flatness check
   *s) window=${retention%s} ;; *m) window=$((${retention%m} * 60)) ;;
   *) echo "retention-soak: RETENTION must be seconds or minutes (60s, 2m)" >&2; exit 64 ;;
 esac
@@ -68,6 +70,10 @@ runs=$(grep -c '"msg":"pruned ' "$work/server.log" || true)
 steps=$(grep -o '"max_step_ms":[0-9.]*' "$work/server.log" | cut -d: -f2 | sort -g |
   awk '{ v[NR] = $1 } END { if (NR) printf "median %.1f ms, slowest %.1f ms", v[int((NR + 1) / 2)], v[NR] }')
 echo "retention-soak: $runs pruning runs logged; each run's slowest step: ${steps:-none} (wall time of the job on the writer; log in ${out%.txt}-pruner.log)" | tee -a "$out"
+if ((window == 0)); then
+  echo "retention-soak: baseline without pruning (RETENTION=0); $out" | tee -a "$out"
+  exit 0
+fi
 if [[ -z $size_at_flat ]]; then
   echo "retention-soak: too short to judge (needs more than $((flat_from / 60)) minutes); $out" | tee -a "$out"
   exit 0
