@@ -10,7 +10,7 @@
 #   scripts/retention-soak.sh 30         # the 30-minute soak, by hand
 #   DATABASE_URL=postgres://… scripts/retention-soak.sh 30   # PostgreSQL (an empty database)
 #   scripts/retention-soak.sh 5 0        # the same load without pruning: compare p99
-# THREADS (default 4) sets the load's client threads.
+# THREADS (default 4) sets the load's client threads; BIN a binary to use as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-5}
@@ -22,8 +22,9 @@ case $retention in
   *s) window=${retention%s} ;; *m) window=$((${retention%m} * 60)) ;;
   *) echo "retention-soak: RETENTION must be seconds or minutes (60s, 2m)" >&2; exit 64 ;;
 esac
-cargo build --release -q
-bin=$PWD/target/release/dashboard-backend
+# BIN: a binary built already (default: build the release binary).
+[[ -n ${BIN:-} ]] || cargo build --release -q
+bin=${BIN:-$PWD/target/release/dashboard-backend}
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port
