@@ -3,9 +3,10 @@
 //! tell which engine stands behind it; no SQL and no driver type crosses this line.
 //!
 //! The operations are grouped by capability (as lldap does): `ProjectStore`,
-//! `TaskStore`, `KeyStore` and `Probe`; `Store` is all of them. Each engine lives in its
-//! own folder with its own migrations and connection setup (`sqlite/`); what only one
-//! engine can do — SQLite's online backup, integrity check, vacuum — stays beside it.
+//! `TaskStore`, `KeyStore`, `Probe` and `Retention`; `Store` is all of them. Each
+//! engine lives in its own folder with its own migrations and connection setup
+//! (`sqlite/`); what only one engine can do — SQLite's online backup, integrity
+//! check, vacuum — stays beside it.
 
 pub mod patch;
 pub mod postgres;
@@ -164,7 +165,7 @@ pub trait Probe {
 /// What the pruner (SPEC §5c, `crate::pruner`) asks of the engine.
 pub trait Retention {
     /// One small batch of pruning (one short transaction; on SQLite one writer job),
-    /// at most `limit` rows of one kind. Instants are epoch milliseconds; `None` keeps.
+    /// at most `limit` rows of one kind. Instants are epoch milliseconds.
     fn prune_step(&self, step: PruneStep, limit: usize) -> Result<PruneCount>;
     /// Space figures for /metrics and the run's log line: SQLite's free pages,
     /// PostgreSQL's dead tuples of the hot tables.
