@@ -10,12 +10,14 @@
 #   scripts/retention-soak.sh 30         # the 30-minute soak, by hand
 #   DATABASE_URL=postgres://… scripts/retention-soak.sh 30   # PostgreSQL (an empty database)
 #   scripts/retention-soak.sh 5 0        # the same load without pruning: compare p99
-# THREADS (default 4) sets the load's client threads; BIN a binary to use as it is.
+# RATE (default 150) is the tasks created a second (0: as fast as THREADS clients
+# go, default 4); BIN a binary to use as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-5}
 retention=${2:-60s}
 threads=${THREADS:-4}
+rate=${RATE:-150}
 slice=30
 case $retention in
   0) window=0 ;; # a baseline without pruning, for the p99 columns: no flatness check
@@ -44,11 +46,11 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 mkdir -p target/bench
 out=target/bench/retention-soak-$(date -u +%Y%m%d-%H%M%S).txt
-python3 scripts/retention_load.py "$url" "$project" $((minutes * 60)) "$threads" >"$work/load.txt" &
+python3 scripts/retention_load.py "$url" "$project" $((minutes * 60)) "$threads" "$rate" >"$work/load.txt" &
 load=$!
 backend=sqlite; [[ -n ${DATABASE_URL:-} ]] && backend=postgres
 {
-  echo "retention-soak: $backend, ${minutes} min, TASK_RETENTION=EVENT_RETENTION=$retention, $threads client threads, commit $(git rev-parse --short HEAD), $(nproc) cores"
+  echo "retention-soak: $backend, ${minutes} min, TASK_RETENTION=EVENT_RETENTION=$retention, $rate tasks/s from $threads client threads, commit $(git rev-parse --short HEAD), $(nproc) cores"
   printf '%5s %8s %9s %9s %8s %9s %8s %10s %10s %7s %8s %8s\n' \
     t_s size_mib main_mib wal_mib free_pg tasks creates/s tasks_pruned events_pruned errors p99_cr_ms p99_cl_ms
 } | tee "$out"

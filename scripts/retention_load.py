@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""retention_load.py URL PROJECT_ID SECONDS THREADS — a constant create / claim / finish
+"""retention_load.py URL PROJECT_ID SECONDS THREADS [RATE] — a constant create / claim / finish
 load for scripts/retention-soak.sh (issue #20): each thread creates a task (two labels,
 a 120-byte description), claims one, and finishes it (3 in 4 completed, the rest
-failed or cancelled), on one keep-alive connection. Every 30 s it prints one line:
+failed or cancelled), on one keep-alive connection; with RATE, at most RATE tasks a second in all (paced,
+so the load stays constant however busy the machine is). Every 30 s it prints one line:
 `t ops creates/s p99_create_ms p99_claim_ms errors`, then exits after SECONDS."""
 import http.client
 import json
@@ -11,6 +12,7 @@ import threading
 import time
 
 url, pid, seconds, threads = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+rate = float(sys.argv[5]) if len(sys.argv) > 5 and float(sys.argv[5]) > 0 else 0.0
 host, port = url.split("//")[1].split(":")
 lock = threading.Lock()
 stats = {"creates": 0, "errors": 0, "create": [], "claim": []}
@@ -29,7 +31,16 @@ def worker(n):
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     i = 0
     desc = "x" * 120
+    every = threads / rate if rate else 0.0
+    due = time.monotonic()
     while time.monotonic() < stop:
+        if every:
+            due += every
+            ahead = due - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            elif ahead < -1:
+                due = time.monotonic()  # fell behind: no burst to catch up
         i += 1
         try:
             s, _, ms = call(conn, "POST", f"/projects/{pid}/tasks",
