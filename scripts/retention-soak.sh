@@ -71,7 +71,7 @@ wait "$load" || true
 grep '"target":"pruner"' "$work/server.log" >"${out%.txt}-pruner.log" || true
 runs=$(grep -c '"msg":"pruned ' "$work/server.log" || true)
 steps=$(grep -o '"max_step_ms":[0-9.]*' "$work/server.log" | cut -d: -f2 | sort -g |
-  awk '{ v[NR] = $1 } END { if (NR) printf "median %.1f ms, slowest %.1f ms", v[int((NR + 1) / 2)], v[NR] }')
+  awk '{ v[NR] = $1 } END { if (NR) printf "median %.1f ms, slowest %.1f ms", v[int((NR + 1) / 2)], v[NR] }' || true)
 echo "retention-soak: $runs pruning runs logged; each run's slowest step: ${steps:-none} (wall time of the job on the writer; log in ${out%.txt}-pruner.log)" | tee -a "$out"
 if ((window == 0)); then
   echo "retention-soak: baseline without pruning (RETENTION=0); $out" | tee -a "$out"
