@@ -42,6 +42,14 @@ project=$(curl -fsS -H 'Content-Type: application/json' -d '{"name":"soak"}' "$u
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 metric() { curl -fsS "$url/metrics" | awk -v n="$1" 'index($0, n "{") == 1 { v = $NF } END { print v + 0 }'; }
 tasks() { curl -fsS "$url/metrics" | awk '/^tasks\{/ { s += $NF } END { print s + 0 }'; }
+# free_dead: SQLite's free pages; PostgreSQL's dead tuples in tasks.
+space() {
+  if [[ -n ${DATABASE_URL:-} ]]; then
+    curl -fsS "$url/metrics" | awk 'index($0, "db_dead_tuples{") == 1 && /table="tasks"/ { v = $NF } END { print v + 0 }'
+  else
+    metric db_free_pages
+  fi
+}
 mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 mkdir -p target/bench
@@ -52,7 +60,7 @@ backend=sqlite; [[ -n ${DATABASE_URL:-} ]] && backend=postgres
 {
   echo "retention-soak: $backend, ${minutes} min, TASK_RETENTION=EVENT_RETENTION=$retention, $rate tasks/s from $threads client threads, commit $(git rev-parse --short HEAD), $(nproc) cores"
   printf '%5s %8s %9s %9s %8s %9s %8s %10s %10s %7s %8s %8s\n' \
-    t_s size_mib main_mib wal_mib free_pg tasks creates/s tasks_pruned events_pruned errors p99_cr_ms p99_cl_ms
+    t_s size_mib main_mib wal_mib free_dead tasks creates/s tasks_pruned events_pruned errors p99_cr_ms p99_cl_ms
 } | tee "$out"
 flat_from=$((2 * window + 60))
 size_at_flat="" size=0
@@ -63,7 +71,7 @@ for i in $(seq $((minutes * 60 / slice))); do
   line=$(tail -1 "$work/load.txt" 2>/dev/null || true)
   read -r _ rate p99cr p99cl errs <<<"${line:-0 - - - -}"
   printf '%5d %8s %9s %9s %8s %9s %8s %10s %10s %7s %8s %8s\n' $((i * slice)) "$(mib "$size")" \
-    "$(mib "$main")" "$(mib "$wal")" "$(metric db_free_pages)" "$(tasks)" "$rate" \
+    "$(mib "$main")" "$(mib "$wal")" "$(space)" "$(tasks)" "$rate" \
     "$(metric tasks_pruned_total)" "$(metric events_pruned_total)" "$errs" "$p99cr" "$p99cl" | tee -a "$out"
   if [[ -z $size_at_flat ]] && ((i * slice >= flat_from)); then size_at_flat=$size; fi
 done
