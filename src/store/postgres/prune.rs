@@ -69,15 +69,17 @@ impl Retention for PgStore {
 }
 
 /// Deletes up to `limit` finished tasks of `project` with their events (labels by
-/// the cascade).
+/// the cascade). The rows are locked first (`FOR UPDATE SKIP LOCKED`: in READ
+/// COMMITTED the lock re-checks the condition on the row's newest version, and while
+/// it is held nobody can change the status), their events go next, and the tasks
+/// last, in one statement: the count triggers lock the project's count rows, which
+/// every completion also updates, only for that statement and the commit.
 fn tasks(tx: &mut Tx<'_>, project: i64, before: i64, limit: i64) -> Result<PruneCount> {
     let mut ids: Vec<i64> = tx
         .query(
-            "DELETE FROM tasks WHERE id IN (
-               SELECT id FROM tasks
-                WHERE project_id = $1 AND status = 'completed' AND completed_at < $2
-                LIMIT $3 FOR UPDATE SKIP LOCKED)
-             AND status = 'completed' RETURNING id",
+            "SELECT id FROM tasks
+              WHERE project_id = $1 AND status = 'completed' AND completed_at < $2
+              LIMIT $3 FOR UPDATE SKIP LOCKED",
             &[&project, &before, &limit],
         )?
         .iter()
@@ -86,25 +88,28 @@ fn tasks(tx: &mut Tx<'_>, project: i64, before: i64, limit: i64) -> Result<Prune
     let left = limit - ids.len() as i64;
     if left > 0 {
         let more = tx.query(
-            "DELETE FROM tasks WHERE id IN (
-               SELECT id FROM tasks
-                WHERE project_id = $1 AND status IN ('failed', 'cancelled')
-                  AND (CASE WHEN status = 'cancelled' THEN updated_at
-                       ELSE coalesce(completed_at, updated_at) END) < $2
-                LIMIT $3 FOR UPDATE SKIP LOCKED)
-             AND status IN ('failed', 'cancelled') RETURNING id",
+            "SELECT id FROM tasks
+              WHERE project_id = $1 AND status IN ('failed', 'cancelled')
+                AND (CASE WHEN status = 'cancelled' THEN updated_at
+                     ELSE coalesce(completed_at, updated_at) END) < $2
+              LIMIT $3 FOR UPDATE SKIP LOCKED",
             &[&project, &before, &left],
         )?;
         ids.extend(more.iter().map(|r| r.get::<_, i64>(0)));
     }
     let mut n = PruneCount {
-        tasks: ids.len() as u64,
         more: ids.len() as i64 >= limit,
         ..PruneCount::default()
     };
-    if !ids.is_empty() {
-        n.events = tx.execute("DELETE FROM events WHERE task_id = ANY($1)", &[&ids])?;
+    if ids.is_empty() {
+        return Ok(n);
     }
+    n.events = tx.execute("DELETE FROM events WHERE task_id = ANY($1)", &[&ids])?;
+    n.tasks = tx.execute(
+        "DELETE FROM tasks WHERE id = ANY($1)
+            AND status IN ('completed', 'failed', 'cancelled')",
+        &[&ids],
+    )?;
     Ok(n)
 }
 
