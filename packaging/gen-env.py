@@ -25,6 +25,13 @@ database shares it (several behind HAProxy); migrations run at start. Forms:
 The password is never printed, but this file is world-readable: keep the URL in a
 root-only file instead (examples/postgres.conf, a drop-in for both units, shows
 how; it also lets the backup's pg_dump reach the network).""",
+    "TASK_RETENTION": """A background pruner deletes completed, failed and cancelled tasks this long
+after they finished (cancelled: after their last change), with their events and
+labels, in small batches; pending, in-progress and blocked tasks are never
+deleted. Forms: 90d, 12h, 30m, 45s; 0 keeps every task. How big the database
+gets for a given load and retention: README, "How big will my database get?".""",
+    "EVENT_RETENTION": """Activity-feed events older than this are deleted by the same pruner (an
+agent reading the feed with after= must keep up within this window). 0 keeps all.""",
 }
 print(f"""# {env_file}: settings of dashboard-backend (the server and the nightly backup).
 # Read by systemd as the units' EnvironmentFile: KEY=VALUE lines, no `export`, no

@@ -113,7 +113,8 @@ fi
 if command -v promtool >/dev/null; then
   promtool check config $ex/prometheus.yml >/dev/null || { promtool check config $ex/prometheus.yml; exit 1; }
   promtool check rules $ex/alerts.yml >/dev/null || { promtool check rules $ex/alerts.yml; exit 1; }
+  promtool test rules $ex/tests/alerts_test.yml >/dev/null || { promtool test rules $ex/tests/alerts_test.yml; exit 1; }
 fi
 jq -e '.panels | length >= 9' $ex/grafana-dashboard.json >/dev/null ||
   { echo "build-packages: $ex/grafana-dashboard.json is not a dashboard" >&2; exit 1; }
-echo "build-packages: examples valid (haproxy -c, promtool check config/rules, jq)"
+echo "build-packages: examples valid (haproxy -c, promtool check config/rules, promtool test rules, jq)"

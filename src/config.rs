@@ -116,6 +116,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "slower DB probe (ms) means degraded",
     ),
     (
+        "TASK_RETENTION",
+        "90d",
+        "finished tasks older than this are pruned with their events: 90d, 12h, 30m, 45s; 0 keeps all",
+    ),
+    (
+        "EVENT_RETENTION",
+        "90d",
+        "events older than this are pruned: 90d, 12h, 30m, 45s; 0 keeps all",
+    ),
+    (
         "ENV_FILE",
         "",
         "KEY=VALUE file whose LOG_LEVEL is re-read on SIGHUP (the unit's EnvironmentFile)",
@@ -167,6 +177,11 @@ pub struct Config {
     pub backup_retention_days: u32,
     pub health_disk_min_free_bytes: u64,
     pub health_db_threshold: Duration,
+    /// `TASK_RETENTION`: finished tasks older than this are pruned (SPEC §5c);
+    /// `None` (`0`) keeps them forever.
+    pub task_retention: Option<Duration>,
+    /// `EVENT_RETENTION`: events older than this are pruned; `None` keeps them.
+    pub event_retention: Option<Duration>,
     /// The raw values with their sources, for `dashboard-backend config`.
     pub settings: Vec<Setting>,
 }
@@ -392,6 +407,8 @@ impl Config {
                 1u64,
                 600_000,
             )?),
+            task_retention: retention("TASK_RETENTION", get("TASK_RETENTION"))?,
+            event_retention: retention("EVENT_RETENTION", get("EVENT_RETENTION"))?,
             settings,
         })
     }
@@ -446,6 +463,46 @@ impl Config {
         // recorded (and BackupFailing fires), and the CLI and the server agree.
         self.database_path.clone()
     }
+}
+
+/// Longest retention accepted: 100 years (a bigger number is a typo, not a policy).
+const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
+
+/// `TASK_RETENTION` / `EVENT_RETENTION` (SPEC §2, §5c): a whole number with one unit,
+/// `90d`, `12h`, `30m` or `45s`, or `0` to keep forever (`None`).
+pub fn parse_retention(value: &str) -> Option<Option<Duration>> {
+    let v = value.trim();
+    if v == "0" {
+        return Some(None);
+    }
+    let unit = v.chars().last()?;
+    let mult: u64 = match unit {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    let digits = &v[..v.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = digits.parse::<u64>().ok()?.checked_mul(mult)?;
+    match secs {
+        0 => Some(None),
+        s if s > MAX_RETENTION_SECS => None,
+        s => Some(Some(Duration::from_secs(s))),
+    }
+}
+
+fn retention(name: &str, value: &str) -> Result<Option<Duration>, ConfigError> {
+    parse_retention(value).ok_or_else(|| {
+        bad(
+            name,
+            value,
+            "a duration such as 90d, 12h, 30m or 45s (at most 36500d), or 0 to keep forever",
+        )
+    })
 }
 
 /// `DATABASE_URL`: unset or a `postgres://` URL. The error never repeats a password.
@@ -561,5 +618,55 @@ mod tests {
         assert!(c.render().contains("postgres://u:***@h:5432/d"));
         assert_eq!(flag_name("DATABASE_PATH"), "--database-path");
         assert_eq!(var_for_flag("--max-body-bytes"), Some("MAX_BODY_BYTES"));
+    }
+
+    #[test]
+    fn retention_forms() {
+        let s = |n| Some(Some(Duration::from_secs(n)));
+        assert_eq!(parse_retention("90d"), s(90 * 86_400));
+        assert_eq!(parse_retention("12h"), s(12 * 3_600));
+        assert_eq!(parse_retention("30m"), s(30 * 60));
+        assert_eq!(parse_retention("45s"), s(45));
+        assert_eq!(parse_retention(" 2s "), s(2));
+        assert_eq!(parse_retention("36500d"), s(36_500 * 86_400));
+        assert_eq!(parse_retention("0"), Some(None));
+        assert_eq!(parse_retention("0d"), Some(None));
+        for bad in [
+            "",
+            "d",
+            "90",
+            "-1d",
+            "1.5h",
+            "90 d",
+            "1w",
+            "90D",
+            "+5s",
+            "1d2h",
+            "36501d",
+            "99999999999999999999s",
+            "forever",
+            "0x10s",
+        ] {
+            assert_eq!(parse_retention(bad), None, "{bad:?} accepted");
+        }
+        let c = cfg(&[], &[]).expect("defaults");
+        assert_eq!(c.task_retention, s(90 * 86_400).flatten());
+        assert_eq!(c.event_retention, s(90 * 86_400).flatten());
+        let c = cfg(&[("TASK_RETENTION", "0"), ("EVENT_RETENTION", "12h")], &[]).expect("set");
+        assert_eq!(c.task_retention, None);
+        assert_eq!(c.event_retention, Some(Duration::from_secs(43_200)));
+        assert!(c.render().contains("EVENT_RETENTION"));
+        let e = cfg(&[("EVENT_RETENTION", "1w")], &[]).unwrap_err();
+        assert!(
+            e.0.starts_with("invalid EVENT_RETENTION value \"1w\""),
+            "{}",
+            e.0
+        );
+        let e = cfg(&[("TASK_RETENTION", "ninety")], &[]).unwrap_err();
+        assert!(
+            e.0.starts_with("invalid TASK_RETENTION value \"ninety\""),
+            "{}",
+            e.0
+        );
     }
 }

@@ -31,6 +31,7 @@ pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod net;
+pub(crate) mod pruner;
 pub(crate) mod restore;
 pub mod router;
 pub(crate) mod server;

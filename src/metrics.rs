@@ -24,6 +24,22 @@ static DB_QUERIES: AtomicU64 = AtomicU64::new(0);
 static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
 static DB_COMMITS: AtomicU64 = AtomicU64::new(0);
 static DB_COMMITTED_WRITES: AtomicU64 = AtomicU64::new(0);
+static TASKS_PRUNED: AtomicU64 = AtomicU64::new(0);
+static EVENTS_PRUNED: AtomicU64 = AtomicU64::new(0);
+static PRUNE_RUNS: AtomicU64 = AtomicU64::new(0);
+/// The pruner's last space figures (`store::Space`), set after each run.
+static SPACE: std::sync::Mutex<Option<Space>> = std::sync::Mutex::new(None);
+
+/// Reusable and reclaimable space, as each engine can tell it cheaply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Space {
+    /// SQLite: pages on the free list (reused before the file grows).
+    pub free_pages: Option<i64>,
+    /// SQLite: bytes a page.
+    pub page_size: Option<i64>,
+    /// PostgreSQL: (table, dead tuples, live tuples) from `pg_stat_user_tables`.
+    pub tuples: Vec<(&'static str, i64, i64)>,
+}
 
 /// Histogram bucket upper bounds, seconds.
 const BUCKETS: [f64; 13] = [
@@ -126,6 +142,19 @@ pub fn db_query() {
 pub fn db_commit(writes: usize) {
     DB_COMMITS.fetch_add(1, Relaxed);
     DB_COMMITTED_WRITES.fetch_add(writes as u64, Relaxed);
+}
+/// One pruner run deleted `tasks` tasks and `events` events (SPEC §5c).
+pub fn pruned(tasks: u64, events: u64) {
+    PRUNE_RUNS.fetch_add(1, Relaxed);
+    TASKS_PRUNED.fetch_add(tasks, Relaxed);
+    EVENTS_PRUNED.fetch_add(events, Relaxed);
+}
+/// The directory whose filesystem holds the SQLite database (`serve` sets it; not on
+/// PostgreSQL, whose disk is not ours to see): `db_filesystem_avail_bytes`.
+pub static DISK_DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+/// The pruner's latest space figures.
+pub fn set_space(s: Space) {
+    *SPACE.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
 }
 pub fn tasks_created(n: usize) {
     TASKS_CREATED.fetch_add(n as u64, Relaxed);
@@ -349,6 +378,7 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         "Database size in bytes (main file and WAL)",
         g.db_size_bytes,
     );
+    render_retention(&mut t);
     t.head("tasks", "gauge", "Tasks by status");
     for (status, n) in g.tasks_by_status.iter() {
         t.line("tasks", &format!(",status=\"{status}\""), n);
@@ -385,6 +415,72 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         1,
     );
     t.0
+}
+
+/// The pruner's counters and the space gauges of the engine in use (SPEC §5c).
+fn render_retention(t: &mut Text) {
+    t.single(
+        "tasks_pruned_total",
+        "counter",
+        "Finished tasks deleted by the retention pruner (TASK_RETENTION)",
+        TASKS_PRUNED.load(Relaxed),
+    );
+    t.single(
+        "events_pruned_total",
+        "counter",
+        "Events deleted by the retention pruner (EVENT_RETENTION, and with pruned tasks)",
+        EVENTS_PRUNED.load(Relaxed),
+    );
+    t.single(
+        "prune_runs_total",
+        "counter",
+        "Runs of the retention pruner",
+        PRUNE_RUNS.load(Relaxed),
+    );
+    if let Some(free) = DISK_DIR.get().and_then(|d| crate::sys::free_bytes(d)) {
+        t.single(
+            "db_filesystem_avail_bytes",
+            "gauge",
+            "Bytes available on the filesystem holding the SQLite database",
+            free,
+        );
+    }
+    let space = SPACE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(space) = space else { return };
+    if let Some(free) = space.free_pages {
+        t.single(
+            "db_free_pages",
+            "gauge",
+            "SQLite pages on the free list, reused before the file grows",
+            free,
+        );
+    }
+    if let (Some(free), Some(size)) = (space.free_pages, space.page_size) {
+        t.single(
+            "db_free_bytes",
+            "gauge",
+            "Bytes of the SQLite file on the free list (db_free_pages times the page size)",
+            free * size,
+        );
+    }
+    if !space.tuples.is_empty() {
+        t.head(
+            "db_dead_tuples",
+            "gauge",
+            "Dead tuples of a hot PostgreSQL table (pg_stat_user_tables.n_dead_tup), left for autovacuum",
+        );
+        for (table, dead, _) in &space.tuples {
+            t.line("db_dead_tuples", &format!(",table=\"{table}\""), dead);
+        }
+        t.head(
+            "db_live_tuples",
+            "gauge",
+            "Live tuples of a hot PostgreSQL table (pg_stat_user_tables.n_live_tup)",
+        );
+        for (table, _, live) in &space.tuples {
+            t.line("db_live_tuples", &format!(",table=\"{table}\""), live);
+        }
+    }
 }
 
 fn for_each_slot(mut f: impl FnMut(&'static str, &'static str, &Slot)) {
@@ -446,6 +542,8 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "process_open_fds": p.open_fds,
             "process_start_time_seconds": p.start_time,
             "db_size_bytes": g.db_size_bytes,
+            "tasks_pruned_total": TASKS_PRUNED.load(Relaxed),
+            "events_pruned_total": EVENTS_PRUNED.load(Relaxed),
             "tasks": tasks,
             "backup_last_success_timestamp_seconds": g.backup_last_success_timestamp,
             "backup_last_failure_timestamp_seconds": g.backup_last_failure_timestamp,

@@ -214,6 +214,20 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let watchdog = crate::watchdog::start(app.clone(), local);
     let sweeper = crate::sweeper::Sweeper::start(app.store.clone(), Box::new(|_pid| {}))
         .map_err(|e| ServeError::new(EX_OSERR, format!("cannot start the lease sweeper: {e}")))?;
+    let windows = crate::pruner::Windows {
+        tasks: app.config.task_retention,
+        events: app.config.event_retention,
+    };
+    if !app.config.is_postgres() {
+        let dir = app
+            .config
+            .database_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
+        let _ = crate::metrics::DISK_DIR.set(dir.unwrap_or(std::path::Path::new(".")).into());
+    }
+    let pruner = crate::pruner::start(app.store.clone(), windows)
+        .map_err(|e| ServeError::new(EX_OSERR, format!("cannot start the pruner thread: {e}")))?;
 
     for sig in signals.forever() {
         match sig {
@@ -221,7 +235,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             _ => break,
         }
     }
-    shutdown(&app, server, handles, watchdog, sweeper)
+    shutdown(&app, server, handles, watchdog, sweeper, pruner)
 }
 
 /// SIGHUP: reopen the access log and re-read the log level (SPEC §6).
@@ -251,6 +265,7 @@ fn shutdown(
     handles: Vec<std::thread::JoinHandle<()>>,
     watchdog: Option<std::thread::JoinHandle<()>>,
     sweeper: crate::sweeper::Sweeper,
+    pruner: crate::pruner::Pruner,
 ) -> Result<(), ServeError> {
     let drain = app.config.shutdown_drain;
     log::info!(target: "server", drain_seconds = drain.as_secs(); "shutdown requested: draining");
@@ -281,6 +296,7 @@ fn shutdown(
     }
     drop(server);
     sweeper.stop();
+    pruner.stop();
     app.store
         .close()
         .map_err(|e| ServeError::new(EX_IOERR, format!("closing the database failed: {e}")))?;

@@ -1,20 +1,18 @@
-//! The queue's housekeeping thread (SPEC §5a): returns tasks whose lease ran out to
-//! pending (or to the dead letter) within a second of expiry, whether or not anyone
-//! claims, and deletes stored idempotent answers after 24 h. Every instance runs one;
+//! The lease sweeper (SPEC §5a): returns tasks whose lease ran out to pending (or to
+//! the dead letter) within a second of expiry, whether or not anyone claims. (Stored
+//! idempotent answers expire with the pruner's steps.) Every instance runs one;
 //! the engines make both idempotent across instances (one writer on SQLite, `SKIP
 //! LOCKED` on PostgreSQL), so a lease is swept once, with one event.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::store::Store;
 
 /// How often expired leases are looked for: well inside the 1 s of SPEC §5a.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
-/// How often expired idempotency records are purged.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Rows per step: each step is one short write.
 const BATCH: usize = 500;
 
@@ -50,7 +48,6 @@ impl Sweeper {
 }
 
 fn run(store: &dyn Store, wake: &Wake, stop: &AtomicBool) {
-    let mut next_purge = Instant::now() + PURGE_EVERY;
     // Log a failing database once, not four times a second.
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
@@ -69,27 +66,6 @@ fn run(store: &dyn Store, wake: &Wake, stop: &AtomicBool) {
                 log::warn!(target: "sweeper", error:% = e; "cannot sweep expired leases; retrying");
             }
             _ => {}
-        }
-        if Instant::now() >= next_purge {
-            next_purge = Instant::now() + PURGE_EVERY;
-            let mut purged = 0;
-            while !stop.load(Ordering::Relaxed) {
-                match store.purge_idempotency(BATCH) {
-                    Ok(n) => {
-                        purged += n;
-                        if n < BATCH {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!(target: "sweeper", error:% = e; "cannot purge idempotency records");
-                        break;
-                    }
-                }
-            }
-            if purged > 0 {
-                log::info!(target: "sweeper", purged = purged; "expired idempotency records purged");
-            }
         }
         std::thread::sleep(SWEEP_EVERY);
     }

@@ -78,16 +78,20 @@ fn migrate_and_status() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Each engine has its own migrations (store/sqlite/, store/postgres/).
     let (version, names): (&str, &[&str]) = if harness::postgres() {
-        ("schema version 3", &["init", "task_counts", "queue"])
+        (
+            "schema version 4",
+            &["init", "task_counts", "queue", "retention"],
+        )
     } else {
         (
-            "schema version 5",
+            "schema version 6",
             &[
                 "init",
                 "partial_indexes",
                 "task_counts",
                 "completion_buckets",
                 "queue",
+                "prune_indexes",
             ],
         )
     };

@@ -38,6 +38,8 @@ mod projects;
 mod queue;
 /// Rate limiting: keyed on the authenticated key or the client address; TRUSTED_PROXIES.
 mod ratelimit;
+/// Retention: the pruner deletes old finished tasks and events, and nothing else.
+mod retention;
 /// Tasks: create (single, bulk), get, list filters/sort/paging, patch, delete, events, stats.
 mod tasks;
 /// The dashboard page: embedded files, security headers, `GET /` for browsers.

@@ -3,9 +3,10 @@
 //! tell which engine stands behind it; no SQL and no driver type crosses this line.
 //!
 //! The operations are grouped by capability (as lldap does): `ProjectStore`,
-//! `TaskStore`, `KeyStore` and `Probe`; `Store` is all of them. Each engine lives in its
-//! own folder with its own migrations and connection setup (`sqlite/`); what only one
-//! engine can do — SQLite's online backup, integrity check, vacuum — stays beside it.
+//! `TaskStore`, `KeyStore`, `Probe` and `Retention`; `Store` is all of them. Each
+//! engine lives in its own folder with its own migrations and connection setup
+//! (`sqlite/`); what only one engine can do — SQLite's online backup, integrity
+//! check, vacuum — stays beside it.
 
 pub mod patch;
 pub mod postgres;
@@ -236,9 +237,7 @@ pub trait TaskStore {
     /// Returns tasks whose lease ran out to pending (or fails them at their last
     /// attempt), up to `limit`; the projects that got claimable work, for wake-ups.
     fn sweep_leases(&self, limit: usize) -> Result<Vec<i64>>;
-    /// Deletes stored idempotent answers older than `IDEMPOTENCY_TTL_MS`, up to
-    /// `limit`; how many.
-    fn purge_idempotency(&self, limit: usize) -> Result<usize>;
+
     fn stats(&self, pid: i64) -> Result<Stats>;
     /// Task counts by status over all projects (the `tasks{status}` gauge).
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>>;
@@ -277,8 +276,47 @@ pub trait Probe {
     fn hold_writer(&self, hold: Duration, progressing: bool) -> Result<()>;
 }
 
+/// What the pruner (SPEC §5c, `crate::pruner`) asks of the engine.
+pub trait Retention {
+    /// One small batch of pruning (one short transaction; on SQLite one writer job),
+    /// at most `limit` rows of one kind. Instants are epoch milliseconds.
+    fn prune_step(&self, step: PruneStep, limit: usize) -> Result<PruneCount>;
+    /// Space figures for /metrics and the run's log line: SQLite's free pages,
+    /// PostgreSQL's dead tuples of the hot tables.
+    fn space(&self) -> Result<Space>;
+}
+
+/// Reusable and reclaimable space (it lives with the gauges that show it).
+pub(crate) use crate::metrics::Space;
+
+/// What one `prune_step` deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneStep {
+    /// Finished tasks of project `project` finished before `before` (`completed_at`;
+    /// `updated_at` for cancelled ones), with their events and labels.
+    Tasks { project: i64, before: i64 },
+    /// Events created before `before`, oldest first.
+    Events { before: i64 },
+    /// Idempotency records older than 24 h at `now`.
+    Idempotency { now: i64 },
+}
+
+/// What one step deleted; `more` when it stopped at its limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCount {
+    pub tasks: u64,
+    pub events: u64,
+    pub idempotency: u64,
+    pub more: bool,
+    /// Whether this step ran at all: `false` when another instance holds the
+    /// pruning lock (PostgreSQL), so this instance leaves the run to it.
+    pub ran: bool,
+    /// Time spent inside the step's transaction, microseconds.
+    pub micros: u64,
+}
+
 /// Every capability of an engine: what the server holds as `Arc<dyn Store>`.
-pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync {
+pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Retention + Send + Sync {
     /// Stats of every project, oldest project first (`GET /stats`, the dashboard's
     /// overview in one request). Each project costs its few counter rows and two
     /// index lookups, whatever its number of tasks.
@@ -303,4 +341,4 @@ pub trait Store: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync {
     }
 }
 
-impl<T: ProjectStore + TaskStore + KeyStore + Probe + Send + Sync> Store for T {}
+impl<T: ProjectStore + TaskStore + KeyStore + Probe + Retention + Send + Sync> Store for T {}

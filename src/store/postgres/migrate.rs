@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0002_task_counts.sql"),
     ),
     (3, "queue", include_str!("migrations/0003_queue.sql")),
+    (
+        4,
+        "retention",
+        include_str!("migrations/0004_retention.sql"),
+    ),
 ];
 
 /// Advisory lock key of migrations ("dashmigr").

@@ -27,6 +27,7 @@ mod idempotency;
 pub mod migrate;
 mod pool;
 mod projects;
+mod prune;
 mod tasks;
 pub mod url;
 
@@ -432,10 +433,6 @@ impl TaskStore for PgStore {
             }
         }
         Ok(woke)
-    }
-
-    fn purge_idempotency(&self, limit: usize) -> Result<usize> {
-        self.run(|tx| idempotency::purge(tx, crate::clock::now_ms(), limit))
     }
 
     fn stats(&self, pid: i64) -> Result<Stats> {

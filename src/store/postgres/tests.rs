@@ -581,7 +581,8 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
                 .get(0))
         })
         .expect("count");
-    assert_eq!(n, migrate::latest());
+    // One row a migration (versions may skip numbers between branches' migrations).
+    assert_eq!(n as usize, migrate::MIGRATIONS.len());
     s.run(|tx| tx.batch("INSERT INTO schema_migrations VALUES (999, 'future', 0)"))
         .expect("future");
     match PgStore::open(&url, 1) {

@@ -71,16 +71,6 @@ pub fn run<T>(
     Ok(Outcome::Done(value))
 }
 
-/// Whether any stored answer has expired (a read, so an idle purge never takes the
-/// writer).
-pub fn any_expired(c: &Connection, now: i64) -> Result<bool> {
-    Ok(optional(
-        c.prepare_cached("SELECT 1 FROM idempotency_keys WHERE created_at <= ?1 LIMIT 1")?
-            .query_row([now - IDEMPOTENCY_TTL_MS], |_| Ok(())),
-    )?
-    .is_some())
-}
-
 /// Deletes up to `limit` expired answers; how many.
 pub fn purge(c: &Connection, now: i64, limit: usize) -> Result<usize> {
     Ok(c.prepare_cached(

@@ -16,6 +16,7 @@ pub mod maintenance;
 pub mod migrate;
 mod pool;
 mod projects;
+mod prune;
 mod tasks;
 mod writer;
 
@@ -321,14 +322,6 @@ impl TaskStore for SqliteStore {
             return Ok(Vec::new());
         }
         self.write(move |c| tasks::sweep(c, None, crate::clock::now_ms(), limit))
-    }
-
-    fn purge_idempotency(&self, limit: usize) -> Result<usize> {
-        let now = crate::clock::now_ms();
-        if !self.read(|c| idempotency::any_expired(c, now))? {
-            return Ok(0);
-        }
-        self.write(move |c| idempotency::purge(c, crate::clock::now_ms(), limit))
     }
 
     fn stats(&self, pid: i64) -> Result<Stats> {
