@@ -18,6 +18,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -229,6 +229,19 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         "Service uptime in seconds",
         crate::clock::uptime_secs(),
     );
+    // SPEC §9: open event streams and parked long-poll claims (src/live).
+    t.single(
+        "http_streams_open",
+        "gauge",
+        "Event streams open now",
+        crate::live::streams_open(),
+    );
+    t.single(
+        "claim_waiters",
+        "gauge",
+        "Long-poll claims waiting for a task now",
+        crate::live::claim_waiters(),
+    );
 
     t.head(
         "http_request_duration_seconds",
@@ -437,6 +450,8 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "db_commits_total": DB_COMMITS.load(Relaxed),
             "db_committed_writes_total": DB_COMMITTED_WRITES.load(Relaxed),
             "http_auth_failures_total": AUTH_FAILURES.load(Relaxed),
+            "http_streams_open": crate::live::streams_open(),
+            "claim_waiters": crate::live::claim_waiters(),
             "process_resident_memory_bytes": p.rss_bytes,
             "process_cpu_seconds_total": p.cpu_seconds,
             "process_open_fds": p.open_fds,

@@ -3,7 +3,7 @@
 //! win over parameters by construction (parameters only match digits). The matched
 //! template (never the raw path) labels metrics; no match is `route="unmatched"`.
 
-use crate::api::{activity, claim, ops, projects, tasks, Call};
+use crate::api::{activity, claim, ops, projects, stream, tasks, Call};
 use crate::error::ApiError;
 use crate::http::request::Method;
 use crate::http::response::Response;
@@ -63,6 +63,7 @@ pub static ROUTES: &[Route] = &[
     r(Get, "/projects/{id}/stats", activity::stats, Read),
     r(Get, "/stats", activity::stats_all, Read),
     r(Get, "/projects/{id}/events", activity::events, Read),
+    r(Get, "/projects/{id}/events/stream", stream::open, Read),
     r(Get, "/projects/{pid}/tasks/{id}", tasks::get, Read),
     r(Patch, "/projects/{pid}/tasks/{id}", tasks::update, Write),
     r(Delete, "/projects/{pid}/tasks/{id}", tasks::delete, Write),

@@ -194,6 +194,7 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     // Ready before the workers start: with socket activation the first request is
     // already waiting, and it must not be told "starting".
     app.life.set(Phase::Ready);
+    crate::live::start(&app);
     let handles = crate::http::spawn_workers(server.clone(), app.clone(), workers)
         .map_err(|e| CliError::new(71, format!("cannot start worker threads: {e}")))?;
     log::info!(target: "server", addr:% = local, workers = workers, version = env!("CARGO_PKG_VERSION"); "listening on {local}");
@@ -241,6 +242,8 @@ fn shutdown(
     log::info!(target: "server", drain_seconds = drain.as_secs(); "shutdown requested: draining");
     notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
     app.life.set(Phase::Draining);
+    // SPEC §9: streams end and waiting claims are answered 204 now, within the drain.
+    crate::live::shutdown();
     std::thread::sleep(drain);
 
     // Stop taking new work: the listener closes first (with socket activation the

@@ -8,15 +8,24 @@ use crate::http::response::Response;
 use crate::{metrics, validate};
 
 /// `POST /projects/{id}/tasks/claim`: 200 with the task, 204 when none is claimable.
+/// With `wait_seconds`, a claim that finds nothing waits for work (SPEC §9, src/live).
 pub fn claim(c: &Call<'_>) -> Result<Response, ApiError> {
-    let claim = validate::claim(&c.json()?).map_err(ApiError::validation)?;
-    match c.app.store.claim(c.params.id(), claim)? {
-        Some(t) => {
-            metrics::tasks_updated(1);
-            Ok(one(200, &t))
+    // live: `wait_seconds` is split off here; the rest is the claim as before.
+    let (wait, body) = crate::live::waiters::split_wait(c.json()?)?;
+    let claim = validate::claim(&body).map_err(ApiError::validation)?;
+    // live: waiters with the same labels want the same tasks.
+    let key = claim.labels.join("\n");
+    let (store, pid) = (c.app.store.clone(), c.params.id());
+    let attempt = move || -> Result<Option<Response>, ApiError> {
+        match store.claim(pid, claim.clone())? {
+            Some(t) => {
+                metrics::tasks_updated(1);
+                Ok(Some(one(200, &t)))
+            }
+            None => Ok(None),
         }
-        None => Ok(Response::empty(204)),
-    }
+    };
+    crate::live::waiters::claim_or_park(c, wait, key, Box::new(attempt))
 }
 
 /// `POST /tasks/{id}/heartbeat`: extends the lease; 409 if another agent holds it.

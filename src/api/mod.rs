@@ -7,6 +7,7 @@ pub mod claim;
 pub mod ops;
 pub mod params;
 pub mod projects;
+pub mod stream;
 pub mod tasks;
 
 use serde::Serialize;

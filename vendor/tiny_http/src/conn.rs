@@ -53,19 +53,53 @@ pub(crate) struct Reply {
     pub(crate) close: bool,
 }
 
-/// A reply body, borrowed from the binary or owned.
+/// A reply body, borrowed from the binary or owned, or a stream.
 pub enum Body {
     Empty,
     Static(&'static [u8]),
     Owned(Vec<u8>),
+    /// A body of unknown length that the connection thread pulls from its source and
+    /// writes as it comes (server-sent events), each piece under the read timeout; the
+    /// connection closes when the source ends or the client stops taking the bytes.
+    /// The worker that answered with it has long moved on.
+    Stream(Box<dyn StreamSource>),
+}
+
+/// dashboard-backend patch: where a `Body::Stream` comes from. Runs on the
+/// connection's own thread (never a worker's).
+pub trait StreamSource: Send {
+    /// The next bytes to write, blocking until there are some; `None` ends the body,
+    /// and with it the connection.
+    fn next_bytes(&mut self) -> Option<Vec<u8>>;
 }
 
 impl Body {
     fn bytes(&self) -> &[u8] {
         match self {
-            Body::Empty => &[],
+            Body::Empty | Body::Stream(_) => &[],
             Body::Static(b) => b,
             Body::Owned(v) => v,
+        }
+    }
+
+    /// The length for `Content-Length`; `None` for a stream (delimited by the close).
+    pub(crate) fn len(&self) -> Option<usize> {
+        match self {
+            Body::Stream(_) => None,
+            b => Some(b.bytes().len()),
+        }
+    }
+}
+
+/// Writes a stream body piece by piece until its source ends, the server stops, or
+/// the client does not take a piece within the read timeout (a slow subscriber is
+/// dropped: its connection closes and its source, with its memory, is freed).
+fn pump(sock: &TcpStream, source: &mut dyn StreamSource, limits: &ConnectionLimits, clock: &Clock) {
+    while let Some(piece) = source.next_bytes() {
+        let deadline = Instant::now() + limits.read_timeout;
+        if write_all(sock, &[&piece], deadline).is_err() {
+            clock.stats().note_timed_out();
+            return;
         }
     }
 }
@@ -740,6 +774,13 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
             let _ = sock.shutdown(Shutdown::Both);
             return;
         }
+        let mut reply = reply;
+        if let Body::Stream(source) = &mut reply.body {
+            pump(&sock, &mut **source, &limits, &clock);
+            drop(reply);
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        }
         let close = reply.close;
         drop(reply);
         if !complete || close || !keep_alive || limits_closing(&clock) {
@@ -761,7 +802,7 @@ pub(crate) fn reply_head(
     version: &HTTPVersion,
     status: u16,
     headers: &[(&str, &str)],
-    body_len: usize,
+    body_len: Option<usize>,
     close: bool,
 ) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
@@ -778,7 +819,7 @@ pub(crate) fn reply_head(
         }
         let _ = write!(h, "{k}: {val}\r\n");
     }
-    if !matches!(status, 100..=199 | 204 | 304) {
+    if let (false, Some(body_len)) = (matches!(status, 100..=199 | 204 | 304), body_len) {
         let _ = write!(h, "Content-Length: {body_len}\r\n");
     }
     if close {

@@ -1,0 +1,149 @@
+//! Live (SPEC §9): event streams and long-poll claims, neither holding a request
+//! worker.
+//!
+//! - `hub`: per-project wake-up signals. Every event this process commits (SQLite:
+//!   after the writer's commit; PostgreSQL: through `LISTEN/NOTIFY`, also from other
+//!   instances) bumps its project's signal. A wake-up is only a hint: what a stream
+//!   sends and what a claim takes always comes from the store.
+//! - `stream`: `GET /projects/{id}/events/stream`. The handler answers with a
+//!   `Body::Stream` whose bytes the connection's own thread pulls (vendor/tiny_http
+//!   conn.rs): the worker returns at once.
+//! - `waiters`: parked long-poll claims, a FIFO per project, retried on a few live
+//!   threads when work may have become available (`work_available`), answered 204
+//!   at their deadline by one timer thread.
+//!
+//! A handler asks for one of these with `defer`; `http::serve_one` sees it after the
+//! pipeline and calls `hand_over` with the tiny_http request instead of answering.
+
+pub mod hub;
+pub mod stream;
+pub mod waiters;
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::http::request::Request;
+use crate::http::response::Response;
+
+/// Comment line written when a stream has been quiet this long (SPEC §9).
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Longest a stream or a waiter goes without looking at the store itself, whatever
+/// the wake-ups said (a lost notification delays, never loses).
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// What a handler asks `serve_one` to do instead of answering at once.
+pub enum Deferred {
+    /// Answer 200 and stream this project's events.
+    Stream(stream::EventStream),
+    /// Park this claim until work comes or its time is up.
+    Claim(waiters::Park),
+}
+
+thread_local! {
+    static DEFERRED: RefCell<Option<Deferred>> = const { RefCell::new(None) };
+}
+
+/// Called by a handler (on the worker's thread) together with the response it would
+/// give right now: that response's status and headers are the template of the
+/// eventual answer.
+pub fn defer(d: Deferred) {
+    DEFERRED.with(|c| *c.borrow_mut() = Some(d));
+}
+
+/// What the handler just deferred, if anything (cleared).
+pub fn take_deferred() -> Option<Deferred> {
+    DEFERRED.with(|c| c.borrow_mut().take())
+}
+
+/// Event streams open now (`http_streams_open`).
+pub fn streams_open() -> usize {
+    hub::hub().streams_open()
+}
+
+/// Long-poll claims parked now (`claim_waiters`).
+pub fn claim_waiters() -> usize {
+    waiters::waiters().count()
+}
+
+/// A task of project `pid` may have become claimable (created, set back to pending,
+/// lease swept, `not_before` reached, dependency completed, project resumed): the
+/// oldest waiters of that project try to claim again. Cheap and non-blocking; safe to
+/// call from anywhere, also from the store's writer thread. Only a hint: call it
+/// after the change is committed.
+pub fn work_available(pid: i64) {
+    waiters::waiters().wake(pid);
+}
+
+/// Events of project `pid` have been committed (`kinds` their types): streams of the
+/// project re-read the feed, and unless every event is a claim, waiters try again.
+pub fn events_committed<'a>(pid: i64, kinds: impl IntoIterator<Item = &'a str>) {
+    hub::hub().notify(pid);
+    if kinds.into_iter().any(|k| k != "claimed") {
+        work_available(pid);
+    }
+}
+
+/// SIGTERM: every stream ends, every waiter is answered 204, and nothing new is
+/// parked or opened.
+pub fn shutdown() {
+    hub::hub().close();
+    waiters::waiters().close();
+}
+
+/// Sets the caps (`MAX_STREAMS`) and starts the live threads; once per server.
+pub fn start(app: &std::sync::Arc<App>) {
+    hub::hub().set_max(app.config.max_streams);
+    waiters::waiters().start(app, app.config.max_streams);
+}
+
+/// Takes over a request whose handler deferred: `resp` is the answer it would have
+/// given now (its headers, CORS and request id included, are kept).
+pub fn hand_over(
+    app: &App,
+    rq: tiny_http::Request,
+    req: Request,
+    resp: Response,
+    route: Option<usize>,
+    started: Instant,
+    deferred: Deferred,
+) {
+    match deferred {
+        Deferred::Stream(s) => stream::start(app, rq, req, resp, route, started, s),
+        Deferred::Claim(p) => waiters::park(app, rq, req, resp, route, started, p),
+    }
+}
+
+thread_local! {
+    /// Projects with events in the writer's open transaction (SQLite), and whether
+    /// any of them may have made work available.
+    static PENDING: RefCell<Vec<(i64, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The store recorded an event of `pid` in the transaction this thread has open
+/// (SQLite's writer): announced by `after_commit`, only if it commits.
+pub fn note_event(pid: i64, kind: &str) {
+    let work = kind != "claimed";
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.iter_mut().find(|(id, _)| *id == pid) {
+            Some(e) => e.1 |= work,
+            None => p.push((pid, work)),
+        }
+    });
+}
+
+/// The transaction this thread had open ended: committed (announce its events) or
+/// not (forget them).
+pub fn after_commit(committed: bool) {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if !committed {
+        return;
+    }
+    for (pid, work) in pending {
+        hub::hub().notify(pid);
+        if work {
+            work_available(pid);
+        }
+    }
+}
