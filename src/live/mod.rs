@@ -95,6 +95,9 @@ pub fn shutdown() {
 pub fn start(app: &std::sync::Arc<App>) {
     hub::hub().set_max(app.config.max_streams);
     waiters::waiters().start(app, app.config.max_streams);
+    if let Some(url) = &app.config.database_url {
+        crate::store::postgres::notify::spawn(url);
+    }
 }
 
 /// Takes over a request whose handler deferred: `resp` is the answer it would have

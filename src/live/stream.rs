@@ -27,8 +27,14 @@ pub struct EventStream {
     /// Look at the store this often even without a wake-up: every `RECHECK` when
     /// other instances may write (PostgreSQL), else at the keep-alive.
     recheck: std::time::Duration,
+    recheck_at: Instant,
+    /// The signal's generation at the last read of the feed (`None`: read again).
+    read_gen: Option<u64>,
     opened: bool,
 }
+
+/// Longest an idle stream goes without a tick (to notice a client that left).
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl EventStream {
     pub fn new(store: Arc<dyn Store>, pid: i64, after: i64, slot: Slot) -> EventStream {
@@ -40,6 +46,8 @@ impl EventStream {
             slot,
             keepalive_at: Instant::now() + KEEPALIVE,
             recheck: if shared { RECHECK } else { KEEPALIVE },
+            recheck_at: Instant::now(),
+            read_gen: None,
             opened: false,
         }
     }
@@ -66,11 +74,14 @@ impl tiny_http::conn::StreamSource for EventStream {
             self.opened = true;
             return Some(b"retry: 1000\n: open\n\n".to_vec());
         }
-        loop {
-            if super::hub::hub().closing() {
-                return None;
-            }
-            let seen = self.slot.signal.current();
+        if super::hub::hub().closing() {
+            return None;
+        }
+        let gen = self.slot.signal.current();
+        let now = Instant::now();
+        if self.read_gen != Some(gen) || now >= self.recheck_at {
+            self.read_gen = Some(gen);
+            self.recheck_at = now + self.recheck;
             match self.store.list_events(self.pid, self.after, BATCH) {
                 Ok(page) if !page.items.is_empty() => {
                     let mut out = Vec::with_capacity(page.items.len() * 256);
@@ -78,24 +89,32 @@ impl tiny_http::conn::StreamSource for EventStream {
                         write_event(&mut out, e);
                         self.after = e.id;
                     }
-                    self.keepalive_at = Instant::now() + KEEPALIVE;
+                    if page.more {
+                        self.read_gen = None; // the rest at the next call
+                    }
+                    self.keepalive_at = now + KEEPALIVE;
                     return Some(out);
                 }
                 Ok(_) => {}
                 // The project was deleted: the stream ends.
                 Err(StoreError::NotFound(_)) => return None,
                 Err(e) => {
+                    self.read_gen = None;
+                    self.recheck_at = now + RECHECK;
                     log::warn!(target: "live", project = self.pid, error:% = e; "event stream cannot read the feed; retrying");
                 }
             }
-            let now = Instant::now();
-            if now >= self.keepalive_at {
-                self.keepalive_at = now + KEEPALIVE;
-                return Some(b": keep-alive\n\n".to_vec());
-            }
-            let wait = (self.keepalive_at - now).min(self.recheck);
-            self.slot.signal.wait(seen, wait);
         }
+        if now >= self.keepalive_at {
+            self.keepalive_at = now + KEEPALIVE;
+            return Some(b": keep-alive\n\n".to_vec());
+        }
+        let until = self.keepalive_at.min(self.recheck_at).min(now + TICK);
+        self.slot
+            .signal
+            .wait(gen, until.saturating_duration_since(now));
+        // A tick: the connection thread looks whether the client is still there.
+        Some(Vec::new())
     }
 }
 

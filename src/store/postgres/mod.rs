@@ -24,6 +24,7 @@ mod apikeys;
 mod connect;
 mod events;
 pub mod migrate;
+pub mod notify;
 mod pool;
 mod projects;
 mod tasks;

@@ -69,7 +69,8 @@ pub enum Body {
 /// connection's own thread (never a worker's).
 pub trait StreamSource: Send {
     /// The next bytes to write, blocking until there are some; `None` ends the body,
-    /// and with it the connection.
+    /// and with it the connection. An empty piece is a tick (return one every second
+    /// or so while idle): the connection thread then checks the client is still there.
     fn next_bytes(&mut self) -> Option<Vec<u8>>;
 }
 
@@ -91,11 +92,35 @@ impl Body {
     }
 }
 
+/// Whether the client has closed its side (or reset): a non-blocking peek. Bytes it
+/// sent after its request (pipelined) stay unread and count as alive.
+fn peer_closed(sock: &TcpStream) -> bool {
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let got = sock.peek(&mut b);
+    let _ = sock.set_nonblocking(false);
+    match got {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::TimedOut),
+    }
+}
+
 /// Writes a stream body piece by piece until its source ends, the server stops, or
 /// the client does not take a piece within the read timeout (a slow subscriber is
 /// dropped: its connection closes and its source, with its memory, is freed).
 fn pump(sock: &TcpStream, source: &mut dyn StreamSource, limits: &ConnectionLimits, clock: &Clock) {
     while let Some(piece) = source.next_bytes() {
+        if piece.is_empty() {
+            // A tick of an idle stream: a client that went away frees its place now
+            // rather than at the next write.
+            if peer_closed(sock) {
+                return;
+            }
+            continue;
+        }
         let deadline = Instant::now() + limits.read_timeout;
         if write_all(sock, &[&piece], deadline).is_err() {
             clock.stats().note_timed_out();
