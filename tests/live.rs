@@ -474,3 +474,40 @@ fn sigterm_answers_waiters_and_ends_streams_within_the_drain() {
     let status = s.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn instances_wake_each_other_through_postgres() {
+    if !crate::harness::postgres() {
+        eprintln!("SKIPPED on sqlite: one instance only (TEST_BACKEND=postgres runs it)");
+        return;
+    }
+    let a = TestServer::start();
+    let b = TestServer::spawn(
+        crate::harness::temp_dir("srv-b"),
+        a.db.clone(),
+        a.key.clone(),
+        &[],
+    );
+    let pid = a.project("shared");
+    let mut stream = open_stream(&a, pid, "", &[]);
+    assert_eq!(stream.next().map(|e| e.kind), Some("created".to_string()));
+    let waiter = claim_async(&a, pid, json!({"agent": "on-a", "wait_seconds": 10}));
+    await_gauge(&a, "claim_waiters", 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    let id = new_task(&b, pid, "made on b");
+    let created = Instant::now();
+    let (r, got) = waiter.join().expect("waiter");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"].as_i64(), Some(id));
+    let lag = got.saturating_duration_since(created);
+    eprintln!("cross-instance wake-up after {lag:?}");
+    // LISTEN/NOTIFY is immediate; the once-a-second re-check is the upper bound.
+    assert!(lag < Duration::from_millis(1200), "woken after {lag:?}");
+    let e = stream.next().expect("b's event on a's stream");
+    assert_eq!(
+        (e.kind.as_str(), e.data["task_id"].as_i64()),
+        ("created", Some(id))
+    );
+    let e = stream.next().expect("the claim on a's stream");
+    assert_eq!(e.kind, "claimed");
+}
