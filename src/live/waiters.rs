@@ -363,6 +363,11 @@ impl Waiters {
                     kept.push_back(w);
                     continue;
                 }
+                // A client that hung up must not be given a task nobody will work on.
+                if w.reply.rq.client_gone() {
+                    w.reply.answer(&app, Response::empty(204));
+                    continue;
+                }
                 let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (w.attempt)()));
                 match got {
                     Ok(Ok(Some(resp))) => w.reply.answer(&app, resp),

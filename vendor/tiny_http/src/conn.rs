@@ -135,6 +135,9 @@ pub(crate) struct Exchange {
     state: Mutex<ExchangeState>,
     done: Condvar,
     stats: Arc<ConnectionStats>,
+    /// The socket, only to look whether the client is still there (`client_gone`):
+    /// its connection thread does not touch it while the request is out.
+    sock: Option<Arc<TcpStream>>,
 }
 
 #[derive(Default)]
@@ -145,12 +148,19 @@ struct ExchangeState {
 }
 
 impl Exchange {
-    fn new(stats: Arc<ConnectionStats>) -> Arc<Exchange> {
+    fn new(stats: Arc<ConnectionStats>, sock: Option<Arc<TcpStream>>) -> Arc<Exchange> {
         Arc::new(Exchange {
             state: Mutex::new(ExchangeState::default()),
             done: Condvar::new(),
             stats,
+            sock,
         })
+    }
+
+    /// The client has closed its side of the connection (or reset it) while the
+    /// request waits for its reply (a parked long poll). Costs one non-blocking peek.
+    pub(crate) fn client_gone(&self) -> bool {
+        self.sock.as_ref().is_some_and(|s| peer_closed(s))
     }
 
     /// The server has stopped accepting: this connection ends after its reply.
@@ -764,7 +774,7 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
         };
         let complete = ahead.complete;
         let keep_alive = wants_keep_alive(&head) && !limits_closing(&clock);
-        let exchange = Exchange::new(stats.clone());
+        let exchange = Exchange::new(stats.clone(), Some(sock.clone()));
         let body = BodyReader {
             data: ahead.data,
             pos: 0,

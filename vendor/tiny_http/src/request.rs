@@ -470,6 +470,13 @@ impl Request {
         self.keep_alive && !self.connection.as_ref().is_some_and(|x| x.closing())
     }
 
+    /// dashboard-backend patch: whether the client has closed the connection while
+    /// this request waited for its answer (a parked long poll), so it need not be
+    /// served. False without the connection layer.
+    pub fn client_gone(&self) -> bool {
+        self.connection.as_ref().is_some_and(|x| x.client_gone())
+    }
+
     /// dashboard-backend patch: answers with a status, headers and a body that is
     /// handed to the connection layer as it is (no copy; a static body stays static).
     /// Adds `Date`, `Content-Length` and the `Connection` header; `close` ends the
