@@ -74,6 +74,7 @@ struct Reply {
     template: Response,
     route: Option<usize>,
     started: Instant,
+    parked: Instant,
 }
 
 impl Reply {
@@ -81,13 +82,10 @@ impl Reply {
         // The template's headers: X-Request-ID, X-Correlation-ID, CORS.
         resp.headers.extend(self.template.headers);
         let close = app.life.phase() != crate::lifecycle::Phase::Ready;
-        crate::http::pipeline::record(
-            app,
-            &self.req,
-            self.route,
-            resp.status,
-            self.started.elapsed(),
-        );
+        // The request's latency is the work done for it, not the time it chose to
+        // wait: a 60 s long poll must not look like a slow request in the histogram.
+        let busy = self.started.elapsed().saturating_sub(self.parked.elapsed());
+        crate::http::pipeline::record(app, &self.req, self.route, resp.status, busy);
         crate::http::response::send(self.rq, resp, close);
     }
 }
@@ -213,6 +211,7 @@ pub fn park(
         template,
         route,
         started,
+        parked: Instant::now(),
     };
     let mut s = lock(&w.state);
     if s.closing || s.passes.is_none() {
