@@ -2,7 +2,7 @@
 //! either backend (`TEST_BACKEND=postgres` for PostgreSQL).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -368,10 +368,11 @@ fn a_subscriber_that_never_reads_is_dropped() {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-    let mut slow = open_stream_on(sock, &s, pid, "", &[]);
+    let slow = open_stream_on(sock, &s, pid, "", &[]);
     assert_eq!(slow.status, 200);
     let mut fast = open_stream(&s, pid, "", &[]);
     await_gauge(&s, "http_streams_open", 2, Duration::from_secs(5));
+    let timed_out_before = gauge(&s, "http_connections_timed_out_total");
     // The one that reads gets everything (project and task created, 80 updates).
     let reader = std::thread::spawn(move || {
         for _ in 0..82 {
@@ -394,19 +395,14 @@ fn a_subscriber_that_never_reads_is_dropped() {
     // stalling; the server keeps serving.
     await_gauge(&s, "http_streams_open", 1, Duration::from_secs(10));
     assert_eq!(s.get("/health").status, 200);
-    // Its connection is closed: reading what was buffered ends.
-    slow.reader
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut sink = [0u8; 65536];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match slow.reader.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => assert!(Instant::now() < deadline, "the dropped stream never ended"),
-        }
-    }
+    // Its connection was closed for not taking its bytes (what the kernel had
+    // already buffered still trickles to it through its tiny window: not read here).
+    assert!(gauge(&s, "http_connections_timed_out_total") > timed_out_before);
+    // The reading one is the one still open.
+    let mut fast = fast;
+    let id = new_task(&s, pid, "after the drop");
+    let e = fast.next().expect("the reading subscriber is still served");
+    assert_eq!(e.data["task_id"].as_i64(), Some(id));
     drop(fast);
     await_gauge(&s, "http_streams_open", 0, Duration::from_secs(20));
 }

@@ -16,6 +16,9 @@ use crate::store::{Store, StoreError};
 
 /// Events read from the store at a time.
 const BATCH: usize = 200;
+/// A piece handed to the connection thread stops after the event that reaches this
+/// size (the rest follows at the next call): a stream holds about this much memory.
+const PIECE_BYTES: usize = 256 * 1024;
 
 pub struct EventStream {
     store: Arc<dyn Store>,
@@ -85,11 +88,16 @@ impl tiny_http::conn::StreamSource for EventStream {
             match self.store.list_events(self.pid, self.after, BATCH) {
                 Ok(page) if !page.items.is_empty() => {
                     let mut out = Vec::with_capacity(page.items.len() * 256);
+                    let mut cut = false;
                     for e in &page.items {
                         write_event(&mut out, e);
                         self.after = e.id;
+                        if out.len() >= PIECE_BYTES {
+                            cut = true;
+                            break;
+                        }
                     }
-                    if page.more {
+                    if page.more || cut {
                         self.read_gen = None; // the rest at the next call
                     }
                     self.keepalive_at = now + KEEPALIVE;

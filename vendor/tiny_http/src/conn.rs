@@ -109,7 +109,7 @@ fn peer_closed(sock: &TcpStream) -> bool {
 }
 
 /// Writes a stream body piece by piece until its source ends, the server stops, or
-/// the client does not take a piece within the read timeout (a slow subscriber is
+/// the client does not take a slice of it within the read timeout (a slow subscriber is
 /// dropped: its connection closes and its source, with its memory, is freed).
 fn pump(sock: &TcpStream, source: &mut dyn StreamSource, limits: &ConnectionLimits, clock: &Clock) {
     while let Some(piece) = source.next_bytes() {
@@ -121,13 +121,20 @@ fn pump(sock: &TcpStream, source: &mut dyn StreamSource, limits: &ConnectionLimi
             }
             continue;
         }
-        let deadline = Instant::now() + limits.read_timeout;
-        if write_all(sock, &[&piece], deadline).is_err() {
-            clock.stats().note_timed_out();
-            return;
+        // The deadline is per slice: a subscriber is dropped when it stops taking
+        // bytes for the read timeout, not for being slower than a big piece.
+        for slice in piece.chunks(STREAM_SLICE) {
+            let deadline = Instant::now() + limits.read_timeout;
+            if write_all(sock, &[slice], deadline).is_err() {
+                clock.stats().note_timed_out();
+                return;
+            }
         }
     }
 }
+
+/// A stream's piece is written in slices of this much, each under the read timeout.
+const STREAM_SLICE: usize = 64 * 1024;
 
 /// The rendezvous of one request between its connection thread and a worker: the
 /// worker hands the reply over; the connection thread waits for it.
