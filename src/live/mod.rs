@@ -91,8 +91,35 @@ pub fn shutdown() {
     waiters::waiters().close();
 }
 
+/// Linux ≥ 6.16 gives each process a private futex hash of 4 buckets per online CPU
+/// (16 on a 2-CPU VM). Every parked claim and open stream is a thread blocked on a
+/// futex, so with a thousand of them each futex wake — every request's hand-off
+/// between threads — walks a chain of ~60: get_task lost 25-45 % of its throughput
+/// with 1 000 waiters (scripts/live-bench.py). A bigger private hash (prctl
+/// PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS) keeps the chains short. Older kernels
+/// refuse the call (EINVAL), harmlessly: they use the global hash.
+#[allow(unsafe_code)]
+fn widen_futex_hash(max_streams: usize) {
+    const PR_FUTEX_HASH: libc::c_int = 78;
+    const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
+    let slots = (2 * max_streams).next_power_of_two().clamp(1024, 1 << 16) as libc::c_ulong;
+    // SAFETY: prctl with integer arguments only; no memory is passed.
+    let rc = unsafe {
+        libc::prctl(
+            PR_FUTEX_HASH,
+            PR_FUTEX_HASH_SET_SLOTS,
+            slots,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        log::debug!(target: "live", error:% = std::io::Error::last_os_error(); "private futex hash not resized");
+    }
+}
+
 /// Sets the caps (`MAX_STREAMS`) and starts the live threads; once per server.
 pub fn start(app: &std::sync::Arc<App>) {
+    widen_futex_hash(app.config.max_streams);
     hub::hub().set_max(app.config.max_streams);
     waiters::waiters().start(app, app.config.max_streams);
     if let Some(url) = &app.config.database_url {
