@@ -23,6 +23,7 @@ LAYERS = [
     ("http",      "workers, pipeline, App (the server's state), CORS, rate limit"),
     ("router",    "route table: method + template → handler, access"),
     ("api",       "handlers: Call (store, actor, params, request) → Response"),
+    ("live",      "parked claims and event streams, answered off the workers (SPEC §9)"),
     ("wire",      "Request, Response, Method, path Params: what router and api share"),
     ("lifecycle", "server phase and in-flight count"),
     ("validate",  "request body validation"),
@@ -35,6 +36,7 @@ LAYERS = [
     ("model",     "domain types"),
     # Leaves: import no layer above, anyone may import them.
     ("metrics",   "leaf: counters and histograms, route/method as plain values"),
+    ("changes",   "leaf: committed changes announced by the store to a listener"),
     ("sys",       "leaf: process metrics, sockets, limits"),
     ("cache",     "leaf: small TTL cache"),
     ("net",       "leaf: addresses and CIDRs"),

@@ -90,6 +90,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "open client connections; more are answered 503 and closed",
     ),
     (
+        "MAX_STREAMS",
+        "1024",
+        "open event streams, and long-poll claim waiters, each capped at this (503 beyond)",
+    ),
+    (
         "SHUTDOWN_DRAIN_SECONDS",
         "5",
         "on SIGTERM: time readiness reports 503 before the listener closes",
@@ -170,6 +175,8 @@ pub struct Config {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Open event streams, and parked long-poll claims, each at most this (SPEC §9).
+    pub max_streams: usize,
     pub shutdown_drain: Duration,
     pub shutdown_timeout: Duration,
     pub backup_dir: PathBuf,
@@ -376,6 +383,7 @@ impl Config {
                 86_400,
             )?),
             max_connections: int("MAX_CONNECTIONS", get("MAX_CONNECTIONS"), 1usize, 1_000_000)?,
+            max_streams: int("MAX_STREAMS", get("MAX_STREAMS"), 1usize, 1_000_000)?,
             shutdown_drain: Duration::from_secs(int(
                 "SHUTDOWN_DRAIN_SECONDS",
                 get("SHUTDOWN_DRAIN_SECONDS"),

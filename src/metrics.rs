@@ -258,6 +258,19 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         "Service uptime in seconds",
         crate::clock::uptime_secs(),
     );
+    // SPEC §9: open event streams and parked long-poll claims (src/live).
+    t.single(
+        "http_streams_open",
+        "gauge",
+        "Event streams open now",
+        crate::changes::gauges().0,
+    );
+    t.single(
+        "claim_waiters",
+        "gauge",
+        "Long-poll claims waiting for a task now",
+        crate::changes::gauges().1,
+    );
 
     t.head(
         "http_request_duration_seconds",
@@ -537,6 +550,8 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "db_commits_total": DB_COMMITS.load(Relaxed),
             "db_committed_writes_total": DB_COMMITTED_WRITES.load(Relaxed),
             "http_auth_failures_total": AUTH_FAILURES.load(Relaxed),
+            "http_streams_open": crate::changes::gauges().0,
+            "claim_waiters": crate::changes::gauges().1,
             "process_resident_memory_bytes": p.rss_bytes,
             "process_cpu_seconds_total": p.cpu_seconds,
             "process_open_fds": p.open_fds,

@@ -3,7 +3,7 @@
 //! win over parameters by construction (parameters only match digits). The matched
 //! template (never the raw path) labels metrics; no match is `route="unmatched"`.
 
-use crate::api::{activity, claim, ops, projects, tasks, ui, Call};
+use crate::api::{activity, claim, ops, projects, stream, tasks, ui, Call};
 use crate::error::ApiError;
 pub use crate::wire::Params;
 use crate::wire::{Method, Response};
@@ -65,6 +65,7 @@ pub(crate) static ROUTES: &[Route] = &[
     r(Get, "/projects/{id}/stats", activity::stats, Read),
     r(Get, "/stats", activity::stats_all, Read),
     r(Get, "/projects/{id}/events", activity::events, Read),
+    r(Get, "/projects/{id}/events/stream", stream::open, Read),
     r(Get, "/projects/{pid}/tasks/{id}", tasks::get, Read),
     r(Patch, "/projects/{pid}/tasks/{id}", tasks::update, Write),
     r(Delete, "/projects/{pid}/tasks/{id}", tasks::delete, Write),

@@ -206,13 +206,18 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // Ready before the workers start: with socket activation the first request is
     // already waiting, and it must not be told "starting".
     app.life.set(Phase::Ready);
+    crate::live::start(
+        app.clone(),
+        app.config.max_streams,
+        app.config.database_url.as_ref(),
+    );
     let handles = crate::http::spawn_workers(server.clone(), app.clone(), workers)
         .map_err(|e| ServeError::new(EX_OSERR, format!("cannot start worker threads: {e}")))?;
     log::info!(target: "server", addr:% = local, workers = workers, version = env!("CARGO_PKG_VERSION"); "listening on {local}");
     let status = format!("listening on {local}, {workers} workers");
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     let watchdog = crate::watchdog::start(app.clone(), local);
-    let sweeper = crate::sweeper::Sweeper::start(app.store.clone(), Box::new(|_pid| {}))
+    let sweeper = crate::sweeper::Sweeper::start(app.store.clone())
         .map_err(|e| ServeError::new(EX_OSERR, format!("cannot start the lease sweeper: {e}")))?;
     let windows = crate::pruner::Windows {
         tasks: app.config.task_retention,
@@ -271,6 +276,8 @@ fn shutdown(
     log::info!(target: "server", drain_seconds = drain.as_secs(); "shutdown requested: draining");
     notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
     app.life.set(Phase::Draining);
+    // SPEC §9: streams end and waiting claims are answered 204 now, within the drain.
+    crate::live::shutdown();
     std::thread::sleep(drain);
 
     // Stop taking new work: the listener closes first (with socket activation the

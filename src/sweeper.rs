@@ -16,9 +16,6 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Rows per step: each step is one short write.
 const BATCH: usize = 500;
 
-/// Called with each project that got claimable work from a sweep (wakes waiters).
-pub type Wake = Box<dyn Fn(i64) + Send>;
-
 /// The running thread; `stop` ends it.
 pub struct Sweeper {
     stop: Arc<AtomicBool>,
@@ -26,12 +23,12 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    pub fn start(store: Arc<dyn Store>, wake: Wake) -> std::io::Result<Sweeper> {
+    pub fn start(store: Arc<dyn Store>) -> std::io::Result<Sweeper> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("sweeper".into())
-            .spawn(move || run(&*store, &wake, &flag))?;
+            .spawn(move || run(&*store, &flag))?;
         Ok(Sweeper {
             stop,
             handle: Some(handle),
@@ -47,15 +44,13 @@ impl Sweeper {
     }
 }
 
-fn run(store: &dyn Store, wake: &Wake, stop: &AtomicBool) {
+fn run(store: &dyn Store, stop: &AtomicBool) {
     // Log a failing database once, not four times a second.
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
-        let step = store.sweep_leases(BATCH).map(|woke| {
-            for pid in woke {
-                wake(pid);
-            }
-        });
+        // Each swept lease records an event; its commit wakes the project's waiters
+        // (src/changes), so the projects that got work need no more here.
+        let step = store.sweep_leases(BATCH).map(|_| ());
         match step {
             Ok(()) if failing => {
                 failing = false;

@@ -27,6 +27,8 @@ mod hardening;
 mod hostile;
 /// systemd integration: notify socket, watchdog, signals, socket activation, check.
 mod lifecycle;
+/// SPEC §9: long-poll claims and the event stream.
+mod live;
 /// promtool on real metrics; HAProxy health checks and a drain without errors.
 mod observability;
 /// Health, readiness, liveness, metrics, OPTIONS /, HEAD and HTTP/1.0.

@@ -4,24 +4,39 @@
 //! `SKIP LOCKED` (PostgreSQL), so two agents never get the same task.
 
 use super::tasks::one;
-use super::{answer, list_response, Call};
+use super::{answer, list_response, replayed, Call};
 use crate::error::ApiError;
 use crate::model::Task;
+use crate::store::Outcome;
 use crate::wire::Response;
 use crate::{metrics, validate};
 
 /// `POST /projects/{id}/tasks/claim`: 200 with the task, 204 when none is
-/// claimable; with `limit`, 200 with `{"items":[…]}` (or 204).
+/// claimable; with `limit`, 200 with `{"items":[…]}` (or 204). With `wait_seconds`,
+/// a claim that finds nothing waits for work without holding a worker (SPEC §9,
+/// src/live): each wake-up runs `attempt` again.
 pub fn claim(c: &Call<'_>) -> Result<Response, ApiError> {
     let req = validate::claim(&c.json()?).map_err(ApiError::validation)?;
     let batch = req.batch;
     let render = move |tasks: &Vec<Task>| claimed(tasks, batch);
-    let idem = c.idempotency(render)?;
-    let out = c.app.store.claim(c.params.id(), req.claim, idem)?;
-    if let crate::store::Outcome::Done(tasks) = &out {
-        metrics::tasks_updated(tasks.len());
-    }
-    answer(out, render)
+    let idem = c.idempotency_key()?;
+    // Waiters with the same labels want the same tasks.
+    let key = req.claim.labels.join("\n");
+    let (store, pid, claim) = (c.app.store.clone(), c.params.id(), req.claim);
+    let attempt = move || -> Result<Option<Response>, ApiError> {
+        let idem = idem.as_ref().map(|k| k.with(render));
+        match store.claim(pid, claim.clone(), idem)? {
+            Outcome::Done(tasks) if tasks.is_empty() => Ok(None),
+            Outcome::Done(tasks) => {
+                metrics::tasks_updated(tasks.len());
+                Ok(Some(render(&tasks)))
+            }
+            Outcome::Replay(r) => Ok(Some(replayed(r))),
+        }
+    };
+    let wait = std::time::Duration::from_secs(req.wait_seconds as u64);
+    let serving = c.app.life.phase() == crate::lifecycle::Phase::Ready;
+    crate::live::waiters::claim_or_park(pid, serving, wait, key, Box::new(attempt))
 }
 
 /// The claim's answer: 204 when nothing was claimable, else the task (or, for a

@@ -7,6 +7,7 @@ pub(crate) mod claim;
 pub(crate) mod ops;
 pub mod params;
 pub(crate) mod projects;
+pub(crate) mod stream;
 pub(crate) mod tasks;
 pub(crate) mod ui;
 
@@ -26,7 +27,7 @@ pub use params::Query;
 /// Never the whole server state (configuration, access log, limiter, CORS).
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a std::sync::Arc<dyn Store>,
     pub health: &'a Health,
     pub life: &'a Lifecycle,
     /// `Config::backup_record_base()`, for the backup gauges of `/metrics`.
@@ -85,6 +86,12 @@ impl Call<'_> {
         &self,
         render: impl Fn(&T) -> Response + Send + 'static,
     ) -> Result<Option<Idem<T>>, ApiError> {
+        Ok(self.idempotency_key()?.map(|k| k.with(render)))
+    }
+
+    /// The POST's `Idempotency-Key`, checked (1–255 printable ASCII), with its scope
+    /// and the request's fingerprint: kept by a long-poll claim for each attempt.
+    pub fn idempotency_key(&self) -> Result<Option<IdemKey>, ApiError> {
         let Some(key) = self.req.header("idempotency-key") else {
             return Ok(None);
         };
@@ -102,12 +109,31 @@ impl Call<'_> {
         h.update(self.req.query.as_bytes());
         h.update(b"\n");
         h.update(&self.req.body);
-        Ok(Some(Idem {
+        Ok(Some(IdemKey {
             scope: self.key.map_or(0, |k| k.id),
             key: key.to_string(),
             fingerprint: h.finalize().into(),
-            render: Box::new(move |v: &T| reply_of(&render(v))),
         }))
+    }
+}
+
+/// An `Idempotency-Key` as the store needs it, without the answer's renderer.
+#[derive(Debug, Clone)]
+pub(crate) struct IdemKey {
+    scope: i64,
+    key: String,
+    fingerprint: [u8; 32],
+}
+
+impl IdemKey {
+    /// The store's `Idem` for a write whose answer `render` makes.
+    pub fn with<T>(&self, render: impl Fn(&T) -> Response + Send + 'static) -> Idem<T> {
+        Idem {
+            scope: self.scope,
+            key: self.key.clone(),
+            fingerprint: self.fingerprint,
+            render: Box::new(move |v: &T| reply_of(&render(v))),
+        }
     }
 }
 
@@ -131,24 +157,27 @@ pub fn answer<T>(
 ) -> Result<Response, ApiError> {
     match outcome {
         Outcome::Done(v) => Ok(render(&v)),
-        Outcome::Replay(r) => {
-            let mut resp = if r.body.is_empty() {
-                Response::empty(r.status)
-            } else {
-                Response::raw(r.status, crate::wire::response::JSON, r.body)
-            };
-            for (n, v) in r.headers {
-                // Only the headers our writes answer with are stored.
-                let name = match n.as_str() {
-                    "ETag" => "ETag",
-                    "Location" => "Location",
-                    _ => continue,
-                };
-                resp.headers.push((name, v));
-            }
-            Ok(resp.with_header("Idempotent-Replayed", "true"))
-        }
+        Outcome::Replay(r) => Ok(replayed(r)),
     }
+}
+
+/// A stored answer, replayed with `Idempotent-Replayed: true`.
+pub fn replayed(r: Reply) -> Response {
+    let mut resp = if r.body.is_empty() {
+        Response::empty(r.status)
+    } else {
+        Response::raw(r.status, crate::wire::response::JSON, r.body)
+    };
+    for (n, v) in r.headers {
+        // Only the headers our writes answer with are stored.
+        let name = match n.as_str() {
+            "ETag" => "ETag",
+            "Location" => "Location",
+            _ => continue,
+        };
+        resp.headers.push((name, v));
+    }
+    resp.with_header("Idempotent-Replayed", "true")
 }
 
 /// `"3"`: a resource's version as an entity tag.

@@ -14,7 +14,7 @@ use crate::wire::Response;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
-    let checks = c.app.health.checks(c.app.store);
+    let checks = c.app.health.checks(&**c.app.store);
     let draining = matches!(c.app.life.phase(), Phase::Draining | Phase::Stopping);
     let overall = checks.overall();
     let status = if draining {
@@ -55,7 +55,7 @@ pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub fn health_db(c: &Call<'_>) -> Result<Response, ApiError> {
-    Ok(match c.app.health.ping_db(c.app.store) {
+    Ok(match c.app.health.ping_db(&**c.app.store) {
         Ok(d) => Response::json(
             200,
             &json!({
@@ -78,7 +78,7 @@ pub fn ready(c: &Call<'_>) -> Result<Response, ApiError> {
     let reason = match c.app.life.phase() {
         Phase::Starting => Some("starting"),
         Phase::Draining | Phase::Stopping => Some("draining"),
-        Phase::Ready if c.app.health.checks(c.app.store).database.status == Status::Error => {
+        Phase::Ready if c.app.health.checks(&**c.app.store).database.status == Status::Error => {
             Some("database")
         }
         Phase::Ready => None,

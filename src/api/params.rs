@@ -131,6 +131,7 @@ pub const LIST_PROJECTS: &[Param] = &[PROJECT_STATUS, LIMIT, CURSOR];
 pub const LIST_TASKS: &[Param] = &[TASK_STATUS, ASSIGNEE, LABEL, SORT, LIMIT, CURSOR];
 /// The query parameters of `GET /projects/{id}/events`.
 pub const LIST_EVENTS: &[Param] = &[AFTER, LIMIT, EVENT_CURSOR];
+pub const STREAM_EVENTS: &[Param] = &[AFTER];
 
 /// Query parameters of each route that reads any, by method and template; every
 /// other route ignores its query string.
@@ -138,6 +139,7 @@ pub const QUERIES: &[(&str, &str, &[Param])] = &[
     ("GET", "/projects", LIST_PROJECTS),
     ("GET", "/projects/{id}/tasks", LIST_TASKS),
     ("GET", "/projects/{id}/events", LIST_EVENTS),
+    ("GET", "/projects/{id}/events/stream", STREAM_EVENTS),
 ];
 
 impl Param {

@@ -31,10 +31,28 @@ impl App {
     /// The part of the state a handler sees (issue #14: not the whole `App`).
     pub fn handler_ctx(&self) -> crate::api::Ctx<'_> {
         crate::api::Ctx {
-            store: &*self.store,
+            store: &self.store,
             health: &self.health,
             life: &self.life,
             backup_record: &self.backup_record,
         }
+    }
+}
+
+/// Live (parked claims, event streams) answers requests after their worker moved on,
+/// and counts them as the pipeline does.
+impl crate::live::Host for App {
+    fn record(
+        &self,
+        req: &crate::wire::Request,
+        route: Option<usize>,
+        status: u16,
+        busy: std::time::Duration,
+    ) {
+        super::pipeline::record(self, req, route, status, busy);
+    }
+
+    fn ready(&self) -> bool {
+        self.life.phase() == crate::lifecycle::Phase::Ready
     }
 }

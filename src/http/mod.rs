@@ -153,6 +153,12 @@ pub(crate) fn serve_one(app: &App, mut rq: tiny_http::Request) {
     }
     // Draining: ask keep-alive clients (HAProxy) to reconnect elsewhere.
     let close = app.life.phase() != crate::lifecycle::Phase::Ready;
+    // live (SPEC §9): a stream or a parked claim is answered from elsewhere.
+    if let Some(deferred) = crate::live::take_deferred() {
+        if resp.status < 300 {
+            return crate::live::hand_over(app, rq, req, resp, route, started, deferred);
+        }
+    }
     // Recorded before the reply is handed over: a client that reads /metrics right
     // after its answer must find that answer counted.
     pipeline::record(app, &req, route, resp.status, started.elapsed());

@@ -18,9 +18,12 @@ pub fn record(tx: &mut Tx<'_>, pid: i64, events: &[NewEvent<'_>], now: i64) -> R
     // The lock's second key is an int4: projects beyond 2^31 share locks, which only
     // serializes them a little more.
     let key = pid as i32;
+    // With the lock, the wake-up of every instance's streams and waiting claims,
+    // delivered at commit (notify.rs, SPEC §9).
+    let note = super::notify::payload(pid, events.iter().map(|e| e.1));
     tx.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&EVENTS_LOCK, &key],
+        "SELECT pg_advisory_xact_lock($1, $2), pg_notify($3, $4)",
+        &[&EVENTS_LOCK, &key, &super::notify::CHANNEL, &note],
     )?;
     for (task_id, kind, actor, changes) in events {
         tx.execute(

@@ -51,6 +51,11 @@ pub fn run<T>(
     }
     let value = op(tx)?;
     let reply = (idem.render)(&value);
+    // An answer that changed nothing (a claim that found no task: 204) is not kept,
+    // so a repeat, or a long-poll claim trying again, runs afresh.
+    if reply.status == 204 {
+        return Ok(Outcome::Done(value));
+    }
     let headers =
         serde_json::to_string(&reply.headers).map_err(|e| StoreError::Other(e.to_string()))?;
     tx.execute(

@@ -25,6 +25,7 @@ mod connect;
 mod events;
 mod idempotency;
 pub mod migrate;
+pub mod notify;
 mod pool;
 mod projects;
 mod prune;

@@ -20,6 +20,8 @@ pub fn record(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![pid, task_id, kind, actor, changes, now])?;
+    // Streams and waiting claims hear of it once the writer has committed (SPEC §9).
+    crate::changes::note_event(pid, kind);
     Ok(())
 }
 

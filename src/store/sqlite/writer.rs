@@ -266,6 +266,8 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
 /// One transaction over `batch`. Jobs not run because an earlier one failed dirty
 /// are moved to `rest`.
 fn run_transaction(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, rest: &mut Vec<Box<dyn Job>>) {
+    // Events noted by a transaction that did not commit are forgotten (live, SPEC §9).
+    crate::changes::after_commit(false);
     if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         let e = StoreError::from(e);
         for j in batch.drain(..) {
@@ -305,6 +307,9 @@ fn run_transaction(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, rest: &mut 
         return;
     }
     let outcome = commit(conn);
+    // Streams and waiting claims hear of the committed events before the callers
+    // get their answers (live, SPEC §9).
+    crate::changes::after_commit(outcome.is_ok());
     match &outcome {
         Ok(()) => crate::metrics::db_commit(batch.len()),
         Err(e) => {

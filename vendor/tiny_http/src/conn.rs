@@ -53,22 +53,88 @@ pub(crate) struct Reply {
     pub(crate) close: bool,
 }
 
-/// A reply body, borrowed from the binary or owned.
+/// A reply body, borrowed from the binary or owned, or a stream.
 pub enum Body {
     Empty,
     Static(&'static [u8]),
     Owned(Vec<u8>),
+    /// A body of unknown length that the connection thread pulls from its source and
+    /// writes as it comes (server-sent events), each piece under the read timeout; the
+    /// connection closes when the source ends or the client stops taking the bytes.
+    /// The worker that answered with it has long moved on.
+    Stream(Box<dyn StreamSource>),
+}
+
+/// dashboard-backend patch: where a `Body::Stream` comes from. Runs on the
+/// connection's own thread (never a worker's).
+pub trait StreamSource: Send {
+    /// The next bytes to write, blocking until there are some; `None` ends the body,
+    /// and with it the connection. An empty piece is a tick (return one every second
+    /// or so while idle): the connection thread then checks the client is still there.
+    fn next_bytes(&mut self) -> Option<Vec<u8>>;
 }
 
 impl Body {
     fn bytes(&self) -> &[u8] {
         match self {
-            Body::Empty => &[],
+            Body::Empty | Body::Stream(_) => &[],
             Body::Static(b) => b,
             Body::Owned(v) => v,
         }
     }
+
+    /// The length for `Content-Length`; `None` for a stream (delimited by the close).
+    pub(crate) fn len(&self) -> Option<usize> {
+        match self {
+            Body::Stream(_) => None,
+            b => Some(b.bytes().len()),
+        }
+    }
 }
+
+/// Whether the client has closed its side (or reset): a non-blocking peek. Bytes it
+/// sent after its request (pipelined) stay unread and count as alive.
+fn peer_closed(sock: &TcpStream) -> bool {
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let got = sock.peek(&mut b);
+    let _ = sock.set_nonblocking(false);
+    match got {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::TimedOut),
+    }
+}
+
+/// Writes a stream body piece by piece until its source ends, the server stops, or
+/// the client does not take a slice of it within the read timeout (a slow subscriber is
+/// dropped: its connection closes and its source, with its memory, is freed).
+fn pump(sock: &TcpStream, source: &mut dyn StreamSource, limits: &ConnectionLimits, clock: &Clock) {
+    while let Some(piece) = source.next_bytes() {
+        if piece.is_empty() {
+            // A tick of an idle stream: a client that went away frees its place now
+            // rather than at the next write.
+            if peer_closed(sock) {
+                return;
+            }
+            continue;
+        }
+        // The deadline is per slice: a subscriber is dropped when it stops taking
+        // bytes for the read timeout, not for being slower than a big piece.
+        for slice in piece.chunks(STREAM_SLICE) {
+            let deadline = Instant::now() + limits.read_timeout;
+            if write_all(sock, &[slice], deadline).is_err() {
+                clock.stats().note_timed_out();
+                return;
+            }
+        }
+    }
+}
+
+/// A stream's piece is written in slices of this much, each under the read timeout.
+const STREAM_SLICE: usize = 64 * 1024;
 
 /// The rendezvous of one request between its connection thread and a worker: the
 /// worker hands the reply over; the connection thread waits for it.
@@ -76,6 +142,9 @@ pub(crate) struct Exchange {
     state: Mutex<ExchangeState>,
     done: Condvar,
     stats: Arc<ConnectionStats>,
+    /// The socket, only to look whether the client is still there (`client_gone`):
+    /// its connection thread does not touch it while the request is out.
+    sock: Option<Arc<TcpStream>>,
 }
 
 #[derive(Default)]
@@ -86,12 +155,19 @@ struct ExchangeState {
 }
 
 impl Exchange {
-    fn new(stats: Arc<ConnectionStats>) -> Arc<Exchange> {
+    fn new(stats: Arc<ConnectionStats>, sock: Option<Arc<TcpStream>>) -> Arc<Exchange> {
         Arc::new(Exchange {
             state: Mutex::new(ExchangeState::default()),
             done: Condvar::new(),
             stats,
+            sock,
         })
+    }
+
+    /// The client has closed its side of the connection (or reset it) while the
+    /// request waits for its reply (a parked long poll). Costs one non-blocking peek.
+    pub(crate) fn client_gone(&self) -> bool {
+        self.sock.as_ref().is_some_and(|s| peer_closed(s))
     }
 
     /// The server has stopped accepting: this connection ends after its reply.
@@ -705,7 +781,7 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
         };
         let complete = ahead.complete;
         let keep_alive = wants_keep_alive(&head) && !limits_closing(&clock);
-        let exchange = Exchange::new(stats.clone());
+        let exchange = Exchange::new(stats.clone(), Some(sock.clone()));
         let body = BodyReader {
             data: ahead.data,
             pos: 0,
@@ -740,6 +816,13 @@ pub(crate) fn serve(conn: Conn, dispatch: &dyn Fn(Request)) {
             let _ = sock.shutdown(Shutdown::Both);
             return;
         }
+        let mut reply = reply;
+        if let Body::Stream(source) = &mut reply.body {
+            pump(&sock, &mut **source, &limits, &clock);
+            drop(reply);
+            let _ = sock.shutdown(Shutdown::Both);
+            return;
+        }
         let close = reply.close;
         drop(reply);
         if !complete || close || !keep_alive || limits_closing(&clock) {
@@ -761,7 +844,7 @@ pub(crate) fn reply_head(
     version: &HTTPVersion,
     status: u16,
     headers: &[(&str, &str)],
-    body_len: usize,
+    body_len: Option<usize>,
     close: bool,
 ) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
@@ -778,7 +861,7 @@ pub(crate) fn reply_head(
         }
         let _ = write!(h, "{k}: {val}\r\n");
     }
-    if !matches!(status, 100..=199 | 204 | 304) {
+    if let (false, Some(body_len)) = (matches!(status, 100..=199 | 204 | 304), body_len) {
         let _ = write!(h, "Content-Length: {body_len}\r\n");
     }
     if close {

@@ -470,6 +470,13 @@ impl Request {
         self.keep_alive && !self.connection.as_ref().is_some_and(|x| x.closing())
     }
 
+    /// dashboard-backend patch: whether the client has closed the connection while
+    /// this request waited for its answer (a parked long poll), so it need not be
+    /// served. False without the connection layer.
+    pub fn client_gone(&self) -> bool {
+        self.connection.as_ref().is_some_and(|x| x.client_gone())
+    }
+
     /// dashboard-backend patch: answers with a status, headers and a body that is
     /// handed to the connection layer as it is (no copy; a static body stays static).
     /// Adds `Date`, `Content-Length` and the `Connection` header; `close` ends the
@@ -484,7 +491,7 @@ impl Request {
     ) -> Result<(), IoError> {
         let Some(exchange) = self.connection.clone() else {
             let data = match body {
-                crate::conn::Body::Empty => Vec::new(),
+                crate::conn::Body::Empty | crate::conn::Body::Stream(_) => Vec::new(),
                 crate::conn::Body::Static(b) => b.to_vec(),
                 crate::conn::Body::Owned(v) => v,
             };
@@ -496,14 +503,9 @@ impl Request {
             }
             return self.respond(response);
         };
-        let close = close || !self.keep_alive();
-        let head = crate::conn::reply_head(
-            &self.http_version,
-            status,
-            headers,
-            body_len(&body),
-            close,
-        );
+        // A stream is delimited by the close (dashboard-backend patch).
+        let close = close || !self.keep_alive() || body.len().is_none();
+        let head = crate::conn::reply_head(&self.http_version, status, headers, body.len(), close);
         let body = if self.method == Method::Head || matches!(status, 100..=199 | 204 | 304) {
             crate::conn::Body::Empty
         } else {
@@ -563,13 +565,6 @@ impl Request {
     }
 }
 
-fn body_len(body: &crate::conn::Body) -> usize {
-    match body {
-        crate::conn::Body::Empty => 0,
-        crate::conn::Body::Static(b) => b.len(),
-        crate::conn::Body::Owned(v) => v.len(),
-    }
-}
 
 impl fmt::Debug for Request {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> Result<(), fmt::Error> {

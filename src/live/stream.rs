@@ -1,0 +1,148 @@
+//! An event stream: `text/event-stream` of one project's feed, read from the store
+//! after the last id sent (so ordering and exactly-once come from the feed, which on
+//! PostgreSQL never skips across instances), on the connection's own thread.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::hub::Slot;
+use super::{KEEPALIVE, RECHECK};
+use crate::model::Event;
+use crate::store::{Store, StoreError};
+use crate::wire::{Request, Response};
+
+/// Events read from the store at a time.
+const BATCH: usize = 200;
+/// A piece handed to the connection thread stops after the event that reaches this
+/// size (the rest follows at the next call): a stream holds about this much memory.
+const PIECE_BYTES: usize = 256 * 1024;
+
+pub struct EventStream {
+    store: Arc<dyn Store>,
+    pid: i64,
+    /// The last event id sent (or the client's `Last-Event-ID`).
+    after: i64,
+    slot: Slot,
+    keepalive_at: Instant,
+    /// Look at the store this often even without a wake-up: every `RECHECK` when
+    /// other instances may write (PostgreSQL), else at the keep-alive.
+    recheck: std::time::Duration,
+    recheck_at: Instant,
+    /// The signal's generation at the last read of the feed (`None`: read again).
+    read_gen: Option<u64>,
+    opened: bool,
+}
+
+/// Longest an idle stream goes without a tick (to notice a client that left).
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl EventStream {
+    pub fn new(store: Arc<dyn Store>, pid: i64, after: i64, slot: Slot) -> EventStream {
+        let shared = store.backend() == "postgres";
+        EventStream {
+            store,
+            pid,
+            after,
+            slot,
+            keepalive_at: Instant::now() + KEEPALIVE,
+            recheck: if shared { RECHECK } else { KEEPALIVE },
+            recheck_at: Instant::now(),
+            read_gen: None,
+            opened: false,
+        }
+    }
+}
+
+/// One event as SSE: `id`, `event` and `data` (the feed's JSON of the event, which
+/// serde writes on one line).
+pub fn write_event(out: &mut Vec<u8>, e: &Event) {
+    let _ = write!(out, "id: {}\nevent: {}\n", e.id, e.kind);
+    let json = serde_json::to_vec(e).unwrap_or_default();
+    for line in json.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+impl tiny_http::conn::StreamSource for EventStream {
+    fn next_bytes(&mut self) -> Option<Vec<u8>> {
+        if !self.opened {
+            // Something at once, so the client sees the stream is live; and how long
+            // an EventSource should wait before reconnecting.
+            self.opened = true;
+            return Some(b"retry: 1000\n: open\n\n".to_vec());
+        }
+        if super::hub::hub().closing() {
+            return None;
+        }
+        let gen = self.slot.signal.current();
+        let now = Instant::now();
+        if self.read_gen != Some(gen) || now >= self.recheck_at {
+            self.read_gen = Some(gen);
+            self.recheck_at = now + self.recheck;
+            match self.store.list_events(self.pid, self.after, BATCH) {
+                Ok(page) if !page.items.is_empty() => {
+                    let mut out = Vec::with_capacity(page.items.len() * 256);
+                    let mut cut = false;
+                    for e in &page.items {
+                        write_event(&mut out, e);
+                        self.after = e.id;
+                        if out.len() >= PIECE_BYTES {
+                            cut = true;
+                            break;
+                        }
+                    }
+                    if page.more || cut {
+                        self.read_gen = None; // the rest at the next call
+                    }
+                    self.keepalive_at = now + KEEPALIVE;
+                    return Some(out);
+                }
+                Ok(_) => {}
+                // The project was deleted: the stream ends.
+                Err(StoreError::NotFound(_)) => return None,
+                Err(e) => {
+                    self.read_gen = None;
+                    self.recheck_at = now + RECHECK;
+                    log::warn!(target: "live", project = self.pid, error:% = e; "event stream cannot read the feed; retrying");
+                }
+            }
+        }
+        if now >= self.keepalive_at {
+            self.keepalive_at = now + KEEPALIVE;
+            return Some(b": keep-alive\n\n".to_vec());
+        }
+        let until = self.keepalive_at.min(self.recheck_at).min(now + TICK);
+        self.slot
+            .signal
+            .wait(gen, until.saturating_duration_since(now));
+        // A tick: the connection thread looks whether the client is still there.
+        Some(Vec::new())
+    }
+}
+
+/// Answers the request with the stream: the status line and headers go out now, the
+/// events as they come, all written by the connection thread.
+pub fn start(
+    app: &dyn super::Host,
+    rq: tiny_http::Request,
+    req: Request,
+    resp: Response,
+    route: Option<usize>,
+    started: Instant,
+    s: EventStream,
+) {
+    app.record(&req, route, resp.status, started.elapsed());
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("Content-Type", "text/event-stream"),
+        ("Server", "dashboard-backend"),
+    ];
+    for (k, v) in &resp.headers {
+        headers.push((k, v.as_str()));
+    }
+    let body = tiny_http::conn::Body::Stream(Box::new(s));
+    let _ = rq.respond_parts(resp.status, &headers, body, true);
+}
