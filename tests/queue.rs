@@ -517,3 +517,52 @@ fn cancel_ends_the_lease_and_paused_projects_give_no_work() {
     s.patch(&format!("/projects/{pid}"), &json!({"status": "active"}));
     assert_eq!(claim(&s, pid, json!({"agent": "a"})).status, 200);
 }
+
+/// SPEC §5c: a dependency on a task that was pruned counts as satisfied; one on a
+/// task deleted while unfinished blocks its dependents, as a failure does.
+#[test]
+fn pruned_dependencies_are_satisfied_and_deleted_ones_block() {
+    let s = TestServer::start_with(&[("TASK_RETENTION", "1s"), ("EVENT_RETENTION", "0")]);
+    let pid = s.project("pruned");
+    let a = task(&s, pid, json!({"title": "A"}));
+    let x = task(&s, pid, json!({"title": "X"}));
+    let b = task(
+        &s,
+        pid,
+        json!({"title": "B", "depends_on": [a["id"], x["id"]]}),
+    );
+    let finish = |want: &Value| {
+        let c = claim(&s, pid, json!({"agent": "w"})).json();
+        assert_eq!(c["id"], want["id"], "{c}");
+        let token = c["lease_token"].as_str().expect("token");
+        let r = s.post(
+            &format!("/tasks/{}/complete", c["id"]),
+            &json!({"lease_token": token}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    finish(&a);
+    // A is pruned (finished more than a second ago); B still waits for X.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.get(&format!("/tasks/{}", a["id"])).status != 404 {
+        assert!(Instant::now() < deadline, "A was never pruned");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(&s, &b["id"])["status"], "pending");
+    finish(&x);
+    // X done and A gone: B runs (and a re-arm counts A as satisfied too).
+    let rearm = s.patch(&format!("/tasks/{}", b["id"]), &json!({"priority": 1}));
+    assert_eq!(rearm.status, 200);
+    finish(&b);
+    // A dependency deleted while unfinished blocks its dependents.
+    let d = task(&s, pid, json!({"title": "D"}));
+    let e = task(&s, pid, json!({"title": "E", "depends_on": [d["id"]]}));
+    assert_eq!(
+        s.call("DELETE", &format!("/tasks/{}", d["id"]), None)
+            .status,
+        204
+    );
+    let now = get(&s, &e["id"]);
+    assert_eq!(now["status"], "blocked", "{now}");
+    assert_eq!(now["error"]["reason"], "dependency_failed");
+}

@@ -127,7 +127,15 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
                         }
                         let to =
                             ["completed", "completed", "failed", "cancelled"][(i % 4) as usize];
-                        let p = s.patch(&format!("/tasks/{id}"), &json!({"status": to}));
+                        // The holder finishes it: its lease token lets the PATCH past
+                        // the live lease (SPEC §5a).
+                        let token = c.json()["lease_token"].as_str().expect("token").to_string();
+                        let p = s.call_with(
+                            "PATCH",
+                            &format!("/tasks/{id}"),
+                            Some(&json!({"status": to})),
+                            &[("Lease-Token", token.as_str())],
+                        );
                         assert_eq!(p.status, 200, "finish: {}", p.text());
                         done.push(id);
                     }

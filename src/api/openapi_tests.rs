@@ -288,13 +288,14 @@ fn idempotency_and_lease_headers_are_documented_where_they_are_read() {
         let responses = op["responses"].as_object().into_iter().flatten();
         for (code, resp) in responses {
             let replayed = resp["headers"].get("Idempotent-Replayed").is_some();
-            if idempotent && code.starts_with('2') && !replayed {
+            // A 204 changed nothing, so it is never stored and never replayed.
+            if idempotent && code.starts_with('2') && code != "204" && !replayed {
                 problems.push(format!(
                     "{m} {} {code}: no Idempotent-Replayed header",
                     r.template
                 ));
             }
-            if !idempotent && replayed {
+            if (!idempotent || code == "204") && replayed {
                 problems.push(format!(
                     "{m} {} {code}: Idempotent-Replayed on a non-idempotent operation",
                     r.template
