@@ -63,11 +63,16 @@ fn server_errors(s: &TestServer) -> Vec<String> {
 #[test]
 fn attack_rewire_while_dependency_completes() {
     let s = Arc::new(TestServer::start());
-    let pid = project(&s, json!({"name": "rewire"}));
     let mut bad = Vec::new();
-    for round in 0..120 {
+    for round in 0..30 {
+        // A project per round: a round cut short by a 5xx leaves nothing behind.
+        let pid = project(&s, json!({"name": format!("rewire-{round}")}));
         let x = task(&s, pid, json!({"title": format!("x{round}")}));
-        let d = task(&s, pid, json!({"title": format!("d{round}"), "depends_on": [x["id"]]}));
+        let d = task(
+            &s,
+            pid,
+            json!({"title": format!("d{round}"), "depends_on": [x["id"]]}),
+        );
         let c = claim(&s, pid, json!({"agent": "a", "lease_seconds": 60}));
         assert_eq!(c.status, 200, "{}", c.text());
         let c = c.json();
@@ -101,12 +106,13 @@ fn attack_rewire_while_dependency_completes() {
             rewirer.join().expect("thread"),
         );
         if a.status >= 500 || b.status >= 500 {
+            let text = |r: &Resp| r.text().chars().take(120).collect::<String>();
             bad.push(format!(
                 "round {round}: complete {} {} / patch {} {}",
                 a.status,
-                a.text(),
+                text(&a),
                 b.status,
-                b.text()
+                text(&b)
             ));
             continue;
         }
@@ -146,10 +152,7 @@ fn attack_idempotent_claim_keeps_no_plaintext_token_in_the_database() {
         &[("Idempotency-Key", "claim-1")],
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let token = r.json()["lease_token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = r.json()["lease_token"].as_str().expect("token").to_string();
     let bodies: Vec<Vec<u8>> = match harness::database_url(&s.db) {
         Some(url) => {
             let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
@@ -205,8 +208,7 @@ fn attack_rearm_after_cancelled_dependency_is_not_stuck_waiting() {
         let c = claim(&s, pid, json!({"agent": "a"}));
         let stats = s.get(&format!("/projects/{pid}/stats")).json();
         assert_eq!(
-            c.status,
-            200,
+            c.status, 200,
             "re-armed task is pending but never claimable (deps_waiting stuck): {after}; \
              stats {stats}"
         );
@@ -261,7 +263,11 @@ fn attack_lease_tokens_do_not_leak() {
     let pid = project(&s, json!({"name": "leak", "retry_backoff_seconds": 0}));
     let a = task(&s, pid, json!({"title": "a"}));
     task(&s, pid, json!({"title": "b"}));
-    let c = claim(&s, pid, json!({"agent": "a1", "limit": 2, "lease_seconds": 60}));
+    let c = claim(
+        &s,
+        pid,
+        json!({"agent": "a1", "limit": 2, "lease_seconds": 60}),
+    );
     assert_eq!(c.status, 200, "{}", c.text());
     let tokens: Vec<String> = c.json()["items"]
         .as_array()
@@ -350,7 +356,12 @@ fn attack_idempotency_keys_are_not_shared_between_api_keys() {
     assert!(bad2.header("idempotent-replayed").is_none());
     // Odd but legal keys, and one byte too long.
     for k in ["a b", "~!@#$%^&*()", &"k".repeat(255)] {
-        let r = s.call_with("POST", &path, Some(&json!({"title": k})), &[("Idempotency-Key", k)]);
+        let r = s.call_with(
+            "POST",
+            &path,
+            Some(&json!({"title": k})),
+            &[("Idempotency-Key", k)],
+        );
         assert_eq!(r.status, 201, "{k}: {}", r.text());
     }
     let r = s.call_with(
@@ -451,10 +462,10 @@ fn attack_two_instances_never_hand_out_one_task_twice() {
     let mut by_task: std::collections::HashMap<i64, Vec<(i64, String)>> = Default::default();
     for e in &events {
         if let Some(id) = e["task_id"].as_i64() {
-            by_task
-                .entry(id)
-                .or_default()
-                .push((e["id"].as_i64().expect("id"), e["type"].as_str().expect("type").into()));
+            by_task.entry(id).or_default().push((
+                e["id"].as_i64().expect("id"),
+                e["type"].as_str().expect("type").into(),
+            ));
         }
     }
     for (id, mut evs) in by_task {
@@ -476,4 +487,107 @@ fn attack_two_instances_never_hand_out_one_task_twice() {
     }
     assert!(server_errors(&a).is_empty(), "{:?}", server_errors(&a));
     assert!(server_errors(&b).is_empty(), "{:?}", server_errors(&b));
+}
+
+/// PostgreSQL: every transaction gives up on a row lock after the session's
+/// `lock_timeout` (5 s, connect.rs) and answers 503. An idempotent POST sets
+/// `SET LOCAL lock_timeout = 0` after taking its key's lock (idempotency.rs), which
+/// is "wait for ever" for the rest of its transaction: behind a stuck row lock it
+/// holds its pool connection until `statement_timeout` (60 s).
+#[test]
+fn attack_idempotent_write_keeps_the_lock_timeout() {
+    if !harness::postgres() {
+        eprintln!("SKIPPED on sqlite: row locks are PostgreSQL's (attack_idempotent_write_keeps_the_lock_timeout)");
+        return;
+    }
+    let s = Arc::new(TestServer::start());
+    let pid = s.project("locktimeout");
+    task(&s, pid, json!({"title": "held"}));
+    let c = claim(&s, pid, json!({"agent": "a", "lease_seconds": 60})).json();
+    let (id, token) = (c["id"].clone(), c["lease_token"].clone());
+    let url = harness::database_url(&s.db).expect("url");
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let mut tx = db.transaction().expect("begin");
+    tx.execute(
+        "SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE",
+        &[&id.as_i64().expect("id")],
+    )
+    .expect("lock the row");
+    let timed = |key: Option<&'static str>| {
+        let (s, id, token) = (s.clone(), id.clone(), token.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let extra: Vec<(&str, &str)> =
+                key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+            let r = s.call_with(
+                "POST",
+                &format!("/tasks/{id}/heartbeat"),
+                Some(&json!({"lease_token": token})),
+                &extra,
+            );
+            (started.elapsed(), r.status)
+        })
+    };
+    let plain = timed(None);
+    let idem = timed(Some("hb-1"));
+    // Hold the lock well past the 5 s lock_timeout, then let go.
+    std::thread::sleep(Duration::from_secs(9));
+    tx.rollback().expect("release");
+    let (plain_took, plain_status) = plain.join().expect("thread");
+    let (idem_took, idem_status) = idem.join().expect("thread");
+    assert!(
+        plain_took < Duration::from_secs(8),
+        "without a key: {plain_took:?} {plain_status}"
+    );
+    assert!(
+        idem_took < Duration::from_secs(8),
+        "with an Idempotency-Key the write waited {idem_took:?} on a row lock \
+         (status {idem_status}; without a key: {plain_took:?} {plain_status})"
+    );
+}
+
+/// Two re-wirings racing to close a cycle (A → B and B → A at once): at most one may
+/// win, and the graph never holds the cycle (PostgreSQL serialises them with a
+/// per-project advisory lock; SQLite has one writer).
+#[test]
+fn attack_concurrent_rewires_cannot_close_a_cycle() {
+    let s = Arc::new(TestServer::start());
+    let mut errors = Vec::new();
+    for round in 0..20 {
+        let pid = project(&s, json!({"name": format!("cycle-{round}")}));
+        let a = task(&s, pid, json!({"title": "a"}));
+        let b = task(&s, pid, json!({"title": "b"}));
+        let go = Arc::new(Barrier::new(2));
+        let spawn = |t: &Value, dep: &Value| {
+            let (s, go, t, dep) = (s.clone(), go.clone(), t.clone(), dep["id"].clone());
+            std::thread::spawn(move || {
+                go.wait();
+                s.call_with(
+                    "PATCH",
+                    &format!("/tasks/{}", t["id"]),
+                    Some(&json!({"depends_on": [dep]})),
+                    &[("If-Match", &etag(&t))],
+                )
+            })
+        };
+        let (x, y) = (spawn(&a, &b), spawn(&b, &a));
+        let (x, y) = (x.join().expect("thread"), y.join().expect("thread"));
+        assert!(
+            !(x.status == 200 && y.status == 200),
+            "round {round}: both re-wirings won: a cycle"
+        );
+        for r in [&x, &y] {
+            if r.status >= 500 {
+                errors.push(format!("round {round}: {} {}", r.status, r.text()));
+            }
+        }
+        let (ga, gb) = (get(&s, &a["id"]), get(&s, &b["id"]));
+        let cyc = ga["depends_on"] == json!([b["id"]]) && gb["depends_on"] == json!([a["id"]]);
+        assert!(!cyc, "round {round}: stored cycle {ga} {gb}");
+    }
+    // Refusing with 5xx is not a cycle, but it is an error an agent cannot act on.
+    assert!(
+        errors.is_empty(),
+        "5xx (deadlock) racing two re-wirings: {errors:#?}"
+    );
 }
