@@ -591,3 +591,35 @@ fn attack_concurrent_rewires_cannot_close_a_cycle() {
         "5xx (deadlock) racing two re-wirings: {errors:#?}"
     );
 }
+
+/// The README's agent (examples/agent.py) claims with `"wait_seconds": 30` and, on
+/// 204, claims again at once: it relies on the long poll of SPEC §9. A claim with
+/// `wait_seconds` on an empty queue must hold until a task arrives (here after 1 s),
+/// not answer 204 at once — else every idle agent spins on the writer, each spin a
+/// stored idempotency record kept 24 h.
+#[test]
+fn attack_long_poll_claim_waits_for_work() {
+    let s = Arc::new(TestServer::start());
+    let pid = s.project("longpoll");
+    let waiter = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = s.call_with(
+                "POST",
+                &format!("/projects/{pid}/tasks/claim"),
+                Some(&json!({"agent": "a", "wait_seconds": 5})),
+                &[("Idempotency-Key", "poll-1")],
+            );
+            (started.elapsed(), r.status, r.text())
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let t = task(&s, pid, json!({"title": "late"}));
+    let (took, status, text) = waiter.join().expect("thread");
+    assert_eq!(
+        status, 200,
+        "wait_seconds ignored: answered {status} after {took:?} ({text}); task {} was created 1 s in",
+        t["id"]
+    );
+}
