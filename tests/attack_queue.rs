@@ -721,3 +721,53 @@ fn attack_refused_queue_writes_never_roll_back_a_batch() {
         "a refused write rolled back a batch"
     );
 }
+
+/// `deps_waiting` must equal the dependencies not completed. A dependency moved
+/// completed → failed (or cancelled) is counted back by no one (`Ripple::Block`
+/// blocks pending dependents but does not add one to their count), yet moving it
+/// back to completed takes one off again. A dependent that was in progress at the
+/// time is not blocked, so its count drifts low: here D runs while its other
+/// dependency Y is pending.
+#[test]
+fn attack_dependency_count_drifts_through_completed_failed_completed() {
+    let s = TestServer::start();
+    let pid = project(&s, json!({"name": "drift", "retry_backoff_seconds": 0}));
+    let x = task(&s, pid, json!({"title": "x", "priority": 5}));
+    let y = task(&s, pid, json!({"title": "y", "priority": 5}));
+    let d = task(
+        &s,
+        pid,
+        json!({"title": "d", "priority": 9, "depends_on": [x["id"], y["id"]]}),
+    );
+    for want in [&x, &y] {
+        let c = claim(&s, pid, json!({"agent": "a"})).json();
+        assert_eq!(c["id"], want["id"]);
+        let r = s.post(
+            &format!("/tasks/{}/complete", c["id"]),
+            &json!({"lease_token": c["lease_token"]}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let c = claim(&s, pid, json!({"agent": "a"})).json();
+    assert_eq!(c["id"], d["id"], "both dependencies done: d runs");
+    let d_token = c["lease_token"].clone();
+    // Operators, while d is in progress: x marked failed, y re-opened, x completed again.
+    for (t, status) in [(&x, "failed"), (&y, "pending"), (&x, "completed")] {
+        let r = force(&s, &t["id"], json!({"status": status}));
+        assert_eq!(r.status, 200, "{status}: {}", r.text());
+    }
+    // d's attempt fails and goes back to pending (backoff 0).
+    let r = s.post(
+        &format!("/tasks/{}/fail", d["id"]),
+        &json!({"lease_token": d_token, "retry": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(get(&s, &y["id"])["status"], "pending");
+    let next = claim(&s, pid, json!({"agent": "b"})).json();
+    assert_ne!(
+        next["id"], d["id"],
+        "d was handed out while its dependency y is pending (deps_waiting drifted to 0)"
+    );
+    assert_eq!(next["id"], y["id"]);
+}
