@@ -771,3 +771,39 @@ fn attack_dependency_count_drifts_through_completed_failed_completed() {
     );
     assert_eq!(next["id"], y["id"]);
 }
+
+/// A dependent that is in progress when its dependency is cancelled is not blocked
+/// (`Ripple::Block` only touches pending dependents), and nothing looks again when
+/// its attempt ends: it goes back to `pending` waiting for a cancelled task, for
+/// good, instead of `blocked` with `dependency_failed` (SPEC §5a).
+#[test]
+fn attack_dependent_in_progress_misses_the_block() {
+    let s = TestServer::start();
+    let pid = project(&s, json!({"name": "missblock", "retry_backoff_seconds": 0}));
+    let x = task(&s, pid, json!({"title": "x"}));
+    let d = task(&s, pid, json!({"title": "d", "depends_on": [x["id"]]}));
+    let c = claim(&s, pid, json!({"agent": "a"})).json();
+    assert_eq!(c["id"], x["id"]);
+    let r = s.post(
+        &format!("/tasks/{}/complete", x["id"]),
+        &json!({"lease_token": c["lease_token"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = claim(&s, pid, json!({"agent": "a"})).json();
+    assert_eq!(c["id"], d["id"]);
+    // While d runs, x is re-opened and then cancelled.
+    for status in ["pending", "cancelled"] {
+        let r = force(&s, &x["id"], json!({"status": status}));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = s.post(
+        &format!("/tasks/{}/fail", d["id"]),
+        &json!({"lease_token": c["lease_token"], "retry": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = get(&s, &d["id"]);
+    assert_eq!(
+        after["status"], "blocked",
+        "d waits for a cancelled dependency for good: {after}"
+    );
+}
