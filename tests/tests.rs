@@ -3,6 +3,10 @@
 
 mod harness;
 
+/// Attacks on the work-queue semantics (SPEC §5a): races, fencing, idempotency,
+/// dependencies; a failing test is a bug (see the attack report).
+mod attack_queue;
+
 /// API keys and roles.
 mod auth;
 /// Backup, restore and `db` maintenance: consistency under load, refusals, retention.
