@@ -336,22 +336,26 @@ fn dependencies_run_in_order_and_failures_block() {
         (foreign.status, foreign.code()),
         (422, "validation_failed".into())
     );
-    // Re-armed by PATCH, B2 waits for A2 again, which an operator re-arms too.
+    // Re-armed by PATCH while A2 is still failed, B2 is blocked again at once (it
+    // would never run); re-armed after A2, it waits for A2 and then runs.
     let rearm = s.patch(
         &format!("/tasks/{}", b["id"]),
         &json!({"status": "pending"}),
     );
-    assert_eq!(rearm.json()["error"], Value::Null);
-    assert_eq!(
-        claim(&s, pid, json!({"agent": "w"})).status,
-        204,
-        "A2 still failed"
-    );
+    assert_eq!(rearm.json()["status"], "blocked", "{}", rearm.text());
+    assert_eq!(rearm.json()["error"]["dependency"], a["id"]);
     s.patch(
         &format!("/tasks/{}", a["id"]),
         &json!({"status": "pending"}),
     );
-    assert_eq!(claim(&s, pid, json!({"agent": "w"})).json()["id"], a["id"]);
+    let rearm = s.patch(
+        &format!("/tasks/{}", b["id"]),
+        &json!({"status": "pending"}),
+    );
+    assert_eq!(rearm.json()["status"], "pending", "{}", rearm.text());
+    assert_eq!(rearm.json()["error"], Value::Null);
+    let got = claim(&s, pid, json!({"agent": "w"})).json();
+    assert_eq!(got["id"], a["id"], "A2 first; B2 waits for it");
 }
 
 /// 20 agents × `limit: 10` over 2 000 tasks: each task taken exactly once.
@@ -481,7 +485,21 @@ fn an_idempotency_key_runs_a_post_once() {
         Some(&json!({"agent": "a"})),
         &[("Idempotency-Key", "claim-1")],
     );
-    assert_eq!(c1.text(), c2.text());
+    // The replay is the same claim (no second task) with a fresh token: the first
+    // may never have arrived, and none rests in the database meanwhile.
+    let (c1, c2) = (c1.json(), c2.json());
+    assert_eq!(c1["id"], c2["id"]);
+    assert_ne!(c1["lease_token"], c2["lease_token"]);
+    let old = s.post(
+        &format!("/tasks/{}/complete", c1["id"]),
+        &json!({"lease_token": c1["lease_token"]}),
+    );
+    assert_eq!((old.status, old.code()), (409, "lease_lost".into()));
+    let new = s.post(
+        &format!("/tasks/{}/complete", c2["id"]),
+        &json!({"lease_token": c2["lease_token"]}),
+    );
+    assert_eq!(new.status, 200, "{}", new.text());
     let bad = s.call_with("POST", &path, Some(&body), &[("Idempotency-Key", "\u{7f}")]);
     assert_eq!(bad.status, 400);
 }

@@ -3,8 +3,6 @@
 //! backoff, or the dead letter), and the `error` objects the API shows. Pure: the
 //! engines read the task, ask here, and write what comes back.
 
-use std::io::Read;
-
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -17,12 +15,24 @@ pub const BACKOFF_CAP_MS: i64 = 3_600_000;
 /// heartbeating it, so it must not stay in progress for good).
 pub const PATCH_LEASE_MS: i64 = 300_000;
 
-/// `n` bytes from the OS random source.
+/// `N` bytes from the OS random source (`getrandom(2)`: no file to open, so no
+/// descriptor to run out of).
+#[allow(unsafe_code)]
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| StoreError::Other(format!("random source: {e}")))?;
+    let mut got = 0;
+    while got < N {
+        // SAFETY: writes at most N - got bytes into the buffer's remaining space.
+        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), N - got, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(StoreError::Other(format!("random source: {e}")));
+        }
+        got += n as usize;
+    }
     Ok(b)
 }
 
@@ -32,6 +42,12 @@ pub fn new_token() -> Result<(String, Vec<u8>)> {
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let hash = token_hash(&token);
     Ok((token, hash))
+}
+
+/// `n` fresh tokens and their hashes, made before a claim's first write: a claim
+/// must refuse (here, if the random source fails) before it changes anything.
+pub fn new_tokens(n: usize) -> Result<Vec<(String, Vec<u8>)>> {
+    (0..n).map(|_| new_token()).collect()
 }
 
 /// What the store keeps of a token: its SHA-256, so a database read shows no lease
@@ -263,6 +279,88 @@ fn raw(s: String) -> Result<Box<serde_json::value::RawValue>> {
     serde_json::value::RawValue::from_string(s).map_err(|e| StoreError::Other(e.to_string()))
 }
 
+const TOKEN_KEY: &[u8] = b"\"lease_token\":";
+
+/// A claim's answer as it is stored for an `Idempotency-Key` replay: every
+/// `lease_token` blanked (`""`), so no live token rests in the database (or its
+/// backups); `None` when the answer holds none. Textual, so the stored bytes are
+/// the answer's own but for the tokens.
+pub fn scrub_tokens(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    let mut found = false;
+    while let Some(at) = find(rest, TOKEN_KEY) {
+        let (head, tail) = rest.split_at(at + TOKEN_KEY.len());
+        out.extend_from_slice(head);
+        // The value: a string of hex digits (ours), replaced by "".
+        let end = tail
+            .iter()
+            .skip(1)
+            .position(|b| *b == b'"')
+            .map_or(tail.len(), |p| p + 2);
+        out.extend_from_slice(b"\"\"");
+        rest = &tail[end..];
+        found = true;
+    }
+    out.extend_from_slice(rest);
+    found.then_some(out)
+}
+
+/// A stored claim answer replayed: each task whose lease this claim still holds
+/// (same attempt, same agent, not expired: `reissue` checks and re-keys it) gets a
+/// fresh token — the one first handed out may never have arrived — and the others
+/// `lease_token: null` (the lease moved on: `complete` would answer `lease_lost`).
+pub fn reissue_tokens(
+    body: &[u8],
+    mut reissue: impl FnMut(i64, i64, &str) -> Result<Option<String>>,
+) -> Result<Vec<u8>> {
+    if find(body, TOKEN_KEY).is_none() {
+        return Ok(body.to_vec());
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(body.to_vec());
+    };
+    let tasks: Vec<&serde_json::Value> = match v.get("items") {
+        Some(items) => items
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        None => vec![&v],
+    };
+    let mut fresh = Vec::new();
+    for t in tasks.iter().filter(|t| t.get("lease_token").is_some()) {
+        let id = t["id"].as_i64().unwrap_or(0);
+        let attempt = t["attempt"].as_i64().unwrap_or(0);
+        let agent = t["assignee"].as_str().unwrap_or("");
+        fresh.push(match reissue(id, attempt, agent)? {
+            Some(token) => format!("\"{token}\""),
+            None => "null".to_string(),
+        });
+    }
+    // The stored answer holds `"lease_token":""` once per task, in the same order.
+    let blank = [TOKEN_KEY, b"\"\""].concat();
+    let mut out = Vec::with_capacity(body.len() + 40 * fresh.len());
+    let mut rest = body;
+    let mut fresh = fresh.into_iter();
+    while let Some(at) = find(rest, &blank) {
+        out.extend_from_slice(&rest[..at + TOKEN_KEY.len()]);
+        out.extend_from_slice(fresh.next().unwrap_or_else(|| "null".into()).as_bytes());
+        rest = &rest[at + blank.len()..];
+    }
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether `t` is still the lease a claim handed out: in progress, the same attempt
+/// and agent, not expired.
+pub fn same_lease(t: &Task, attempt: i64, agent: &str, now: i64) -> bool {
+    lease_live(t, now) && t.attempt == attempt && t.assignee.as_deref() == Some(agent)
+}
+
 /// The `error` of a task blocked because `dependency` failed, was cancelled, or was
 /// deleted unfinished.
 pub fn blocked_error(dependency: i64) -> String {
@@ -275,31 +373,57 @@ pub fn blocked_changes(dependency: i64) -> String {
         .to_string()
 }
 
-/// How a status change reaches the tasks that depend on this one.
+/// How a status change reaches the tasks that depend on this one: their count of
+/// dependencies not yet completed moves by `delta` (exactly: every move into
+/// `completed` takes one off, every move out of it adds one), and on a failure or
+/// cancellation the pending ones become `blocked`, transitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ripple {
-    /// Nothing for them to do.
-    None,
-    /// One fewer dependency to wait for.
-    Satisfied,
-    /// One more (a completed task reopened).
-    Reopened,
-    /// Failed or cancelled: pending dependents become blocked, transitively.
-    Block,
+pub struct Ripple {
+    pub delta: i64,
+    pub block: bool,
+}
+
+impl Ripple {
+    pub const NONE: Ripple = Ripple {
+        delta: 0,
+        block: false,
+    };
+    /// A task deleted while unfinished: its dependents can never see it complete.
+    pub const DELETED: Ripple = Ripple {
+        delta: 0,
+        block: true,
+    };
 }
 
 /// The ripple of moving a task from `from` to `to`.
 pub fn ripple(from: TaskStatus, to: TaskStatus) -> Ripple {
     use TaskStatus::*;
     if from == to {
-        return Ripple::None;
+        return Ripple::NONE;
     }
-    match (from, to) {
-        (_, Completed) => Ripple::Satisfied,
-        (Completed, Failed | Cancelled) => Ripple::Block,
-        (Completed, _) => Ripple::Reopened,
-        (_, Failed | Cancelled) => Ripple::Block,
-        _ => Ripple::None,
+    Ripple {
+        delta: match (from, to) {
+            (_, Completed) => -1,
+            (Completed, _) => 1,
+            _ => 0,
+        },
+        block: matches!(to, Failed | Cancelled),
+    }
+}
+
+/// What a task that returns to `pending` (re-armed, retried, its lease lost) does
+/// about its dependencies, given their state: wait for `waiting` of them, or — one
+/// failed, was cancelled or is blocked — become `blocked` itself, as it would have
+/// been had it been pending when that happened.
+pub fn rearm(t: &mut Task, waiting: i64, failed_dep: Option<i64>) -> Result<Option<i64>> {
+    t.deps_waiting = waiting;
+    match failed_dep {
+        Some(dep) if t.status == TaskStatus::Pending => {
+            t.status = TaskStatus::Blocked;
+            t.error = Some(raw(blocked_error(dep))?);
+            Ok(Some(dep))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -311,6 +435,21 @@ pub fn patch_event(to: Option<TaskStatus>) -> &'static str {
         _ => "updated",
     }
 }
+
+/// A task may not be given fewer attempts than it has had (a claim would hand out
+/// attempt 3 of 1).
+pub fn check_attempts(t: &Task) -> Result<()> {
+    if t.max_attempts < t.attempt {
+        return Err(StoreError::Invalid(
+            "max_attempts",
+            format!("must be at least the {} attempts made", t.attempt),
+        ));
+    }
+    Ok(())
+}
+
+/// Most tasks a cycle check walks before it refuses the change.
+pub const MAX_GRAPH: usize = 10_000;
 
 /// Checks a `depends_on` list against the graph: no task of another project (or
 /// missing), no cycle through `id`. `project_of(x)` names x's project (None:
@@ -347,7 +486,13 @@ pub fn check_dependencies(
                 "the dependencies would form a cycle".into(),
             ));
         }
-        if seen.insert(x) && seen.len() <= 100_000 {
+        if seen.insert(x) {
+            if seen.len() > MAX_GRAPH {
+                return Err(StoreError::Invalid(
+                    "depends_on",
+                    format!("more than {MAX_GRAPH} tasks depend on each other here; cannot check for a cycle"),
+                ));
+            }
             todo.extend(deps_of(x)?);
         }
     }
@@ -449,6 +594,27 @@ mod tests {
         let no = Failure { retry: false, ..f };
         let e = after_failure(&task(1, 3), &no, 10, 0);
         assert_eq!((e.status, e.dead), (TaskStatus::Failed, false));
+    }
+
+    #[test]
+    fn tokens_are_blanked_when_stored_and_reissued_in_order_on_replay() {
+        let body = br#"{"items":[{"id":1,"attempt":1,"assignee":"a","lease_token":"ab12"},{"id":2,"attempt":1,"assignee":"a","lease_token":"cd34"}],"next_cursor":null}"#;
+        let stored = scrub_tokens(body).expect("tokens");
+        assert!(!stored.windows(4).any(|w| w == b"ab12" || w == b"cd34"));
+        let replay = reissue_tokens(
+            &stored,
+            |id, _, _| Ok((id == 2).then(|| "ffff".to_string())),
+        )
+        .expect("replay");
+        let v: serde_json::Value = serde_json::from_slice(&replay).expect("json");
+        assert_eq!(v["items"][0]["lease_token"], serde_json::Value::Null);
+        assert_eq!(v["items"][1]["lease_token"], "ffff");
+        assert!(scrub_tokens(br#"{"id":1,"title":"x"}"#).is_none());
+        let plain = br#"{"b":1,"a":2}"#;
+        assert_eq!(
+            reissue_tokens(plain, |_, _, _| Ok(None)).expect("same"),
+            plain
+        );
     }
 
     #[test]

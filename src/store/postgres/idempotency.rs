@@ -20,7 +20,7 @@ pub fn run<T>(
     let Some(idem) = idem else {
         return op(tx).map(Outcome::Done);
     };
-    tx.batch("SET LOCAL lock_timeout = '5s'")?;
+    // Waits at most the session's lock_timeout (5 s, connect.rs), then 409.
     let locked = tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2::bigint::text || ':' || $3))",
         &[&IDEM_LOCK, &idem.scope, &idem.key],
@@ -29,7 +29,6 @@ pub fn run<T>(
         Err(StoreError::Busy) => return Err(StoreError::IdempotencyInFlight),
         other => other?,
     };
-    tx.batch("SET LOCAL lock_timeout = 0")?;
     let now = now_ms();
     let found = tx.query_opt(
         "SELECT fingerprint, status, headers, body FROM idempotency_keys
@@ -43,10 +42,12 @@ pub fn run<T>(
         }
         let status: i32 = r.get(1);
         let headers: String = r.get(2);
+        let body: Vec<u8> = r.get(3);
+        let body = super::tasks::reissue_tokens(tx, &body, now)?;
         return Ok(Outcome::Replay(Reply {
             status: status as u16,
             headers: serde_json::from_str(&headers).unwrap_or_default(),
-            body: r.get(3),
+            body,
         }));
     }
     let value = op(tx)?;
@@ -58,6 +59,8 @@ pub fn run<T>(
     }
     let headers =
         serde_json::to_string(&reply.headers).map_err(|e| StoreError::Other(e.to_string()))?;
+    // No live lease token rests in the database: a replay issues a fresh one.
+    let body = crate::store::queue::scrub_tokens(&reply.body).unwrap_or(reply.body);
     tx.execute(
         "INSERT INTO idempotency_keys (scope, key, fingerprint, status, headers, body, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -69,7 +72,7 @@ pub fn run<T>(
             &&idem.fingerprint[..],
             &i32::from(reply.status),
             &headers,
-            &reply.body,
+            &body,
             &now,
         ],
     )?;

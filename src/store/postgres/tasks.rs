@@ -110,7 +110,7 @@ pub fn insert_many(
     let now = now_ms();
     let mut out = Vec::with_capacity(new.len());
     for t in new {
-        let (waiting, failed_dep) = dependency_state(tx, &t.depends_on)?;
+        let (waiting, failed_dep) = dependency_state(tx, &t.depends_on, true)?;
         let st = queue::start(&t, project.default_max_attempts, failed_dep, now);
         let labels =
             serde_json::to_string(&t.labels).map_err(|e| StoreError::Other(e.to_string()))?;
@@ -242,20 +242,25 @@ fn insert_deps(tx: &mut Tx<'_>, id: i64, deps: &[i64]) -> Result<()> {
 
 /// Of `deps`: how many are not completed yet, and one that failed, was cancelled or
 /// is blocked. A dependency that no longer exists counts as satisfied (SPEC §5c).
-fn dependency_state(tx: &mut Tx<'_>, deps: &[i64]) -> Result<(i64, Option<i64>)> {
+/// With `lock` (a task being created or re-wired, holding no task lock yet) the
+/// dependencies are read FOR SHARE, in id order: none can change status until this
+/// transaction, with its task_deps rows, commits, so a completion or failure, which
+/// locks its task and then updates the dependents, always finds the new one. A task
+/// that already holds its own row lock reads without (the completion would wait for
+/// it, and it for the completion); the completion's update of its count then
+/// follows once it commits.
+fn dependency_state(tx: &mut Tx<'_>, deps: &[i64], lock: bool) -> Result<(i64, Option<i64>)> {
     if deps.is_empty() {
         return Ok((0, None));
     }
     let mut waiting = 0;
     let mut failed = None;
-    // FOR SHARE: a dependency's status cannot change until this transaction (with
-    // its task_deps rows) commits, so its completion or failure, which reads
-    // task_deps after taking the row's lock, always finds this dependent. Locked in
-    // id order, so two such transactions cannot deadlock on each other.
-    let rows = tx.query(
-        "SELECT id, status FROM tasks WHERE id = ANY($1) ORDER BY id FOR SHARE",
-        &[&deps],
-    )?;
+    let sql = if lock {
+        "SELECT id, status FROM tasks WHERE id = ANY($1) ORDER BY id FOR SHARE"
+    } else {
+        "SELECT id, status FROM tasks WHERE id = ANY($1) ORDER BY id"
+    };
+    let rows = tx.query(sql, &[&deps])?;
     for r in rows {
         let (id, status): (i64, String) = (r.get(0), r.get(1));
         match TaskStatus::parse(&status) {
@@ -273,39 +278,47 @@ fn dependency_state(tx: &mut Tx<'_>, deps: &[i64]) -> Result<(i64, Option<i64>)>
 /// Carries a status change of task `id` to its dependents (see SQLite's `ripple`);
 /// their events go to `evs`.
 fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pending) -> Result<()> {
-    match r {
-        queue::Ripple::None => Ok(()),
-        queue::Ripple::Satisfied | queue::Ripple::Reopened => {
-            let delta: i64 = if r == queue::Ripple::Satisfied { -1 } else { 1 };
-            tx.execute(
-                "UPDATE tasks SET deps_waiting = greatest(deps_waiting + $2, 0)
-                 WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)",
-                &[&id, &delta],
-            )?;
-            Ok(())
-        }
-        queue::Ripple::Block => {
-            let error = queue::blocked_error(id);
-            let changes = queue::blocked_changes(id);
-            let mut todo = vec![id];
-            while let Some(x) = todo.pop() {
-                let rows = tx.query(
-                    "UPDATE tasks SET status = 'blocked', error = $2, updated_at = $3,
-                       version = version + 1
-                     WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)
-                       AND status = 'pending'
-                     RETURNING id",
-                    &[&x, &error, &now],
-                )?;
-                for r in rows {
-                    let d: i64 = r.get(0);
-                    evs.push((Some(d), "blocked", None, changes.clone()));
-                    todo.push(d);
-                }
-            }
-            Ok(())
+    if r.delta != 0 {
+        tx.execute(
+            "UPDATE tasks SET deps_waiting = deps_waiting + $2
+             WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)",
+            &[&id, &r.delta],
+        )?;
+    }
+    if !r.block {
+        return Ok(());
+    }
+    let error = queue::blocked_error(id);
+    let changes = queue::blocked_changes(id);
+    let mut todo = vec![id];
+    while let Some(x) = todo.pop() {
+        let rows = tx.query(
+            "UPDATE tasks SET status = 'blocked', error = $2, updated_at = $3,
+               version = version + 1
+             WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)
+               AND status = 'pending'
+             RETURNING id",
+            &[&x, &error, &now],
+        )?;
+        for r in rows {
+            let d: i64 = r.get(0);
+            evs.push((Some(d), "blocked", None, changes.clone()));
+            todo.push(d);
         }
     }
+    Ok(())
+}
+
+/// A task back in `pending`: counts what it waits for again, or blocks it (see
+/// SQLite's `rearm`); its event goes to `evs`. `lock`: see `dependency_state`.
+fn rearm(tx: &mut Tx<'_>, t: &mut Task, lock: bool, now: i64, evs: &mut Pending) -> Result<()> {
+    let deps: Vec<i64> = serde_json::from_str(t.depends_on.get()).unwrap_or_default();
+    let (waiting, failed) = dependency_state(tx, &deps, lock)?;
+    if let Some(dep) = queue::rearm(t, waiting, failed)? {
+        let _ = now;
+        evs.push((Some(t.id), "blocked", None, queue::blocked_changes(dep)));
+    }
+    Ok(())
 }
 
 /// The SQL of a task listing with this shape of filters.
@@ -430,24 +443,55 @@ pub fn update(
     token: Option<&str>,
     actor: Option<&str>,
 ) -> Result<Task> {
+    // Locks in the order a completion takes them — dependencies, then their
+    // dependents — or the two deadlock: first the project's re-wiring lock (two
+    // re-wirings checked side by side could each see no cycle and together make
+    // one), then the dependencies, old and new, FOR SHARE, then the task itself.
+    let rearming = patch.status == Some(TaskStatus::Pending);
+    if patch.depends_on.is_some() || rearming {
+        let row = tx.query_opt(
+            "SELECT project_id, depends_on FROM tasks WHERE id = $1",
+            &[&id],
+        )?;
+        if let Some(r) = row {
+            let project: i64 = r.get(0);
+            if patch.depends_on.is_some() {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    &[&DEPS_LOCK, &(project as i32)],
+                )?;
+            }
+            let mut deps: Vec<i64> = serde_json::from_str(r.get::<_, &str>(1)).unwrap_or_default();
+            deps.extend(patch.depends_on.iter().flatten());
+            deps.sort_unstable();
+            deps.dedup();
+            tx.query(
+                "SELECT 1 FROM tasks WHERE id = ANY($1) ORDER BY id FOR SHARE",
+                &[&deps],
+            )?;
+        }
+    }
     let mut t = get(tx, id, pid, true)?;
     check_version(if_match, t.version)?;
     let now = now_ms();
     queue::check_override(&t, if_match, token, now)?;
     if let Some(deps) = &patch.depends_on {
-        // Two re-wirings checked side by side could each see no cycle and together
-        // make one: within a project they take turns.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&DEPS_LOCK, &(t.project_id as i32)],
-        )?;
         check_dependencies(tx, Some(id), t.project_id, deps)?;
     }
     let from = t.status;
     let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
+    queue::check_attempts(&t)?;
+    let kind = queue::patch_event(patch.status.filter(|s| *s != from));
+    let mut evs: Pending = vec![(
+        Some(id),
+        kind,
+        actor.map(String::from),
+        Json::Object(changes).to_string(),
+    )];
     if patch.depends_on.is_some() || (t.status == TaskStatus::Pending && from != t.status) {
-        let deps: Vec<i64> = serde_json::from_str(t.depends_on.get()).unwrap_or_default();
-        t.deps_waiting = dependency_state(tx, &deps)?.0;
+        // Its dependencies are locked already (above): reading them again waits for
+        // nothing.
+        rearm(tx, &mut t, false, now, &mut evs)?;
     }
     t.version += 1;
     t.updated_at = now;
@@ -460,13 +504,6 @@ pub fn update(
         tx.execute("DELETE FROM task_deps WHERE task_id = $1", &[&id])?;
         insert_deps(tx, id, deps)?;
     }
-    let kind = queue::patch_event(patch.status.filter(|s| *s != from));
-    let mut evs: Pending = vec![(
-        Some(id),
-        kind,
-        actor.map(String::from),
-        Json::Object(changes).to_string(),
-    )];
     ripple(tx, id, queue::ripple(from, t.status), now, &mut evs)?;
     record_all(tx, t.project_id, evs, now)?;
     Ok(t)
@@ -488,7 +525,7 @@ pub fn delete(
     let changes = serde_json::json!({ "title": t.title }).to_string();
     let mut evs: Pending = vec![(Some(id), "deleted", actor.map(String::from), changes)];
     if !t.status.is_terminal() {
-        ripple(tx, id, queue::Ripple::Block, now, &mut evs)?;
+        ripple(tx, id, queue::Ripple::DELETED, now, &mut evs)?;
     }
     record_all(tx, t.project_id, evs, now)
 }
@@ -540,13 +577,8 @@ pub fn claim_next(tx: &mut Tx<'_>, pid: i64, claim: &Claim) -> Result<Vec<Task>>
     sweep_in(tx, Some(pid), now, 100, &mut evs)?;
     let lease = now + claim.lease_seconds * 1000;
     let limit = claim.limit as i64;
-    let mut tokens = Vec::with_capacity(claim.limit);
-    let mut hashes = Vec::with_capacity(claim.limit);
-    for _ in 0..claim.limit {
-        let (token, hash) = queue::new_token()?;
-        tokens.push(token);
-        hashes.push(hash);
-    }
+    let (tokens, hashes): (Vec<String>, Vec<Vec<u8>>) =
+        queue::new_tokens(claim.limit)?.into_iter().unzip();
     let mut args: Vec<&(dyn ToSql + Sync)> =
         vec![&pid, &now, &claim.agent, &lease, &limit, &hashes];
     for l in &claim.labels {
@@ -581,6 +613,25 @@ pub fn claim_next(tx: &mut Tx<'_>, pid: i64, claim: &Claim) -> Result<Vec<Task>>
         record_all(tx, pid, evs, now)?;
     }
     Ok(out)
+}
+
+/// A replayed claim answer with fresh tokens for the leases it still holds
+/// (`queue::reissue_tokens`).
+pub fn reissue_tokens(tx: &mut Tx<'_>, body: &[u8], now: i64) -> Result<Vec<u8>> {
+    queue::reissue_tokens(body, |id, attempt, agent| {
+        let Ok(t) = get(tx, id, None, true) else {
+            return Ok(None);
+        };
+        if !queue::same_lease(&t, attempt, agent, now) {
+            return Ok(None);
+        }
+        let (token, hash) = queue::new_token()?;
+        tx.execute(
+            "UPDATE tasks SET lease_token = $2 WHERE id = $1",
+            &[&id, &hash],
+        )?;
+        Ok(Some(token))
+    })
 }
 
 /// Extends a live lease the caller proves it holds. The version does not change: a
@@ -646,8 +697,11 @@ fn end_attempt(
     evs: &mut Pending,
 ) -> Result<()> {
     let (changes, r) = queue::apply_end(t, end, now)?;
-    write_back(tx, t)?;
     evs.push((Some(t.id), end.event, actor, changes));
+    if t.status == TaskStatus::Pending {
+        rearm(tx, t, false, now, evs)?;
+    }
+    write_back(tx, t)?;
     ripple(tx, t.id, r, now, evs)
 }
 

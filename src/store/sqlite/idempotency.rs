@@ -43,6 +43,7 @@ pub fn run<T>(
             return Err(StoreError::IdempotencyMismatch);
         }
         let headers = serde_json::from_str(&headers).unwrap_or_default();
+        let body = super::tasks::reissue_tokens(c, &body, now)?;
         return Ok(Outcome::Replay(Reply {
             status,
             headers,
@@ -58,6 +59,8 @@ pub fn run<T>(
     }
     let headers =
         serde_json::to_string(&reply.headers).map_err(|e| StoreError::Other(e.to_string()))?;
+    // No live lease token rests in the database: a replay issues a fresh one.
+    let body = crate::store::queue::scrub_tokens(&reply.body).unwrap_or(reply.body);
     // REPLACE: an expired answer under the same key gives way.
     c.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_keys
@@ -70,7 +73,7 @@ pub fn run<T>(
         &idem.fingerprint[..],
         reply.status,
         headers,
-        reply.body,
+        body,
         now
     ])?;
     Ok(Outcome::Done(value))

@@ -207,47 +207,52 @@ fn dependency_state(c: &Connection, deps: &[i64]) -> Result<(i64, Option<i64>)> 
     Ok((waiting, failed))
 }
 
-/// Carries a status change of task `id` to the tasks that depend on it: one fewer
-/// (or one more) dependency to wait for, or — it failed, was cancelled or deleted
-/// unfinished — every pending dependent, transitively, `blocked` with one event each.
+/// Carries a status change of task `id` to the tasks that depend on it: their count
+/// of dependencies to wait for moves by `r.delta`, and on a failure, cancellation or
+/// deletion of an unfinished task every pending dependent, transitively, becomes
+/// `blocked` with one event each.
 fn ripple(c: &Connection, id: i64, pid: i64, r: queue::Ripple, now: i64) -> Result<()> {
-    match r {
-        queue::Ripple::None => Ok(()),
-        queue::Ripple::Satisfied | queue::Ripple::Reopened => {
-            let delta = if r == queue::Ripple::Satisfied { -1 } else { 1 };
+    if r.delta != 0 {
+        c.prepare_cached(
+            "UPDATE tasks SET deps_waiting = deps_waiting + ?2
+             WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = ?1)",
+        )?
+        .execute(params![id, r.delta])?;
+    }
+    if !r.block {
+        return Ok(());
+    }
+    let error = queue::blocked_error(id);
+    let changes = queue::blocked_changes(id);
+    let mut todo = vec![id];
+    while let Some(x) = todo.pop() {
+        let mut st = c.prepare_cached(
+            "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task_id
+             WHERE d.dep_id = ?1 AND t.status = 'pending'",
+        )?;
+        let ids = st
+            .query_map([x], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        for d in ids {
             c.prepare_cached(
-                "UPDATE tasks SET deps_waiting = max(deps_waiting + ?2, 0)
-                 WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = ?1)",
+                "UPDATE tasks SET status = 'blocked', error = ?2, updated_at = ?3,
+                   version = version + 1
+                 WHERE id = ?1",
             )?
-            .execute(params![id, delta])?;
-            Ok(())
-        }
-        queue::Ripple::Block => {
-            let error = queue::blocked_error(id);
-            let changes = queue::blocked_changes(id);
-            let mut todo = vec![id];
-            while let Some(x) = todo.pop() {
-                let mut st = c.prepare_cached(
-                    "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task_id
-                     WHERE d.dep_id = ?1 AND t.status = 'pending'",
-                )?;
-                let ids = st
-                    .query_map([x], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<i64>>>()?;
-                for d in ids {
-                    c.prepare_cached(
-                        "UPDATE tasks SET status = 'blocked', error = ?2, updated_at = ?3,
-                           version = version + 1
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![d, error, now])?;
-                    events::record(c, pid, Some(d), "blocked", None, &changes, now)?;
-                    todo.push(d);
-                }
-            }
-            Ok(())
+            .execute(params![d, error, now])?;
+            events::record(c, pid, Some(d), "blocked", None, &changes, now)?;
+            todo.push(d);
         }
     }
+    Ok(())
+}
+
+/// A task back in `pending`: counts what it waits for again, or blocks it when one
+/// of its dependencies failed or was cancelled (SPEC §5a); the blocking dependency.
+fn rearm(c: &Connection, t: &mut Task) -> Result<Option<i64>> {
+    let deps: Vec<i64> = serde_json::from_str(t.depends_on.get()).unwrap_or_default();
+    let (waiting, failed) = dependency_state(c, &deps)?;
+    queue::rearm(t, waiting, failed)
 }
 
 /// The SQL of a task listing with this shape of filters (public for the plan test).
@@ -376,11 +381,14 @@ pub fn update(
     }
     let from = t.status;
     let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
-    if patch.depends_on.is_some() || (t.status == TaskStatus::Pending && from != t.status) {
-        // Re-armed or re-wired: count what it waits for again.
-        let deps: Vec<i64> = serde_json::from_str(t.depends_on.get()).unwrap_or_default();
-        t.deps_waiting = dependency_state(c, &deps)?.0;
-    }
+    queue::check_attempts(&t)?;
+    // Re-armed or re-wired: count what it waits for again (or block it).
+    let blocked_by =
+        if patch.depends_on.is_some() || (t.status == TaskStatus::Pending && from != t.status) {
+            rearm(c, &mut t)?
+        } else {
+            None
+        };
     t.version += 1;
     t.updated_at = now;
     write_back(c, &t)?;
@@ -397,6 +405,10 @@ pub fn update(
     let changes = Json::Object(changes).to_string();
     let kind = queue::patch_event(patch.status.filter(|s| *s != from));
     events::record(c, t.project_id, Some(id), kind, actor, &changes, now)?;
+    if let Some(dep) = blocked_by {
+        let changes = queue::blocked_changes(dep);
+        events::record(c, t.project_id, Some(id), "blocked", None, &changes, now)?;
+    }
     ripple(c, id, t.project_id, queue::ripple(from, t.status), now)?;
     Ok(t)
 }
@@ -419,7 +431,7 @@ pub fn delete(
     events::record(c, t.project_id, Some(id), "deleted", actor, &changes, now)?;
     // Deleted unfinished: its dependents can never see it complete (SPEC §5c).
     if !t.status.is_terminal() {
-        ripple(c, id, t.project_id, queue::Ripple::Block, now)?;
+        ripple(c, id, t.project_id, queue::Ripple::DELETED, now)?;
     }
     Ok(())
 }
@@ -461,9 +473,9 @@ pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Vec<Task>> 
         .prepare_cached(&claim_candidate_sql(claim.labels.len()))?
         .query_map(params_from_iter(args), |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let tokens = queue::new_tokens(ids.len())?;
     let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let (token, hash) = queue::new_token()?;
+    for (id, (token, hash)) in ids.into_iter().zip(tokens) {
         // By id and without RETURNING (SQLite runs RETURNING as a trigger, which also
         // costs the statement journal), then read back.
         c.prepare_cached(
@@ -495,6 +507,23 @@ pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Vec<Task>> 
         out.push(t);
     }
     Ok(out)
+}
+
+/// A replayed claim answer with fresh tokens for the leases it still holds
+/// (`queue::reissue_tokens`).
+pub fn reissue_tokens(c: &Connection, body: &[u8], now: i64) -> Result<Vec<u8>> {
+    queue::reissue_tokens(body, |id, attempt, agent| {
+        let Ok(t) = get(c, id, None) else {
+            return Ok(None);
+        };
+        if !queue::same_lease(&t, attempt, agent, now) {
+            return Ok(None);
+        }
+        let (token, hash) = queue::new_token()?;
+        c.prepare_cached("UPDATE tasks SET lease_token = ?2 WHERE id = ?1")?
+            .execute(params![id, hash])?;
+        Ok(Some(token))
+    })
 }
 
 /// Extends a live lease the caller proves it holds. The version does not change: a
@@ -573,8 +602,16 @@ fn end_attempt(
     now: i64,
 ) -> Result<()> {
     let (changes, r) = queue::apply_end(t, end, now)?;
+    let blocked_by = match t.status {
+        TaskStatus::Pending => rearm(c, t)?,
+        _ => None,
+    };
     write_back(c, t)?;
     events::record(c, t.project_id, Some(t.id), end.event, actor, &changes, now)?;
+    if let Some(dep) = blocked_by {
+        let changes = queue::blocked_changes(dep);
+        events::record(c, t.project_id, Some(t.id), "blocked", None, &changes, now)?;
+    }
     ripple(c, t.id, t.project_id, r, now)
 }
 
