@@ -480,7 +480,9 @@ pub fn update(
     }
     let from = t.status;
     let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
-    queue::check_attempts(&t)?;
+    if patch.max_attempts.is_some() {
+        queue::check_attempts(&t)?;
+    }
     let kind = queue::patch_event(patch.status.filter(|s| *s != from));
     let mut evs: Pending = vec![(
         Some(id),

@@ -381,7 +381,9 @@ pub fn update(
     }
     let from = t.status;
     let changes = crate::store::patch::apply_task(&mut t, patch, now)?;
-    queue::check_attempts(&t)?;
+    if patch.max_attempts.is_some() {
+        queue::check_attempts(&t)?;
+    }
     // Re-armed or re-wired: count what it waits for again (or block it).
     let blocked_by =
         if patch.depends_on.is_some() || (t.status == TaskStatus::Pending && from != t.status) {
