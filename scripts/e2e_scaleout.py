@@ -67,10 +67,10 @@ class Client:
     def __init__(self, port=HAP_PORT, key=None, timeout=15):
         self.port, self.key, self.timeout, self.conn = port, key, timeout, None
 
-    def call(self, method, path, body=None):
+    def call(self, method, path, body=None, extra=None):
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-        headers = {}
+        headers = dict(extra or {})
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         data = None
@@ -246,14 +246,18 @@ def agent(i, project, key, rec, claims, done, deadline):
         if not rec.sent(st, h, b):
             time.sleep(0.05)
             continue
-        tid = json.loads(b)["id"]
+        claimed = json.loads(b)
+        tid, token = claimed["id"], claimed["lease_token"]
         with rec.lock:
             claims[tid].append(me)
-        # Completing is retried until it is acknowledged: a PATCH whose answer was lost
-        # may have been applied, and repeating it changes nothing.
+        # Completing with the lease token (SPEC §5a) is retried until it is
+        # acknowledged, under one Idempotency-Key: a complete whose answer was lost may
+        # have committed, and its repeat replays that answer instead of lease_lost.
+        idem = {"Idempotency-Key": f"complete-{tid}-{me}-{token[:8]}"}
         while time.monotonic() < deadline:
             try:
-                st, h, b = c.call("PATCH", f"/tasks/{tid}", {"status": "completed", "result": {"by": me}})
+                st, h, b = c.call("POST", f"/tasks/{tid}/complete",
+                                  {"lease_token": token, "result": {"by": me}}, idem)
             except (OSError, http.client.HTTPException) as e:
                 rec.fail(f"complete {type(e).__name__}")
                 time.sleep(0.05)

@@ -19,9 +19,10 @@ stats = {"creates": 0, "errors": 0, "create": [], "claim": []}
 stop = time.monotonic() + seconds
 
 
-def call(conn, method, path, body):
+def call(conn, method, path, body, extra=None):
     t = time.monotonic()
-    conn.request(method, path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **(extra or {})}
+    conn.request(method, path, body=json.dumps(body), headers=headers)
     r = conn.getresponse()
     data = r.read()
     return r.status, data, (time.monotonic() - t) * 1000
@@ -56,9 +57,12 @@ def worker(n):
                 stats["errors"] += s not in (200, 204)
             if s != 200:
                 continue
-            tid = json.loads(data)["id"]
+            claimed = json.loads(data)
+            tid, token = claimed["id"], claimed["lease_token"]
             to = ["completed", "completed", "completed", "failed" if i % 8 else "cancelled"][i % 4]
-            s, _, _ = call(conn, "PATCH", f"/tasks/{tid}", {"status": to, "result": {"ok": True}})
+            # The holder finishes its task: its token passes the live lease (SPEC §5a).
+            s, _, _ = call(conn, "PATCH", f"/tasks/{tid}", {"status": to, "result": {"ok": True}},
+                           {"Lease-Token": token})
             with lock:
                 stats["errors"] += s != 200
         except Exception:  # a reset connection: count it, reconnect

@@ -26,10 +26,11 @@ api -d '[{"title":"write docs","priority":2},{"title":"ship","priority":9}]' "$u
 task=$(api -d '{"agent":"agent-1","lease_seconds":60}' "$url/projects/$project/tasks/claim")
 check "$(jq -r .title <<<"$task")" ship
 id=$(jq .id <<<"$task")
-check "$(api -d '{"agent":"agent-1"}' "$url/tasks/$id/heartbeat" | jq -r .assignee)" agent-1
-check "$(api -X PATCH -d '{"status":"completed","result":{"ok":true}}' "$url/tasks/$id" | jq -r .status)" completed
+token=$(jq -r .lease_token <<<"$task")
+check "$(api -d "{\"lease_token\":\"$token\"}" "$url/tasks/$id/heartbeat" | jq -r .assignee)" agent-1
+check "$(api -d "{\"lease_token\":\"$token\",\"result\":{\"ok\":true}}" "$url/tasks/$id/complete" | jq -r .status)" completed
 check "$(api "$url/projects/$project/stats" | jq .by_status.completed)" 1
-check "$(api "$url/projects/$project/events" | jq -r '[.items[].type] | join(",")')" created,created,created,claimed,updated
+check "$(api "$url/projects/$project/events" | jq -r '[.items[].type] | join(",")')" created,created,created,claimed,completed
 kill -TERM "$pid"
 wait "$pid"
 pid=""
