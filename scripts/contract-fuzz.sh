@@ -35,6 +35,7 @@ for seed in "${seeds[@]}"; do
     --phases examples,coverage,fuzzing,stateful --max-examples "$max" -c all --seed "$seed" \
     >"$work/st.txt" 2>&1 || status=$?
   echo "== seed $seed: exit $status"
+  mkdir -p target/contract-fuzz && cp "$work/st.txt" "target/contract-fuzz/seed-$seed.txt"
   grep -E '^(___|- ST|\[[0-9]|    curl)' "$work/st.txt" | cut -c1-300 | head -80 || true
   grep -E 'API Links:|Filtered:|generated,' "$work/st.txt" | cut -c1-200 || true
   tail -2 "$work/st.txt" | cut -c1-200
@@ -43,7 +44,7 @@ for seed in "${seeds[@]}"; do
   stop_server
 done
 if ((${#failed[@]})); then
-  echo "contract-fuzz: failures with seed(s) ${failed[*]}" >&2
+  echo "contract-fuzz: failures with seed(s) ${failed[*]} (full reports: target/contract-fuzz/)" >&2
   exit 1
 fi
 echo "contract-fuzz: ${#seeds[@]} seed(s), 0 failures"

@@ -85,13 +85,24 @@ def filter_failure(ctx, failure, case, response):
     return not declared
 
 
+def _short_wait(body):
+    if isinstance(body, dict):
+        wait = body.get("wait_seconds")
+        number = isinstance(wait, (int, float)) and not isinstance(wait, bool)
+        if number and 1 < wait <= 60 and wait == int(wait):
+            body["wait_seconds"] = 1
+    return body
+
+
 @schemathesis.hook
 def map_body(ctx, body):
     """A long-poll claim waits up to `wait_seconds` (≤ 60) on an empty queue (SPEC §9):
     valid waits above 1 s become 1 s, so a run is not spent waiting. Invalid values are
     left as they are (the negative phase still sends them)."""
-    if isinstance(body, dict):
-        wait = body.get("wait_seconds")
-        if isinstance(wait, int) and not isinstance(wait, bool) and 1 < wait <= 60:
-            body["wait_seconds"] = 1
-    return body
+    return _short_wait(body)
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    """The same for the cases no generation hook sees (examples, coverage, stateful)."""
+    _short_wait(case.body)

@@ -295,12 +295,15 @@ impl<'a> Check<'a> {
     }
 }
 
+/// 2^53: every whole number up to it is exact as a JSON (f64) number.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
 /// An integer, also when written as a whole number like 300.0: JSON has one number
 /// type (as JSON Schema says).
 fn whole_number(v: &Value) -> Option<i64> {
     v.as_i64().or_else(|| {
         v.as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_EXACT)
             .map(|f| f as i64)
     })
 }

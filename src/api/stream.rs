@@ -12,13 +12,16 @@ use crate::wire::Response;
 pub fn open(c: &Call<'_>) -> Result<Response, ApiError> {
     let pid = c.params.id();
     let q = c.query()?;
+    // `?after=` is checked even when Last-Event-ID (which wins) comes with it: a bad
+    // query value is a 400 either way.
+    let after_query = q.int(&params::AFTER)?.unwrap_or(0);
     let after = match c.req.header("last-event-id").map(str::trim) {
         Some(id) if !id.is_empty() => {
             id.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
                 ApiError::bad_request("Last-Event-ID must be an event id (an integer from 0)")
             })?
         }
-        _ => q.int(&params::AFTER)?.unwrap_or(0),
+        _ => after_query,
     };
     // 404 for a project that does not exist, before a place is taken.
     c.app.store.get_project(pid)?;
