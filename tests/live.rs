@@ -549,3 +549,27 @@ fn a_waiter_that_hung_up_gets_no_task() {
     );
     await_gauge(&s, "claim_waiters", 0, Duration::from_secs(5));
 }
+
+/// A bad resume point is refused before a stream opens: an empty or non-numeric
+/// Last-Event-ID, and a bad `?after=` even when the header comes with it (found by
+/// schemathesis: both were accepted).
+#[test]
+fn a_bad_resume_point_is_refused() {
+    let s = TestServer::start();
+    let pid = s.project("resume");
+    let auth = format!("Bearer {}", s.key.as_deref().expect("key"));
+    let path = format!("/projects/{pid}/events/stream");
+    for (header, query) in [("", ""), ("x", ""), ("0", "?after=9223372036854775808")] {
+        let r = s.send(
+            "GET",
+            &format!("{path}{query}"),
+            &[("Authorization", &auth), ("Last-Event-ID", header)],
+            None,
+        );
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "bad_request".into()),
+            "{header:?} {query}"
+        );
+    }
+}

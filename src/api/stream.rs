@@ -15,13 +15,12 @@ pub fn open(c: &Call<'_>) -> Result<Response, ApiError> {
     // `?after=` is checked even when Last-Event-ID (which wins) comes with it: a bad
     // query value is a 400 either way.
     let after_query = q.int(&params::AFTER)?.unwrap_or(0);
+    // An empty Last-Event-ID is as bad as any other non-id (the document's pattern).
     let after = match c.req.header("last-event-id").map(str::trim) {
-        Some(id) if !id.is_empty() => {
-            id.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::bad_request("Last-Event-ID must be an event id (an integer from 0)")
-            })?
-        }
-        _ => after_query,
+        Some(id) => id.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request("Last-Event-ID must be an event id (an integer from 0)")
+        })?,
+        None => after_query,
     };
     // 404 for a project that does not exist, before a place is taken.
     c.app.store.get_project(pid)?;
