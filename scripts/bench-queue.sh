@@ -85,6 +85,10 @@ for sc in claim batch_claim cycle; do
     "$([[ $sc == cycle ]] && printf '%.0f' "$(field completed_per_s "$line")" || echo -)" \
     "$(field errors "$line")" "$note" >>"$out"
 done
-! grep -q '"status":5[0-9][0-9]' "$work/server.log" || { echo "bench-queue: the server answered 5xx" >&2; exit 1; }
 cat "$out"
 echo "bench-queue: $out"
+if grep -q '"status":5[0-9][0-9]' "$work/server.log"; then
+  echo "bench-queue: the server answered 5xx:" >&2
+  grep '"status":5[0-9][0-9]' "$work/server.log" | grep -o '"cause":"[^"]*"\|"msg":"[^"]*"' | sort | uniq -c | sort -rn | head -5 >&2
+  exit 1
+fi
