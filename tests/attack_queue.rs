@@ -10,19 +10,15 @@ use serde_json::{json, Value};
 use crate::harness::{self, Resp, TestServer};
 
 fn claim(s: &TestServer, pid: i64, body: Value) -> Resp {
-    s.post(&format!("/projects/{pid}/tasks/claim"), &body)
+    harness::claim(s, pid, &body)
 }
 
 fn task(s: &TestServer, pid: i64, body: Value) -> Value {
-    let r = s.post(&format!("/projects/{pid}/tasks"), &body);
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()
+    harness::task(s, pid, &body)
 }
 
 fn project(s: &TestServer, body: Value) -> i64 {
-    let r = s.post("/projects", &body);
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_i64().expect("id")
+    harness::project_with(s, &body)
 }
 
 fn get(s: &TestServer, id: &Value) -> Value {

@@ -2,11 +2,9 @@
 //! a random mix of every kind of change, from several clients at once, each
 //! project's stats equal a full count of its tasks read through the list endpoint.
 
-use std::collections::HashMap;
-
 use serde_json::{json, Value};
 
-use crate::harness::TestServer;
+use crate::harness::{self, TestServer};
 
 /// A small xorshift, seeded per thread, so a failure can be replayed.
 struct Rng(u64);
@@ -16,27 +14,6 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n
-    }
-}
-
-/// Every task of `pid`, counted by status by paging through the list.
-fn full_count(s: &TestServer, pid: i64) -> HashMap<String, i64> {
-    let mut out = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/projects/{pid}/tasks?limit=500&cursor={c}"),
-            None => format!("/projects/{pid}/tasks?limit=500"),
-        };
-        let page = s.get(&path).json();
-        for t in page["items"].as_array().expect("items") {
-            *out.entry(t["status"].as_str().expect("status").to_string())
-                .or_insert(0) += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
     }
 }
 
@@ -104,7 +81,7 @@ fn stats_equal_a_full_count_after_a_concurrent_random_mix() {
         .collect();
     assert!(!listed.contains(&gone), "a deleted project keeps no stats");
     for &pid in &projects[..3] {
-        let counted = full_count(&s, pid);
+        let counted = harness::full_count(&s, pid);
         let stats = s.get(&format!("/projects/{pid}/stats")).json();
         let mut total = 0;
         for (status, n) in stats["by_status"].as_object().expect("by_status") {

@@ -11,27 +11,6 @@ use serde_json::{json, Value};
 
 use crate::harness::{self, cli_env, have_tool, TestServer};
 
-/// Every task of `pid` by status, paging through the list.
-fn full_count(s: &TestServer, pid: i64) -> HashMap<String, i64> {
-    let mut out = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/projects/{pid}/tasks?limit=500&cursor={c}"),
-            None => format!("/projects/{pid}/tasks?limit=500"),
-        };
-        let page = s.get(&path).json();
-        for t in page["items"].as_array().expect("items") {
-            *out.entry(t["status"].as_str().expect("status").to_string())
-                .or_insert(0) += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
-    }
-}
-
 /// The value of an unlabelled series in /metrics text.
 fn metric(s: &TestServer, name: &str) -> Option<f64> {
     let text = s.get("/metrics").text();
@@ -164,7 +143,7 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
     // Within two windows plus a run interval, every finished task is gone.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let counted = full_count(&s, pid);
+        let counted = harness::full_count(&s, pid);
         let left: i64 = ["completed", "failed", "cancelled"]
             .iter()
             .map(|st| counted.get(*st).copied().unwrap_or(0))
@@ -187,7 +166,7 @@ fn pruner_deletes_old_finished_work_and_nothing_else() {
     }
     // Counters equal the rows, in both projects.
     for p in [pid, other] {
-        let counted = full_count(&s, p);
+        let counted = harness::full_count(&s, p);
         let stats = s.get(&format!("/projects/{p}/stats")).json();
         let mut total = 0;
         for (status, n) in stats["by_status"].as_object().expect("by_status") {
@@ -386,7 +365,7 @@ fn two_instances_prune_each_task_once() {
         "each task pruned once"
     );
     assert_eq!(a.get(&format!("/tasks/{keep}")).status, 200);
-    let counted = full_count(&a, pid);
+    let counted = harness::full_count(&a, pid);
     assert_eq!(counted, HashMap::from([("pending".to_string(), 1)]));
     let stats = b.get(&format!("/projects/{pid}/stats")).json();
     assert_eq!(stats["total"].as_i64(), Some(1), "{stats}");

@@ -459,3 +459,44 @@ pub fn create_key(db: &std::path::Path, name: &str, role: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// Every task of `pid` counted by status, paging through the list (the stats'
+/// reference count in the drift and retention tests).
+pub fn full_count(s: &TestServer, pid: i64) -> std::collections::HashMap<String, i64> {
+    let mut out = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/projects/{pid}/tasks?limit=500&cursor={c}"),
+            None => format!("/projects/{pid}/tasks?limit=500"),
+        };
+        let page = s.get(&path).json();
+        for t in page["items"].as_array().expect("items") {
+            *out.entry(t["status"].as_str().expect("status").to_string())
+                .or_insert(0) += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// `POST /projects/{pid}/tasks/claim` with `body`.
+pub fn claim(s: &TestServer, pid: i64, body: &Value) -> Resp {
+    s.post(&format!("/projects/{pid}/tasks/claim"), body)
+}
+
+/// Creates a task from `body` (201 asserted) and returns it.
+pub fn task(s: &TestServer, pid: i64, body: &Value) -> Value {
+    let r = s.post(&format!("/projects/{pid}/tasks"), body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+/// Creates a project from `body` (201 asserted) and returns its id.
+pub fn project_with(s: &TestServer, body: &Value) -> i64 {
+    let r = s.post("/projects", body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_i64().expect("id")
+}
