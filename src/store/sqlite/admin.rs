@@ -168,3 +168,133 @@ fn write_io_error(e: rusqlite::Error) -> std::io::Error {
         _ => std::io::Error::other(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system's temporary directory.
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("admin-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    /// The copy reports its progress step by step, and the sealed snapshot is a
+    /// checked, self-contained copy of what the source held when it was opened, even
+    /// though the source keeps changing during the copy.
+    #[test]
+    fn snapshot_copies_the_pinned_state_page_by_page() {
+        let dir = scratch("copy");
+        let db = dir.join("live.db");
+        let live = Connection::open(&db).expect("live");
+        live.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE t (x TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO t SELECT printf('%0200d', i) FROM n;",
+        )
+        .expect("fill");
+        let src = Source::open(&db).expect("source");
+        // Committed after the snapshot was pinned: not in the copy.
+        live.execute_batch("INSERT INTO t VALUES ('late')")
+            .expect("late row");
+        let dest = dir.join("copy.db");
+        std::fs::File::create(&dest).expect("create");
+        let mut dst = Snapshot::create(&dest).expect("snapshot");
+        let pace = Pace {
+            pages_per_step: 4,
+            pause: Duration::ZERO,
+            busy_limit: Duration::from_secs(5),
+        };
+        let mut steps = Vec::new();
+        src.copy_into(&mut dst, &pace, |c| {
+            steps.push(c);
+            Ok(())
+        })
+        .expect("copy");
+        src.release();
+        dst.seal().expect("seal");
+        assert_eq!(
+            dst.integrity_check(10).expect("check"),
+            Vec::<String>::new()
+        );
+        drop(dst);
+
+        assert!(steps.len() > 1, "{} steps", steps.len());
+        let last = steps.last().expect("a step");
+        // Reported after each step that leaves more to copy: the last one is at most
+        // one step short of the end.
+        assert!(last.pages < last.total_pages, "{last:?}");
+        assert!(last.total_pages - last.pages <= 4, "{last:?}");
+        assert!(steps.windows(2).all(|w| w[0].pages <= w[1].pages));
+        let page_size: u64 = live
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("page size");
+        assert_eq!(last.bytes, last.pages * page_size);
+
+        let copy = Connection::open(&dest).expect("open copy");
+        let rows: i64 = copy
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 500);
+        let mode: String = copy
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("journal mode");
+        assert_eq!(mode, "delete");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The caller's step error stops the copy as a write failure, kind kept.
+    #[test]
+    fn a_failing_step_ends_the_copy_as_a_write_error() {
+        let dir = scratch("step");
+        let db = dir.join("live.db");
+        Connection::open(&db)
+            .expect("live")
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (zeroblob(100000));")
+            .expect("fill");
+        let src = Source::open(&db).expect("source");
+        let dest = dir.join("copy.db");
+        std::fs::File::create(&dest).expect("create");
+        let mut dst = Snapshot::create(&dest).expect("snapshot");
+        let pace = Pace {
+            pages_per_step: 1,
+            pause: Duration::ZERO,
+            busy_limit: Duration::from_secs(5),
+        };
+        let err = src
+            .copy_into(&mut dst, &pace, |_| {
+                Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+            })
+            .expect_err("the step fails");
+        assert!(
+            matches!(&err, SnapshotError::Write(e) if e.kind() == std::io::ErrorKind::StorageFull),
+            "{err:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A file that is not SQLite is told apart from one that cannot be read.
+    #[test]
+    fn a_source_that_is_not_sqlite_or_missing_is_refused() {
+        let dir = scratch("junk");
+        let junk = dir.join("junk.db");
+        std::fs::write(
+            &junk,
+            b"this is not a database at all, just text that is long enough to be a header",
+        )
+        .expect("junk");
+        assert!(matches!(
+            Source::open(&junk),
+            Err(SnapshotError::NotADatabase)
+        ));
+        let missing = dir.join("missing/nothing.db");
+        assert!(matches!(
+            Source::open(&missing),
+            Err(SnapshotError::Unreadable(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
