@@ -9,6 +9,10 @@
 //! at a time with a pause between steps, every file written is flushed in 8 MiB slices
 //! and the scratch copy is freed in slices (`files`), never in one burst that the
 //! server's next fsync would queue behind. `scripts/backup-bench.sh` measures it.
+//!
+//! The SQLite side (the pinned source, the paced backup-API loop, the check) is
+//! `store::sqlite::admin`, as `pg_dump` is `store::postgres::admin`; this module names
+//! the files, paces the disk, compresses, and words every message.
 
 mod files;
 mod progress;
