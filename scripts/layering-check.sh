@@ -6,6 +6,9 @@
 # comments and #[cfg(test)] modules/files (tests may reach anywhere), and fails,
 # naming file:line, when a module imports one declared above it. On success it
 # prints the dependency table. A new top-level module must be placed in LAYERS.
+# It also fails when any file under src/ outside src/store/ names rusqlite (comments
+# and tests included, like `grep -rn rusqlite src | grep -v '^src/store/'`): SQLite,
+# its administration included, stays inside its backend (issue #14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec python3 - "$@" <<'PY'
@@ -133,16 +136,27 @@ for root, _, files in os.walk("src"):
                     errors.append(msg)
 for path, dep in sorted(PENDING - pending_seen):
     errors.append(f"{path}: no longer imports {dep} upward; remove it from PENDING")
+# The SQLite engine's types stay in the store: backup, restore and the CLI go through
+# store::sqlite::{admin, maintenance, migrate}.
+for root, _, files in os.walk("src"):
+    for f in sorted(files):
+        path = os.path.join(root, f)
+        if path.startswith(os.path.join("src", "store") + os.sep):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for no, line in enumerate(fh, 1):
+                if "rusqlite" in line:
+                    errors.append(f"{path}:{no}: names rusqlite outside src/store/ (use store::sqlite::{{admin, maintenance, migrate}})")
 for w in warnings:
     print("layering-check: warning: " + w, file=sys.stderr)
 for u in sorted(unknown):
     errors.append(f"src/{u}: module not placed in LAYERS of scripts/layering-check.sh")
 if errors:
-    print("layering-check: upward imports (order: " + " → ".join(m for m, _ in LAYERS) + ")", file=sys.stderr)
+    print("layering-check: upward imports or rusqlite outside src/store/ (order: " + " → ".join(m for m, _ in LAYERS) + ")", file=sys.stderr)
     for e in errors:
         print("  " + e, file=sys.stderr)
     sys.exit(1)
-print("layering-check: ok — each module imports only modules below it")
+print("layering-check: ok — each module imports only modules below it; rusqlite only in src/store/")
 print(f"  {'module':<10} imports")
 for m, what in LAYERS:
     deps = sorted(table.get(m, ()), key=lambda d: RANK[d])

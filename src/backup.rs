@@ -9,6 +9,10 @@
 //! at a time with a pause between steps, every file written is flushed in 8 MiB slices
 //! and the scratch copy is freed in slices (`files`), never in one burst that the
 //! server's next fsync would queue behind. `scripts/backup-bench.sh` measures it.
+//!
+//! The SQLite side (the pinned source, the paced backup-API loop, the check) is
+//! `store::sqlite::admin`, as `pg_dump` is `store::postgres::admin`; this module names
+//! the files, paces the disk, compresses, and words every message.
 
 mod files;
 mod progress;
@@ -21,12 +25,10 @@ use std::time::{Duration, Instant};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::exit::{command_error, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_UNAVAILABLE};
 use crate::store::postgres::admin::DumpError;
-use crate::store::sqlite::maintenance;
+use crate::store::sqlite::admin::{self, SnapshotError};
 use progress::Progress;
 
 use files::Trickle;
@@ -46,6 +48,12 @@ const GZIP_LEVEL: u32 = 3;
 const FLUSH_EVERY: u64 = 8 << 20;
 /// Problems listed when the snapshot fails its check.
 const MAX_PROBLEMS: u32 = 10;
+/// How the snapshot moves through the live database.
+const PACE: admin::Pace = admin::Pace {
+    pages_per_step: PAGES_PER_STEP,
+    pause: STEP_PAUSE,
+    busy_limit: BUSY_LIMIT,
+};
 
 command_error!(
     /// Why `backup` failed.
@@ -188,26 +196,22 @@ fn write(db: &Path, dir: &Path) -> Result<(PathBuf, u64), BackupError> {
 
 /// Copies `db` page by page into the new file `dest` and checks the copy.
 fn snapshot(db: &Path, dest: &Path, dir: &Path, bar: &mut Progress) -> Result<(), BackupError> {
-    let src = open_source(db)?;
+    let fail = |e| snapshot_error(e, db, dir);
+    let src = admin::Source::open(db).map_err(fail)?;
     let file = files::create_temp(dest)
         .map_err(|e| write_error("creating the backup snapshot", dir, &e))?;
     let mut flush = Trickle::new(file, FLUSH_EVERY);
-    let dest_err = |e: rusqlite::Error| sqlite_write_error("writing the backup snapshot", dir, e);
-    // NOFOLLOW: the name must still be the file just created, not a link to another.
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let mut dst = Connection::open_with_flags(dest, flags).map_err(dest_err)?;
-    // A scratch copy: no journal, and no fsync of SQLite's own (`flush` paces it).
-    dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-        .map_err(dest_err)?;
+    let mut dst = admin::Snapshot::create(dest).map_err(fail)?;
     let t = Instant::now();
-    copy_pages(&src, &mut dst, db, dir, bar, &mut flush)?;
+    src.copy_into(&mut dst, &PACE, |c| {
+        bar.update("copying", c.pages, c.total_pages);
+        flush.wrote(c.bytes)
+    })
+    .map_err(fail)?;
     log::debug!(target: "backup", seconds = t.elapsed().as_secs_f64(); "snapshot copied");
     // The snapshot is over: let the server checkpoint past it again.
-    let _ = src.execute_batch("COMMIT");
-    drop(src);
-    // A plain rollback-journal file: opening the restored copy needs no -wal/-shm.
-    dst.execute_batch("PRAGMA journal_mode=DELETE")
-        .map_err(dest_err)?;
+    src.release();
+    dst.seal().map_err(fail)?;
     bar.update("checking", 0, 1);
     let t = Instant::now();
     check_snapshot(&dst, db)?;
@@ -216,7 +220,7 @@ fn snapshot(db: &Path, dest: &Path, dir: &Path, bar: &mut Progress) -> Result<()
 }
 
 /// `integrity_check` on the snapshot: a damaged copy means a damaged source.
-fn check_snapshot(dst: &Connection, db: &Path) -> Result<(), BackupError> {
+fn check_snapshot(dst: &admin::Snapshot, db: &Path) -> Result<(), BackupError> {
     let damaged = |why: String| {
         BackupError::new(
             EX_DATAERR,
@@ -226,7 +230,7 @@ fn check_snapshot(dst: &Connection, db: &Path) -> Result<(), BackupError> {
             ),
         )
     };
-    match maintenance::integrity_check(dst, MAX_PROBLEMS) {
+    match dst.integrity_check(MAX_PROBLEMS) {
         Ok(problems) => match problems.first() {
             None => Ok(()),
             Some(first) => Err(damaged(format!("fails integrity_check ({first})"))),
@@ -235,97 +239,35 @@ fn check_snapshot(dst: &Connection, db: &Path) -> Result<(), BackupError> {
     }
 }
 
-/// Opens the live database and pins one read snapshot of it.
-fn open_source(db: &Path) -> Result<Connection, BackupError> {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        BackupError::new(
+/// A failed snapshot of `db` into `dir` as one sentence and its exit code.
+fn snapshot_error(e: SnapshotError, db: &Path, dir: &Path) -> BackupError {
+    match e {
+        SnapshotError::Unreadable(why) => BackupError::new(
             EX_UNAVAILABLE,
-            format!("cannot read database {}: {e}", db.display()),
-        )
-    };
-    let src = crate::store::sqlite::open_plain(db).map_err(|e| unreadable(&e))?;
-    // Without this read transaction every commit by the server would restart the copy
-    // from page 1 (SQLite restarts a backup whose source changed), and a busy database
-    // would never finish. Held, it pins one WAL snapshot without blocking the writer.
-    src.execute_batch("BEGIN DEFERRED")
-        .map_err(|e| unreadable(&e))?;
-    match src.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())) {
-        Ok(()) => Ok(src),
-        Err(e) if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) => Err(BackupError::new(
+            format!("cannot read database {}: {why}", db.display()),
+        ),
+        SnapshotError::NotADatabase => BackupError::new(
             EX_DATAERR,
             format!("{} is not an SQLite database", db.display()),
-        )),
-        Err(e) => Err(unreadable(&e)),
-    }
-}
-
-/// The backup API loop: a few pages per step, a pause between steps.
-fn copy_pages(
-    src: &Connection,
-    dst: &mut Connection,
-    db: &Path,
-    dir: &Path,
-    bar: &mut Progress,
-    flush: &mut Trickle,
-) -> Result<(), BackupError> {
-    let fail = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(ErrorCode::DiskFull) | Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {
-            sqlite_write_error("writing the backup snapshot", dir, e)
-        }
-        _ => BackupError::new(
+        ),
+        SnapshotError::Write(e) => write_error("writing the backup snapshot", dir, &e),
+        SnapshotError::Copy(why) => BackupError::new(
             EX_IOERR,
             format!(
-                "copying {} into {} failed: {e}",
+                "copying {} into {} failed: {why}",
                 db.display(),
                 dir.display()
             ),
         ),
-    };
-    let page_size: u64 = src
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .map_err(fail)?;
-    let backup = Backup::new(src, dst).map_err(fail)?;
-    let mut busy_since: Option<Instant> = None;
-    loop {
-        match backup.step(PAGES_PER_STEP).map_err(fail)? {
-            StepResult::Done => return Ok(()),
-            StepResult::More => busy_since = None,
-            // Busy/Locked: someone holds a lock we need for a moment; wait, bounded.
-            _ => {
-                let since = *busy_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > BUSY_LIMIT {
-                    return Err(BackupError::new(
-                        EX_UNAVAILABLE,
-                        format!(
-                            "database {} stayed locked for {}s; try again",
-                            db.display(),
-                            BUSY_LIMIT.as_secs()
-                        ),
-                    ));
-                }
-            }
-        }
-        let p = backup.progress();
-        let total = p.pagecount.max(1) as u64;
-        let done = total.saturating_sub(p.remaining.max(0) as u64);
-        bar.update("copying", done, total);
-        flush
-            .wrote(done * page_size)
-            .map_err(|e| write_error("writing the backup snapshot", dir, &e))?;
-        std::thread::sleep(STEP_PAUSE);
+        SnapshotError::Locked => BackupError::new(
+            EX_UNAVAILABLE,
+            format!(
+                "database {} stayed locked for {}s; try again",
+                db.display(),
+                BUSY_LIMIT.as_secs()
+            ),
+        ),
     }
-}
-
-/// A failed SQLite write into the backup directory as one sentence.
-fn sqlite_write_error(doing: &str, dir: &Path, e: rusqlite::Error) -> BackupError {
-    let io = match e.sqlite_error_code() {
-        Some(ErrorCode::DiskFull) => std::io::Error::from(std::io::ErrorKind::StorageFull),
-        Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {
-            std::io::Error::from(std::io::ErrorKind::PermissionDenied)
-        }
-        _ => std::io::Error::other(e.to_string()),
-    };
-    write_error(doing, dir, &io)
 }
 
 /// gzips `src` into the new file `dest`, fsyncs it, returns its size.

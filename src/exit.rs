@@ -14,8 +14,6 @@ pub const EX_DATAERR: i32 = 65;
 pub const EX_NOINPUT: i32 = 66;
 /// A service is unavailable (database, address, a running server in the way).
 pub const EX_UNAVAILABLE: i32 = 69;
-/// An internal error.
-pub const EX_SOFTWARE: i32 = 70;
 /// An operating-system error (threads, signals, random source).
 pub const EX_OSERR: i32 = 71;
 /// An output file cannot be created.

@@ -13,13 +13,13 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
-use rusqlite::{Connection, OpenFlags};
 
 use crate::backup::BackupError;
 use crate::backup::{create_temp, parent, sync_dir, with_suffix, write_error, Temps};
 use crate::exit::{command_error, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_UNAVAILABLE};
 use crate::store::sqlite::lock::{self, ServerLock};
-use crate::store::sqlite::{maintenance, migrate};
+use crate::store::sqlite::maintenance::{self, DbFile};
+use crate::store::sqlite::migrate;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -161,10 +161,10 @@ fn verify(file: &Path, tmp: &Path) -> Result<(i64, Option<i64>), RestoreError> {
             "is not an SQLite database (nor a gzip of one)".into(),
         ));
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(tmp, flags)
+    let candidate = DbFile::open_candidate(tmp)
         .map_err(|e| refuse(format!("cannot be opened as an SQLite database ({e})")))?;
-    let version = migrate::current_version(&conn)
+    let version = candidate
+        .schema_version()
         .map_err(|e| refuse(format!("cannot be read as an SQLite database ({e})")))?;
     if version > migrate::latest() {
         return Err(refuse(format!(
@@ -177,12 +177,13 @@ fn verify(file: &Path, tmp: &Path) -> Result<(i64, Option<i64>), RestoreError> {
             "is an SQLite database but not a dashboard-backend one (schema version 0)".into(),
         ));
     }
-    let problems = maintenance::integrity_check(&conn, 10)
+    let problems = candidate
+        .integrity_check(10)
         .map_err(|e| refuse(format!("cannot be checked ({e})")))?;
     if let Some(first) = problems.first() {
         return Err(refuse(format!("fails integrity_check ({first})")));
     }
-    Ok((version, maintenance::task_count(&conn)))
+    Ok((version, candidate.task_count()))
 }
 
 /// Gives the restored file the current database's owner and mode (restore usually runs
@@ -237,9 +238,9 @@ fn swap(db: &Path, tmp: &Path) -> Result<Option<PathBuf>, RestoreError> {
 /// Folds the WAL into the database file, so the kept copy is one self-contained file.
 /// Best effort: a damaged current database is kept as it is, side files and all.
 fn checkpoint(db: &Path) {
-    match crate::store::sqlite::open_plain(db) {
-        Ok(conn) => {
-            if let Err(e) = maintenance::checkpoint(&conn) {
+    match DbFile::open(db) {
+        Ok(file) => {
+            if let Err(e) = file.checkpoint() {
                 log::warn!(target: "restore", error:% = e; "cannot checkpoint the current database; keeping its WAL beside it");
             }
         }

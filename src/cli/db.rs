@@ -11,7 +11,8 @@ use crate::restore::RestoreError;
 use crate::server::store_error;
 use crate::server::ServeError;
 use crate::store::sqlite::lock::ServerLock;
-use crate::store::{sqlite::maintenance, StoreError};
+use crate::store::sqlite::maintenance::{self, DbFile};
+use crate::store::StoreError;
 
 command_error!(
     /// Why `db integrity|vacuum|analyze` failed.
@@ -65,8 +66,8 @@ pub fn run(config: &Config, task: DbTask) -> Result<(), DbError> {
 
 fn integrity(db: &Path) -> Result<(), DbError> {
     let t = Instant::now();
-    let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
-    let problems = maintenance::integrity_check(&conn, MAX_PROBLEMS).map_err(|e| match e {
+    let file = DbFile::open(db).map_err(|e| store_error(e, db))?;
+    let problems = file.integrity_check(MAX_PROBLEMS).map_err(|e| match e {
         StoreError::Busy => store_error(e, db).into(),
         e => DbError::new(
             EX_DATAERR,
@@ -77,7 +78,7 @@ fn integrity(db: &Path) -> Result<(), DbError> {
         ),
     })?;
     if problems.is_empty() {
-        let pages = maintenance::page_count(&conn).unwrap_or(0);
+        let pages = file.page_count().unwrap_or(0);
         println!(
             "{}: integrity_check ok ({pages} pages in {:.1}s)",
             db.display(),
@@ -112,8 +113,8 @@ fn vacuum(db: &Path) -> Result<(), DbError> {
         })?;
     let t = Instant::now();
     let before = size_with_wal(db);
-    let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
-    maintenance::vacuum(&conn).map_err(|e| match e {
+    let file = DbFile::open(db).map_err(|e| store_error(e, db))?;
+    file.vacuum().map_err(|e| match e {
         StoreError::Full => DbError::new(
             EX_IOERR,
             format!(
@@ -123,7 +124,7 @@ fn vacuum(db: &Path) -> Result<(), DbError> {
         ),
         e => store_error(e, db).into(),
     })?;
-    drop(conn);
+    drop(file);
     println!(
         "{}: vacuumed, {before} -> {} bytes in {:.1}s",
         db.display(),
@@ -140,8 +141,8 @@ fn analyze(db: &Path) -> Result<(), DbError> {
         .map_err(|e| crate::restore::lock_error(db, &e))?
         .is_none();
     let t = Instant::now();
-    let conn = crate::store::sqlite::open_plain(db).map_err(|e| store_error(e, db))?;
-    maintenance::analyze(&conn, online.then_some(ONLINE_ANALYSIS_LIMIT))
+    let file = DbFile::open(db).map_err(|e| store_error(e, db))?;
+    file.analyze(online.then_some(ONLINE_ANALYSIS_LIMIT))
         .map_err(|e| store_error(e, db))?;
     let how = if online {
         "sampled, since a server is running"

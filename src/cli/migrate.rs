@@ -1,9 +1,10 @@
 //! `migrate` applies pending migrations; `migrate status` lists them.
 
 use crate::config::Config;
-use crate::exit::{command_error, EX_SOFTWARE};
+use crate::exit::command_error;
 use crate::server::store_error;
 use crate::server::ServeError;
+use crate::store::sqlite::maintenance::DbFile;
 use crate::store::sqlite::migrate;
 use crate::store::Probe;
 
@@ -25,13 +26,13 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), MigrateError> {
                 path.display()
             );
         }
-        let conn = if path.exists() {
-            crate::store::sqlite::open_plain(path).map_err(|e| store_error(e, path))?
+        let rows = if path.exists() {
+            DbFile::open(path)
+                .and_then(|file| file.migration_status())
+                .map_err(|e| store_error(e, path))?
         } else {
-            rusqlite::Connection::open_in_memory()
-                .map_err(|e| MigrateError::new(EX_SOFTWARE, e.to_string()))?
+            migrate::all_pending()
         };
-        let rows = migrate::status(&conn).map_err(|e| store_error(e, path))?;
         print_status(rows);
         return Ok(());
     }
@@ -43,9 +44,9 @@ pub fn run(config: &Config, status_only: bool) -> Result<(), MigrateError> {
         },
     )
     .map_err(|e| store_error(e, path))?;
-    let conn = crate::store::sqlite::open_plain(path).map_err(|e| store_error(e, path))?;
-    let v = migrate::current_version(&conn).map_err(|e| store_error(e, path))?;
-    drop(conn);
+    let v = DbFile::open(path)
+        .and_then(|file| file.schema_version())
+        .map_err(|e| store_error(e, path))?;
     store.close().map_err(|e| store_error(e, path))?;
     println!(
         "database {} is at schema version {v} (latest known: {})",

@@ -109,6 +109,18 @@ pub struct MigrationStatus {
     pub applied_at: Option<i64>,
 }
 
+/// `status` of a database that does not exist yet: every migration pending.
+pub fn all_pending() -> Vec<MigrationStatus> {
+    MIGRATIONS
+        .iter()
+        .map(|&(version, name, _)| MigrationStatus {
+            version,
+            name,
+            applied_at: None,
+        })
+        .collect()
+}
+
 /// Every known migration with when it was applied (None = pending).
 pub fn status(conn: &Connection) -> Result<Vec<MigrationStatus>> {
     let current = check_version(conn)?;
@@ -140,6 +152,21 @@ pub fn status(conn: &Connection) -> Result<Vec<MigrationStatus>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `migrate status` prints for a missing database is what `status` finds in
+    /// a new, empty one.
+    #[test]
+    fn all_pending_is_the_status_of_an_empty_database() {
+        let conn = Connection::open_in_memory().expect("open");
+        let lines = |rows: Vec<MigrationStatus>| -> Vec<(i64, &'static str, Option<i64>)> {
+            rows.into_iter()
+                .map(|m| (m.version, m.name, m.applied_at))
+                .collect()
+        };
+        let want = lines(status(&conn).expect("status"));
+        assert_eq!(want.len(), MIGRATIONS.len());
+        assert_eq!(lines(all_pending()), want);
+    }
 
     /// A database made by a binary that knew only 0001, with tasks in every state
     /// the partial indexes split on, upgrades in place and keeps every row.

@@ -6,8 +6,11 @@
 //! so `synchronous=FULL` costs one fsync per batch, not per request. Handlers see only
 //! the domain operations of `store::Store`, never SQL. Administration that only SQLite
 //! has (online backup, integrity check, vacuum, the server lock) lives here too, in
-//! `maintenance`, `migrate` and `lock`, not in the interface.
+//! `admin`, `maintenance`, `migrate` and `lock`, not in the interface: commands outside
+//! the store reach a file through `admin::Source`/`Snapshot` and `maintenance::DbFile`
+//! and never see a connection.
 
+pub mod admin;
 mod apikeys;
 mod events;
 mod idempotency;
@@ -460,7 +463,7 @@ fn open_reader_conn(path: &Path) -> Result<Connection> {
 }
 
 /// Opens the database for a one-off command (CLI), without starting a writer thread.
-pub fn open_plain(path: &Path) -> Result<Connection> {
+fn open_plain(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
