@@ -13,7 +13,12 @@ use crate::store::TaskStore;
 fn plan(tx: &mut Tx<'_>, sql: &str, nparams: usize) -> Result<String> {
     let one = 1i64;
     let args: Vec<&(dyn ToSql + Sync)> = (0..nparams).map(|_| &one as _).collect();
-    let rows = tx.query(&format!("EXPLAIN {sql}"), &args)?;
+    plan_with(tx, sql, &args)
+}
+
+/// EXPLAIN of `sql` with these arguments, one line a plan node.
+fn plan_with(tx: &mut Tx<'_>, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<String> {
+    let rows = tx.query(&format!("EXPLAIN {sql}"), args)?;
     Ok(rows
         .iter()
         .map(|r| r.get::<_, String>(0))
@@ -440,6 +445,66 @@ fn the_claim_reads_only_runnable_tasks_when_most_wait_on_others() {
     let scan = below_limit
         .find("Index Scan using tasks_claim")
         .expect("the index under the Limit");
+    assert!(
+        !below_limit[..scan].contains("Sort"),
+        "no sort between the Limit and the index:\n{plan}"
+    );
+}
+
+#[test]
+fn the_claim_walks_its_index_before_analyze_has_seen_a_bulk_load() {
+    // Issue #17: 20 000 tasks created one by one into a queue ANALYZE last saw drained;
+    // the planner guessed one pending row and sorted them all on every claim (20
+    // claims/s at 64 agents). Failed before steer_claim_plan: a Sort over
+    // tasks_project_status_id under the Limit.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("claimstale"), 1).expect("open");
+    let now = 1_700_000_000_000i64;
+    let plan = store
+        .run(|tx| {
+            tx.execute(
+                "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
+                &[&now],
+            )?;
+            // The queue as ANALYZE last saw it: drained, everything completed.
+            tx.execute(
+                "INSERT INTO tasks (project_id, title, status, created_at, updated_at, priority)
+                   SELECT 1, 't', 'completed', $1, $1, i % 5 FROM generate_series(1, 1000) AS i",
+                &[&now],
+            )?;
+            tx.batch("ANALYZE tasks")
+        })
+        .expect("project");
+    // As agents' bulk creates do: 1 000 tasks a transaction.
+    for batch in 0..20i64 {
+        store
+            .run(|tx| {
+                for i in 0..1000i64 {
+                    tx.execute(
+                        "INSERT INTO tasks (project_id, title, status, created_at, updated_at, priority)
+                           VALUES (1, 't', 'pending', $1, $1, $2)",
+                        &[&(now + batch), &(i % 5)],
+                    )?;
+                }
+                Ok(())
+            })
+            .expect("insert");
+    }
+    let plan = store
+        .run(|tx| {
+            tasks::steer_claim_plan(tx)?;
+            let hashes: Vec<Vec<u8>> = vec![vec![0; 32]; 10];
+            plan_with(
+                tx,
+                &tasks::claim_sql(0),
+                &[&1i64, &(now * 2), &"a", &now, &10i64, &hashes],
+            )
+        })
+        .expect("explain");
+    let below_limit = plan.split("->  Limit").nth(1).expect("a Limit node");
+    let scan = below_limit
+        .find("Index Scan using tasks_claim")
+        .unwrap_or_else(|| panic!("the claim index under the Limit:\n{plan}"));
     assert!(
         !below_limit[..scan].contains("Sort"),
         "no sort between the Limit and the index:\n{plan}"
