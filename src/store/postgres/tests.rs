@@ -168,7 +168,7 @@ fn project(name: &str, description: &str) -> NewProject {
     NewProject {
         name: name.into(),
         description: description.into(),
-        status: "active".into(),
+        status: ProjectStatus::Active,
         default_max_attempts: 3,
         retry_backoff_seconds: 10,
     }
@@ -338,7 +338,7 @@ fn script(s: &dyn Store) -> Vec<serde_json::Value> {
         .update_project(
             p.id,
             ProjectPatch {
-                status: Some("archived".into()),
+                status: Some(ProjectStatus::Archived),
                 ..Default::default()
             },
             Some(1),
@@ -347,7 +347,7 @@ fn script(s: &dyn Store) -> Vec<serde_json::Value> {
         .expect("project patch");
     out.push(norm(&pp));
     out.push(norm(
-        &s.list_projects(Some("archived".into()), 0, 10)
+        &s.list_projects(Some(ProjectStatus::Archived), 0, 10)
             .expect("projects")
             .items,
     ));
@@ -501,7 +501,12 @@ fn events_feed_never_skips_out_of_order_commits() {
         std::thread::spawn(move || {
             store
                 .run(|tx| {
-                    events::record(tx, p.id, &[(None, "updated", Some("slow"), "{}".into())], 1)?;
+                    events::record(
+                        tx,
+                        p.id,
+                        &[(None, EventKind::Updated, Some("slow"), "{}".into())],
+                        1,
+                    )?;
                     tx_ready.send(()).expect("signal");
                     std::thread::sleep(Duration::from_millis(600));
                     Ok(())
