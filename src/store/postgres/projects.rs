@@ -15,7 +15,7 @@ fn from_row(r: &Row) -> Result<Project> {
     let status: String = r.get(3);
     let status = ProjectStatus::parse(&status).ok_or_else(|| {
         StoreError::Other(format!(
-            "project {}: unknown status {status:?}",
+            "unknown project status {status:?} (project {})",
             r.get::<_, i64>(0)
         ))
     })?;
