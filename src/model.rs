@@ -59,8 +59,122 @@ impl Serialize for TaskStatus {
     }
 }
 
-/// Project status: claims take tasks only from an `active` project (SPEC §5a).
-pub const PROJECT_STATUSES: [&str; 3] = ["active", "paused", "archived"];
+/// A project's status: claims take tasks only from an `active` project (SPEC §5a).
+/// Stored as its word (`TEXT`) in both engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProjectStatus {
+    Active,
+    Paused,
+    Archived,
+}
+
+impl ProjectStatus {
+    pub const ALL: [ProjectStatus; 3] = [
+        ProjectStatus::Active,
+        ProjectStatus::Paused,
+        ProjectStatus::Archived,
+    ];
+    /// The words, in `ALL`'s order: the `status` query parameter's enum.
+    pub const NAMES: [&'static str; 3] = [
+        ProjectStatus::Active.as_str(),
+        ProjectStatus::Paused.as_str(),
+        ProjectStatus::Archived.as_str(),
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProjectStatus::Active => "active",
+            ProjectStatus::Paused => "paused",
+            ProjectStatus::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProjectStatus> {
+        ProjectStatus::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl Serialize for ProjectStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The type of an activity-feed entry (SPEC §5, §5a), stored as its word (`TEXT`).
+///
+/// `Other` holds a word this build does not know, read back from the database (a row
+/// written by a newer version sharing the PostgreSQL database, or by hand): the feed
+/// shows it as stored instead of failing every page and stream that reaches it. The
+/// type carries no meaning on read, so passing it through is safe; the engines never
+/// write `Other` (`parse` refuses unknown words, only `from_stored` makes one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+    Claimed,
+    Completed,
+    Failed,
+    Retried,
+    LeaseExpired,
+    Blocked,
+    Cancelled,
+    Other(String),
+}
+
+impl EventKind {
+    /// Every type the program writes.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Created,
+        EventKind::Updated,
+        EventKind::Deleted,
+        EventKind::Claimed,
+        EventKind::Completed,
+        EventKind::Failed,
+        EventKind::Retried,
+        EventKind::LeaseExpired,
+        EventKind::Blocked,
+        EventKind::Cancelled,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::Deleted => "deleted",
+            EventKind::Claimed => "claimed",
+            EventKind::Completed => "completed",
+            EventKind::Failed => "failed",
+            EventKind::Retried => "retried",
+            EventKind::LeaseExpired => "lease_expired",
+            EventKind::Blocked => "blocked",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Other(s) => s,
+        }
+    }
+
+    /// A type the program writes; `None` for any other word.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A stored row's type: a known one, or `Other` keeping the word as stored.
+    pub fn from_stored(s: String) -> EventKind {
+        EventKind::parse(&s).unwrap_or(EventKind::Other(s))
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 fn ts<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
     crate::clock::with_rfc3339(*ms, |t| s.serialize_str(t))
@@ -79,7 +193,7 @@ pub struct Project {
     pub id: i64,
     pub name: String,
     pub description: String,
-    pub status: String,
+    pub status: ProjectStatus,
     pub default_max_attempts: i64,
     pub retry_backoff_seconds: i64,
     #[serde(skip)]
@@ -144,7 +258,7 @@ pub struct Event {
     pub project_id: i64,
     pub task_id: Option<i64>,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventKind,
     pub actor: Option<String>,
     pub changes: Box<RawValue>,
     #[serde(serialize_with = "ts")]
@@ -217,7 +331,7 @@ impl Serialize for Role {
 pub struct NewProject {
     pub name: String,
     pub description: String,
-    pub status: String,
+    pub status: ProjectStatus,
     pub default_max_attempts: i64,
     pub retry_backoff_seconds: i64,
 }
@@ -227,7 +341,7 @@ pub struct NewProject {
 pub struct ProjectPatch {
     pub name: Option<String>,
     pub description: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<ProjectStatus>,
     pub default_max_attempts: Option<i64>,
     pub retry_backoff_seconds: Option<i64>,
 }
@@ -343,4 +457,81 @@ pub struct TaskQuery {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_status_words_round_trip_and_unknown_ones_are_refused() {
+        for p in ProjectStatus::ALL {
+            assert_eq!(ProjectStatus::parse(p.as_str()), Some(p));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
+        let words: Vec<&str> = ProjectStatus::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(words, ProjectStatus::NAMES);
+        assert_eq!(ProjectStatus::NAMES, ["active", "paused", "archived"]);
+        for bad in [
+            "", "Active", "ACTIVE", " active", "active ", "deleted", "pending",
+        ] {
+            assert_eq!(ProjectStatus::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn event_kind_words_round_trip_and_unknown_ones_are_refused() {
+        let words: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "created",
+                "updated",
+                "deleted",
+                "claimed",
+                "completed",
+                "failed",
+                "retried",
+                "lease_expired",
+                "blocked",
+                "cancelled"
+            ]
+        );
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k.clone()));
+            assert_eq!(EventKind::from_stored(k.as_str().to_string()), k);
+            assert_eq!(k.to_string(), k.as_str());
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        for bad in [
+            "",
+            "Created",
+            "lease-expired",
+            "claimed ",
+            "other",
+            "archived",
+        ] {
+            assert_eq!(EventKind::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_stored_event_type_is_shown_as_stored() {
+        let k = EventKind::from_stored("renamed".to_string());
+        assert_eq!(k, EventKind::Other("renamed".to_string()));
+        assert_eq!(k.as_str(), "renamed");
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#""renamed""#);
+        // Even a word that needs escaping comes out as the same JSON string as before.
+        let odd = "a\"b\n";
+        assert_eq!(
+            serde_json::to_string(&EventKind::from_stored(odd.to_string())).unwrap(),
+            serde_json::to_string(odd).unwrap()
+        );
+    }
 }

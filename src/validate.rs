@@ -200,13 +200,13 @@ impl<'a> Check<'a> {
         st
     }
 
-    fn project_status(&mut self, field: &str) -> Option<String> {
+    fn project_status(&mut self, field: &str) -> Option<ProjectStatus> {
         let s = self.string(field, false, 1, 32)?;
-        if !PROJECT_STATUSES.contains(&s.as_str()) {
+        let st = ProjectStatus::parse(&s);
+        if st.is_none() {
             self.problem(field, "must be active, paused or archived");
-            return None;
         }
-        Some(s)
+        st
     }
 
     fn boolean(&mut self, field: &str) -> Option<bool> {
@@ -348,7 +348,7 @@ pub fn new_project(v: &Value) -> Result<NewProject, Problems> {
     let p = NewProject {
         name: name.unwrap_or_default(),
         description: description.unwrap_or_default(),
-        status: status.unwrap_or_else(|| "active".into()),
+        status: status.unwrap_or(ProjectStatus::Active),
         default_max_attempts: c
             .integer("default_max_attempts", MAX_ATTEMPTS_RANGE)
             .unwrap_or(DEFAULT_MAX_ATTEMPTS),

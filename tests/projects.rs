@@ -91,3 +91,62 @@ fn stale_if_match_on_project_is_412() {
     assert_eq!(del.status, 412);
     assert_eq!(s.get(&path).json()["name"], "w");
 }
+
+/// Rows holding words this build does not know (written by hand, or by a newer
+/// version sharing the database): an event's type is shown as stored, so the feed
+/// and its stream go on; a project's status is a 500 whose cause is logged, since
+/// claims and patches act on it.
+#[test]
+fn unknown_stored_words_are_shown_or_refused_not_guessed() {
+    let s = TestServer::start();
+    let pid = s.project("known");
+    let frozen = s.project("frozen");
+    const EVENT: &str = "INSERT INTO events (project_id, task_id, type, actor, changes, created_at)
+         VALUES ($1, NULL, 'renamed', 'someone', '{\"to\":\"x\"}', 0)";
+    const FREEZE: &str = "UPDATE projects SET status = 'frozen' WHERE id = $1";
+    match crate::harness::database_url(&s.db) {
+        Some(url) => {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            c.execute(EVENT, &[&pid]).expect("event");
+            c.execute(FREEZE, &[&frozen]).expect("freeze");
+        }
+        None => {
+            let c = rusqlite::Connection::open(&s.db).expect("open");
+            c.execute(&EVENT.replace('$', "?"), [pid]).expect("event");
+            c.execute(&FREEZE.replace('$', "?"), [frozen])
+                .expect("freeze");
+        }
+    }
+    let r = s.get(&format!("/projects/{pid}/events"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.text();
+    assert!(
+        body.contains(r#""type":"renamed","actor":"someone","changes":{"to":"x"}"#),
+        "{body}"
+    );
+    assert_eq!(s.get(&format!("/projects/{pid}")).status, 200);
+    for path in [format!("/projects/{frozen}"), "/projects".to_string()] {
+        let r = s.get(&path);
+        assert_eq!(
+            (r.status, r.code()),
+            (500, "internal".to_string()),
+            "{path}"
+        );
+        assert!(
+            !r.text().contains("frozen"),
+            "the cause is not sent: {}",
+            r.text()
+        );
+    }
+    // The cause, in the JSON log line of the failed request.
+    let logged = |s: &TestServer| {
+        s.log_text().lines().any(|l| {
+            l.contains("request failed") && l.contains(r#"unknown project status \"frozen\""#)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !logged(&s) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(logged(&s), "the cause is logged: {}", s.log_text());
+}

@@ -342,3 +342,29 @@ fn error_codes_are_documented() {
     assert!(seen >= 15, "found only {seen} codes in error.rs");
     assert!(missing.is_empty(), "undocumented codes: {missing:?}");
 }
+
+/// The documented words of `Event.type` and `Project.status` are the enums' words:
+/// a kind added to `EventKind` (or a status to `ProjectStatus`) without the document
+/// fails here.
+#[test]
+fn event_types_and_project_statuses_are_the_enums_words() {
+    use crate::model::{EventKind, ProjectStatus};
+    let d = doc();
+    let words = |v: &Value| -> Vec<String> {
+        let mut w: Vec<String> = v["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .map(|x| x.as_str().expect("a word").to_string())
+            .collect();
+        w.sort();
+        w
+    };
+    let schemas = &d["components"]["schemas"];
+    let mut kinds: Vec<String> = EventKind::ALL.iter().map(|k| k.to_string()).collect();
+    kinds.sort();
+    assert_eq!(words(&schemas["Event"]["properties"]["type"]), kinds);
+    let mut statuses: Vec<String> = ProjectStatus::NAMES.map(String::from).to_vec();
+    statuses.sort();
+    assert_eq!(words(&schemas["Project"]["properties"]["status"]), statuses);
+}

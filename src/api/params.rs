@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::model::PROJECT_STATUSES;
+use crate::model::ProjectStatus;
 use crate::validate;
 use crate::wire::Request;
 
@@ -83,7 +83,7 @@ pub const CURSOR: Param = Param {
 };
 pub const PROJECT_STATUS: Param = Param {
     name: "status",
-    kind: Kind::Word(&PROJECT_STATUSES),
+    kind: Kind::Word(&ProjectStatus::NAMES),
     default: None,
 };
 pub const TASK_STATUS: Param = Param {

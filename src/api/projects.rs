@@ -2,7 +2,7 @@
 
 use super::{answer, decode_cursor, encode_cursor, etag, list_response, params, Call};
 use crate::error::ApiError;
-use crate::model::Project;
+use crate::model::{Project, ProjectStatus};
 use crate::validate;
 use crate::wire::Response;
 
@@ -12,7 +12,10 @@ fn one(status: u16, p: &Project) -> Response {
 
 pub fn list(c: &Call<'_>) -> Result<Response, ApiError> {
     let q = c.query()?;
-    let status = q.text(&params::PROJECT_STATUS)?.map(String::from);
+    // `text` has checked the word against `ProjectStatus::NAMES`: it parses.
+    let status = q
+        .text(&params::PROJECT_STATUS)?
+        .and_then(ProjectStatus::parse);
     let after = match q.text(&params::CURSOR)? {
         Some(cur) => decode_cursor(cur, 'p')?.1,
         None => 0,

@@ -146,7 +146,7 @@ impl Synchronous {
 pub trait ProjectStore {
     fn list_projects(
         &self,
-        status: Option<String>,
+        status: Option<ProjectStatus>,
         after: i64,
         limit: usize,
     ) -> Result<Page<Project>>;

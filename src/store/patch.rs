@@ -111,9 +111,9 @@ pub fn apply_project(p: &mut Project, patch: &ProjectPatch) -> Map<String, Json>
         changes.insert("description".into(), v.clone().into());
         p.description = v.clone();
     }
-    if let Some(v) = &patch.status {
-        changes.insert("status".into(), v.clone().into());
-        p.status = v.clone();
+    if let Some(v) = patch.status {
+        changes.insert("status".into(), v.as_str().into());
+        p.status = v;
     }
     if let Some(v) = patch.default_max_attempts {
         changes.insert("default_max_attempts".into(), v.into());

@@ -140,7 +140,7 @@ pub struct End {
     pub error: String,
     pub dead: bool,
     /// The event it records.
-    pub event: &'static str,
+    pub event: EventKind,
 }
 
 fn error_json(reason: &str, attempt: i64, detail: Option<&str>) -> String {
@@ -160,7 +160,7 @@ pub fn after_failure(t: &Task, f: &Failure, backoff_seconds: i64, now: i64) -> E
             not_before: t.not_before,
             error: error_json("failed", t.attempt, detail),
             dead: false,
-            event: "failed",
+            event: EventKind::Failed,
         };
     }
     if t.attempt >= t.max_attempts {
@@ -169,7 +169,7 @@ pub fn after_failure(t: &Task, f: &Failure, backoff_seconds: i64, now: i64) -> E
             not_before: t.not_before,
             error: error_json("max_attempts", t.attempt, detail),
             dead: true,
-            event: "failed",
+            event: EventKind::Failed,
         };
     }
     End {
@@ -177,7 +177,7 @@ pub fn after_failure(t: &Task, f: &Failure, backoff_seconds: i64, now: i64) -> E
         not_before: Some(now + backoff_ms(backoff_seconds, t.attempt)),
         error: error_json("failed", t.attempt, detail),
         dead: false,
-        event: "retried",
+        event: EventKind::Retried,
     }
 }
 
@@ -194,7 +194,7 @@ pub fn after_expiry(t: &Task) -> End {
         not_before: t.not_before,
         error: error_json("lease_expired", t.attempt, None),
         dead: last,
-        event: "lease_expired",
+        event: EventKind::LeaseExpired,
     }
 }
 
@@ -429,10 +429,10 @@ pub fn rearm(t: &mut Task, waiting: i64, failed_dep: Option<i64>) -> Result<Opti
 
 /// The `changes` of a status change for the event feed, and its event type: a
 /// cancellation is `cancelled`, anything else `updated`.
-pub fn patch_event(to: Option<TaskStatus>) -> &'static str {
+pub fn patch_event(to: Option<TaskStatus>) -> EventKind {
     match to {
-        Some(TaskStatus::Cancelled) => "cancelled",
-        _ => "updated",
+        Some(TaskStatus::Cancelled) => EventKind::Cancelled,
+        _ => EventKind::Updated,
     }
 }
 
@@ -580,7 +580,7 @@ mod tests {
         let e = after_failure(&task(1, 3), &f, 10, 0);
         assert_eq!(
             (e.status, e.dead, e.event),
-            (TaskStatus::Pending, false, "retried")
+            (TaskStatus::Pending, false, EventKind::Retried)
         );
         assert!(e.not_before.is_some());
         let e = after_failure(&task(3, 3), &f, 10, 0);

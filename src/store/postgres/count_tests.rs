@@ -255,7 +255,7 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
             NewProject {
                 name: "p".into(),
                 description: String::new(),
-                status: "active".into(),
+                status: ProjectStatus::Active,
                 default_max_attempts: 3,
                 retry_backoff_seconds: 10,
             },

@@ -3,13 +3,13 @@
 //! advisory lock).
 
 use super::{raw_json, Result, Tx};
-use crate::model::{Event, Page};
+use crate::model::{Event, EventKind, Page};
 
 /// First key of the advisory locks that order a project's event ids ("evnt").
 const EVENTS_LOCK: i32 = 0x6576_6e74;
 
 /// One event to append: task id, type, actor, changes (JSON text).
-pub type NewEvent<'a> = (Option<i64>, &'a str, Option<&'a str>, String);
+pub type NewEvent<'a> = (Option<i64>, EventKind, Option<&'a str>, String);
 
 /// Appends `events` to project `pid`'s feed. Call it as the transaction's last
 /// statement: it takes the project's event lock, held until commit, so no other
@@ -20,7 +20,7 @@ pub fn record(tx: &mut Tx<'_>, pid: i64, events: &[NewEvent<'_>], now: i64) -> R
     let key = pid as i32;
     // With the lock, the wake-up of every instance's streams and waiting claims,
     // delivered at commit (notify.rs, SPEC §9).
-    let note = super::notify::payload(pid, events.iter().map(|e| e.1));
+    let note = super::notify::payload(pid, events.iter().map(|e| e.1.as_str()));
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, $2), pg_notify($3, $4)",
         &[&EVENTS_LOCK, &key, &super::notify::CHANNEL, &note],
@@ -29,7 +29,7 @@ pub fn record(tx: &mut Tx<'_>, pid: i64, events: &[NewEvent<'_>], now: i64) -> R
         tx.execute(
             "INSERT INTO events (project_id, task_id, type, actor, changes, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&pid, task_id, kind, actor, changes, &now],
+            &[&pid, task_id, &kind.as_str(), actor, changes, &now],
         )?;
     }
     Ok(())
@@ -48,7 +48,7 @@ pub fn list(tx: &mut Tx<'_>, pid: i64, after: i64, limit: usize) -> Result<Page<
             id: r.get(0),
             project_id: r.get(1),
             task_id: r.get(2),
-            kind: r.get(3),
+            kind: EventKind::from_stored(r.get(3)),
             actor: r.get(4),
             changes: raw_json(r.get(5))?,
             created_at: r.get(6),

@@ -278,11 +278,11 @@ impl Probe for PgStore {
 impl ProjectStore for PgStore {
     fn list_projects(
         &self,
-        status: Option<String>,
+        status: Option<ProjectStatus>,
         after: i64,
         limit: usize,
     ) -> Result<Page<Project>> {
-        self.run(|tx| projects::list(tx, status.as_deref(), after, limit))
+        self.run(|tx| projects::list(tx, status, after, limit))
     }
 
     fn get_project(&self, id: i64) -> Result<Project> {

@@ -4,23 +4,32 @@ use postgres::Row;
 
 use super::{check_version, events, Result, StoreError, Tx};
 use crate::clock::now_ms;
-use crate::model::{NewProject, Page, Project, ProjectPatch};
+use crate::model::{EventKind, NewProject, Page, Project, ProjectPatch, ProjectStatus};
 
 const COLUMNS: &str = "id, name, description, status, version, created_at, updated_at, \
      default_max_attempts, retry_backoff_seconds";
 
-fn from_row(r: &Row) -> Project {
-    Project {
+/// A stored status this build does not know fails the read (a 500 whose cause is
+/// logged): claims and patches depend on it, so no guess is safe.
+fn from_row(r: &Row) -> Result<Project> {
+    let status: String = r.get(3);
+    let status = ProjectStatus::parse(&status).ok_or_else(|| {
+        StoreError::Other(format!(
+            "unknown project status {status:?} (project {})",
+            r.get::<_, i64>(0)
+        ))
+    })?;
+    Ok(Project {
         id: r.get(0),
         name: r.get(1),
         description: r.get(2),
-        status: r.get(3),
+        status,
         version: r.get(4),
         created_at: r.get(5),
         updated_at: r.get(6),
         default_max_attempts: r.get(7),
         retry_backoff_seconds: r.get(8),
-    }
+    })
 }
 
 /// NotFound unless project `pid` exists. `FOR KEY SHARE`: a project cannot be
@@ -45,12 +54,12 @@ pub fn get(tx: &mut Tx<'_>, id: i64, for_update: bool) -> Result<Project> {
     };
     tx.query_opt(&sql, &[&id])?
         .map(|r| from_row(&r))
-        .ok_or(StoreError::NotFound("project"))
+        .ok_or(StoreError::NotFound("project"))?
 }
 
 pub fn list(
     tx: &mut Tx<'_>,
-    status: Option<&str>,
+    status: Option<ProjectStatus>,
     after: i64,
     limit: usize,
 ) -> Result<Page<Project>> {
@@ -60,14 +69,14 @@ pub fn list(
             &format!(
                 "SELECT {COLUMNS} FROM projects WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3"
             ),
-            &[&s, &after, &n],
+            &[&s.as_str(), &after, &n],
         )?,
         None => tx.query(
             &format!("SELECT {COLUMNS} FROM projects WHERE id > $1 ORDER BY id LIMIT $2"),
             &[&after, &n],
         )?,
     };
-    let mut items: Vec<Project> = rows.iter().map(from_row).collect();
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     let more = items.len() > limit;
     items.truncate(limit);
     Ok(Page { items, more })
@@ -83,19 +92,24 @@ pub fn insert(tx: &mut Tx<'_>, p: &NewProject, actor: Option<&str>) -> Result<Pr
             &[
                 &p.name,
                 &p.description,
-                &p.status,
+                &p.status.as_str(),
                 &now,
                 &p.default_max_attempts,
                 &p.retry_backoff_seconds,
             ],
         )?
         .get(0);
-    events::record(tx, id, &[(None, "created", actor, "{}".into())], now)?;
+    events::record(
+        tx,
+        id,
+        &[(None, EventKind::Created, actor, "{}".into())],
+        now,
+    )?;
     Ok(Project {
         id,
         name: p.name.clone(),
         description: p.description.clone(),
-        status: p.status.clone(),
+        status: p.status,
         default_max_attempts: p.default_max_attempts,
         retry_backoff_seconds: p.retry_backoff_seconds,
         version: 1,
@@ -123,7 +137,7 @@ pub fn update(
             &id,
             &p.name,
             &p.description,
-            &p.status,
+            &p.status.as_str(),
             &p.version,
             &p.updated_at,
             &p.default_max_attempts,
@@ -131,7 +145,12 @@ pub fn update(
         ],
     )?;
     let changes = serde_json::Value::Object(changes).to_string();
-    events::record(tx, id, &[(None, "updated", actor, changes)], p.updated_at)?;
+    events::record(
+        tx,
+        id,
+        &[(None, EventKind::Updated, actor, changes)],
+        p.updated_at,
+    )?;
     Ok(p)
 }
 

@@ -179,7 +179,7 @@ pub fn insert_many(
     }
     let evs: Vec<NewEvent<'_>> = out
         .iter()
-        .map(|t| (Some(t.id), "created", actor, "{}".to_string()))
+        .map(|t| (Some(t.id), EventKind::Created, actor, "{}".to_string()))
         .collect();
     events::record(tx, pid, &evs, now)?;
     Ok(out)
@@ -191,12 +191,12 @@ const DEPS_LOCK: i32 = 0x6465_7073;
 
 /// Events an operation appends, recorded together as its transaction's last
 /// statement (see `events::record`): task id, type, actor, changes.
-type Pending = Vec<(Option<i64>, &'static str, Option<String>, String)>;
+type Pending = Vec<(Option<i64>, EventKind, Option<String>, String)>;
 
 fn record_all(tx: &mut Tx<'_>, pid: i64, evs: Pending, now: i64) -> Result<()> {
     let evs: Vec<NewEvent<'_>> = evs
         .iter()
-        .map(|(id, kind, actor, changes)| (*id, *kind, actor.as_deref(), changes.clone()))
+        .map(|(id, kind, actor, changes)| (*id, kind.clone(), actor.as_deref(), changes.clone()))
         .collect();
     events::record(tx, pid, &evs, now)
 }
@@ -302,7 +302,7 @@ fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pendin
         )?;
         for r in rows {
             let d: i64 = r.get(0);
-            evs.push((Some(d), "blocked", None, changes.clone()));
+            evs.push((Some(d), EventKind::Blocked, None, changes.clone()));
             todo.push(d);
         }
     }
@@ -316,7 +316,12 @@ fn rearm(tx: &mut Tx<'_>, t: &mut Task, lock: bool, now: i64, evs: &mut Pending)
     let (waiting, failed) = dependency_state(tx, &deps, lock)?;
     if let Some(dep) = queue::rearm(t, waiting, failed)? {
         let _ = now;
-        evs.push((Some(t.id), "blocked", None, queue::blocked_changes(dep)));
+        evs.push((
+            Some(t.id),
+            EventKind::Blocked,
+            None,
+            queue::blocked_changes(dep),
+        ));
     }
     Ok(())
 }
@@ -525,7 +530,12 @@ pub fn delete(
     queue::check_override(&t, if_match, token, now)?;
     tx.execute("DELETE FROM tasks WHERE id = $1", &[&id])?;
     let changes = serde_json::json!({ "title": t.title }).to_string();
-    let mut evs: Pending = vec![(Some(id), "deleted", actor.map(String::from), changes)];
+    let mut evs: Pending = vec![(
+        Some(id),
+        EventKind::Deleted,
+        actor.map(String::from),
+        changes,
+    )];
     if !t.status.is_terminal() {
         ripple(tx, id, queue::Ripple::DELETED, now, &mut evs)?;
     }
@@ -579,7 +589,7 @@ pub fn steer_claim_plan(tx: &mut Tx<'_>) -> Result<()> {
 /// returning the project's own expired leases (so they are claimable at once).
 pub fn claim_next(tx: &mut Tx<'_>, pid: i64, claim: &Claim) -> Result<Vec<Task>> {
     let project = projects::get(tx, pid, false)?;
-    if project.status != "active" {
+    if project.status != ProjectStatus::Active {
         return Ok(Vec::new());
     }
     projects::ensure_exists(tx, pid)?;
@@ -619,7 +629,12 @@ pub fn claim_next(tx: &mut Tx<'_>, pid: i64, claim: &Claim) -> Result<Vec<Task>>
             "attempt": t.attempt,
         })
         .to_string();
-        evs.push((Some(t.id), "claimed", Some(claim.agent.clone()), changes));
+        evs.push((
+            Some(t.id),
+            EventKind::Claimed,
+            Some(claim.agent.clone()),
+            changes,
+        ));
     }
     if !evs.is_empty() {
         record_all(tx, pid, evs, now)?;
@@ -680,7 +695,7 @@ pub fn complete(
     queue::check_lease(&t, &LeaseProof::Token(token.into()), now)?;
     let (changes, r) = queue::apply_complete(&mut t, result, now)?;
     write_back(tx, &t)?;
-    let mut evs: Pending = vec![(Some(id), "completed", t.assignee.clone(), changes)];
+    let mut evs: Pending = vec![(Some(id), EventKind::Completed, t.assignee.clone(), changes)];
     ripple(tx, id, r, now, &mut evs)?;
     record_all(tx, t.project_id, evs, now)?;
     Ok(t)
@@ -709,7 +724,7 @@ fn end_attempt(
     evs: &mut Pending,
 ) -> Result<()> {
     let (changes, r) = queue::apply_end(t, end, now)?;
-    evs.push((Some(t.id), end.event, actor, changes));
+    evs.push((Some(t.id), end.event.clone(), actor, changes));
     if t.status == TaskStatus::Pending {
         rearm(tx, t, false, now, evs)?;
     }

@@ -3,14 +3,14 @@
 use rusqlite::{params, Connection};
 
 use super::{raw_json, Result};
-use crate::model::{Event, Page};
+use crate::model::{Event, EventKind, Page};
 
 /// Appends one event; runs inside the writer's transaction.
 pub fn record(
     c: &Connection,
     pid: i64,
     task_id: Option<i64>,
-    kind: &str,
+    kind: &EventKind,
     actor: Option<&str>,
     changes: &str,
     now: i64,
@@ -19,9 +19,9 @@ pub fn record(
         "INSERT INTO events (project_id, task_id, type, actor, changes, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![pid, task_id, kind, actor, changes, now])?;
+    .execute(params![pid, task_id, kind.as_str(), actor, changes, now])?;
     // Streams and waiting claims hear of it once the writer has committed (SPEC §9).
-    crate::changes::note_event(pid, kind);
+    crate::changes::note_event(pid, kind.as_str());
     Ok(())
 }
 
@@ -37,7 +37,7 @@ pub fn list(c: &Connection, pid: i64, after: i64, limit: usize) -> Result<Page<E
             id: r.get(0)?,
             project_id: r.get(1)?,
             task_id: r.get(2)?,
-            kind: r.get(3)?,
+            kind: EventKind::from_stored(r.get(3)?),
             actor: r.get(4)?,
             changes: raw_json(r.get(5)?)?,
             created_at: r.get(6)?,

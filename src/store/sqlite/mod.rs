@@ -175,11 +175,11 @@ impl ProjectStore for SqliteStore {
 
     fn list_projects(
         &self,
-        status: Option<String>,
+        status: Option<ProjectStatus>,
         after: i64,
         limit: usize,
     ) -> Result<Page<Project>> {
-        self.read(|c| projects::list(c, status.as_deref(), after, limit))
+        self.read(|c| projects::list(c, status, after, limit))
     }
 
     fn get_project(&self, id: i64) -> Result<Project> {

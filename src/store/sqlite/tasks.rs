@@ -130,7 +130,7 @@ pub fn insert_many(
         let id = c.last_insert_rowid();
         insert_labels(c, pid, id, &t.labels)?;
         insert_deps(c, id, &t.depends_on)?;
-        events::record(c, pid, Some(id), "created", actor, "{}", now)?;
+        events::record(c, pid, Some(id), &EventKind::Created, actor, "{}", now)?;
         out.push(Task {
             id,
             project_id: pid,
@@ -240,7 +240,7 @@ fn ripple(c: &Connection, id: i64, pid: i64, r: queue::Ripple, now: i64) -> Resu
                  WHERE id = ?1",
             )?
             .execute(params![d, error, now])?;
-            events::record(c, pid, Some(d), "blocked", None, &changes, now)?;
+            events::record(c, pid, Some(d), &EventKind::Blocked, None, &changes, now)?;
             todo.push(d);
         }
     }
@@ -406,10 +406,18 @@ pub fn update(
     }
     let changes = Json::Object(changes).to_string();
     let kind = queue::patch_event(patch.status.filter(|s| *s != from));
-    events::record(c, t.project_id, Some(id), kind, actor, &changes, now)?;
+    events::record(c, t.project_id, Some(id), &kind, actor, &changes, now)?;
     if let Some(dep) = blocked_by {
         let changes = queue::blocked_changes(dep);
-        events::record(c, t.project_id, Some(id), "blocked", None, &changes, now)?;
+        events::record(
+            c,
+            t.project_id,
+            Some(id),
+            &EventKind::Blocked,
+            None,
+            &changes,
+            now,
+        )?;
     }
     ripple(c, id, t.project_id, queue::ripple(from, t.status), now)?;
     Ok(t)
@@ -430,7 +438,15 @@ pub fn delete(
     c.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
         .execute([id])?;
     let changes = serde_json::json!({ "title": t.title }).to_string();
-    events::record(c, t.project_id, Some(id), "deleted", actor, &changes, now)?;
+    events::record(
+        c,
+        t.project_id,
+        Some(id),
+        &EventKind::Deleted,
+        actor,
+        &changes,
+        now,
+    )?;
     // Deleted unfinished: its dependents can never see it complete (SPEC §5c).
     if !t.status.is_terminal() {
         ripple(c, id, t.project_id, queue::Ripple::DELETED, now)?;
@@ -463,7 +479,7 @@ pub fn claim_candidate_sql(nlabels: usize) -> String {
 /// A paused or archived project has nothing to claim.
 pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Vec<Task>> {
     let project = projects::get(c, pid)?;
-    if project.status != "active" {
+    if project.status != ProjectStatus::Active {
         return Ok(Vec::new());
     }
     let now = now_ms();
@@ -500,7 +516,7 @@ pub fn claim_next(c: &Connection, pid: i64, claim: &Claim) -> Result<Vec<Task>> 
             c,
             pid,
             Some(id),
-            "claimed",
+            &EventKind::Claimed,
             Some(&claim.agent),
             &changes,
             now,
@@ -573,7 +589,7 @@ pub fn complete(
         c,
         t.project_id,
         Some(id),
-        "completed",
+        &EventKind::Completed,
         actor.as_deref(),
         &changes,
         now,
@@ -609,10 +625,26 @@ fn end_attempt(
         _ => None,
     };
     write_back(c, t)?;
-    events::record(c, t.project_id, Some(t.id), end.event, actor, &changes, now)?;
+    events::record(
+        c,
+        t.project_id,
+        Some(t.id),
+        &end.event,
+        actor,
+        &changes,
+        now,
+    )?;
     if let Some(dep) = blocked_by {
         let changes = queue::blocked_changes(dep);
-        events::record(c, t.project_id, Some(t.id), "blocked", None, &changes, now)?;
+        events::record(
+            c,
+            t.project_id,
+            Some(t.id),
+            &EventKind::Blocked,
+            None,
+            &changes,
+            now,
+        )?;
     }
     ripple(c, t.id, t.project_id, r, now)
 }
