@@ -460,7 +460,7 @@ fn the_claim_walks_its_index_before_analyze_has_seen_a_bulk_load() {
     let Some(c) = Cluster::start() else { return };
     let store = PgStore::open(&c.database("claimstale"), 1).expect("open");
     let now = 1_700_000_000_000i64;
-    let plan = store
+    store
         .run(|tx| {
             tx.execute(
                 "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
