@@ -94,7 +94,8 @@ fn drift(tx: &mut Tx<'_>) -> Result<(i64, i64)> {
         .query_one(
             "SELECT count(*) FROM (SELECT project_id, status, count(*) AS n FROM tasks
                                     GROUP BY 1, 2) AS t
-               FULL JOIN (SELECT * FROM task_counts WHERE n <> 0) AS c USING (project_id, status)
+               FULL JOIN (SELECT project_id, status, sum(n) AS n FROM task_counts
+                           GROUP BY 1, 2 HAVING sum(n) <> 0) AS c USING (project_id, status)
               WHERE t.n IS DISTINCT FROM c.n",
             &[],
         )?
@@ -105,7 +106,8 @@ fn drift(tx: &mut Tx<'_>) -> Result<(i64, i64)> {
                                           count(*) AS n FROM tasks
                                     WHERE status = 'completed' AND completed_at IS NOT NULL
                                     GROUP BY 1, 2) AS t
-               FULL JOIN (SELECT * FROM task_completions WHERE n <> 0) AS c
+               FULL JOIN (SELECT project_id, bucket, sum(n) AS n FROM task_completions
+                           GROUP BY 1, 2 HAVING sum(n) <> 0) AS c
                  USING (project_id, bucket)
               WHERE t.n IS DISTINCT FROM c.n",
             &[],
@@ -272,7 +274,7 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
             std::thread::spawn(move || {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
                 for _ in 0..60 {
-                    let done = match rng.below(4) {
+                    let done = match rng.below(5) {
                         0 => {
                             let batch = [TaskStatus::InProgress, TaskStatus::Pending]
                                 .into_iter()
@@ -308,6 +310,18 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
                             let Some(task) = page.items.first() else {
                                 continue;
                             };
+                            if rng.below(3) == 0 {
+                                // A delete decrements whichever shard has the row.
+                                let v = Some(task.version);
+                                match store.delete_task(task.id, None, v, None, None) {
+                                    Err(
+                                        StoreError::NotFound(_) | StoreError::VersionMismatch(_),
+                                    ) => Ok(()),
+                                    other => other,
+                                }
+                                .expect("no deadlock, no error");
+                                continue;
+                            }
                             let patch = TaskPatch {
                                 status: Some(statuses[rng.below(3) as usize]),
                                 ..Default::default()
@@ -332,6 +346,93 @@ fn concurrent_claims_moves_and_batches_never_deadlock_or_drift() {
     }
     let (counts, buckets) = store.run(drift).expect("compare");
     assert_eq!((counts, buckets), (0, 0), "the counters drifted");
+}
+
+#[test]
+fn claims_on_other_connections_do_not_wait_for_an_open_claim() {
+    // Issue #17: every claim of a project updated the same two count rows and held
+    // them to its commit, so claims queued one commit behind another. Counts are
+    // sharded by connection (migration 0005): while one status change's transaction
+    // stays open, claims on connections of other shards go through. Failed before
+    // 0005: every other claim hit the lock timeout on (project, 'pending').
+    let Some(c) = Cluster::start() else { return };
+    let store = Arc::new(PgStore::open(&c.database("shards"), 9).expect("open"));
+    let now = 1_700_000_000_000i64;
+    store
+        .run(|tx| {
+            tx.execute(
+                "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
+                &[&now],
+            )?;
+            tx.execute(
+                "INSERT INTO tasks (project_id, title, status, created_at, updated_at)
+                   SELECT 1, 't', 'pending', $1, $1 FROM generate_series(1, 100)",
+                &[&now],
+            )
+            .map(|_| ())
+        })
+        .expect("seed");
+    let claim = |tx: &mut Tx<'_>, agent: &str| -> Result<usize> {
+        let c = Claim {
+            agent: agent.into(),
+            lease_seconds: 60,
+            labels: vec![],
+            limit: 1,
+        };
+        Ok(tasks::claim_next(tx, 1, &c)?.len())
+    };
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<i16>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store
+                .run(|tx| {
+                    // A status change that holds its count rows (and, unlike a
+                    // claim, not the project's event lock).
+                    tx.batch("UPDATE tasks SET status = 'in_progress' WHERE id = 1")?;
+                    let shard: i16 = tx.query_one("SELECT count_shard()", &[])?.get(0);
+                    held_tx.send(shard).expect("send");
+                    release_rx.recv().expect("released");
+                    Ok(())
+                })
+                .expect("holder");
+        })
+    };
+    let held = held_rx.recv().expect("the holder's shard");
+    // Eight claims at once, on the other connections.
+    let others: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.run(|tx| {
+                    let shard: i16 = tx.query_one("SELECT count_shard()", &[])?.get(0);
+                    tx.batch("SET LOCAL lock_timeout = '1s'")?;
+                    let got = claim(tx, &format!("other{i}"));
+                    Ok((shard, got.map_err(|e| format!("{e:?}"))))
+                })
+            })
+        })
+        .collect();
+    let results: Vec<(i16, std::result::Result<usize, String>)> = others
+        .into_iter()
+        .map(|t| t.join().expect("thread").expect("ran"))
+        .collect();
+    release_tx.send(()).expect("release");
+    holder.join().expect("holder thread");
+    let elsewhere: Vec<_> = results.iter().filter(|(s, _)| *s != held).collect();
+    assert!(
+        !elsewhere.is_empty(),
+        "no connection on another shard: {results:?}"
+    );
+    for (shard, got) in elsewhere {
+        assert_eq!(
+            got,
+            &Ok(1),
+            "a claim on shard {shard} (the holder's: {held})"
+        );
+    }
+    assert_eq!(store.run(drift).expect("compare"), (0, 0));
 }
 
 #[test]

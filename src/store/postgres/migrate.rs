@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("migrations/0004_retention.sql"),
     ),
+    (
+        5,
+        "count_shards",
+        include_str!("migrations/0005_count_shards.sql"),
+    ),
 ];
 
 /// Advisory lock key of migrations ("dashmigr").

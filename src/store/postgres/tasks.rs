@@ -84,9 +84,9 @@ fn lock_counts(tx: &mut Tx<'_>, pid: i64, new: &[NewTask]) -> Result<()> {
     statuses.dedup();
     if statuses.len() > 1 {
         tx.execute(
-            "INSERT INTO task_counts AS c (project_id, status, n)
-               SELECT $1, s, 0 FROM unnest($2::text[]) AS s ORDER BY s
-             ON CONFLICT (project_id, status) DO UPDATE SET n = c.n WHERE false",
+            "INSERT INTO task_counts AS c (project_id, status, shard, n)
+               SELECT $1, s, count_shard(), 0 FROM unnest($2::text[]) AS s ORDER BY s
+             ON CONFLICT (project_id, status, shard) DO UPDATE SET n = c.n WHERE false",
             &[&pid, &statuses],
         )?;
     }
@@ -801,9 +801,10 @@ pub const STATS_QUEUE_SQL: &str = "SELECT
      (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending' AND deps_waiting > 0),
      (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending' AND attempt > 0),
      (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'failed' AND dead)";
-/// Kept by the triggers of migration 0002: a few rows, whatever the number of tasks.
-pub const STATS_BY_STATUS_SQL: &str =
-    "SELECT status, n FROM task_counts WHERE project_id = $1 AND n > 0";
+/// Kept by the triggers of migrations 0002 and 0005: at most 16 shards of a few rows,
+/// whatever the number of tasks.
+pub const STATS_BY_STATUS_SQL: &str = "SELECT status, sum(n)::bigint FROM task_counts
+     WHERE project_id = $1 GROUP BY status HAVING sum(n) > 0";
 
 /// Project `pid`'s counts by status, oldest pending task and completions of the
 /// last hour, as SQLite answers them.
