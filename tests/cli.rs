@@ -79,8 +79,8 @@ fn migrate_and_status() {
     // Each engine has its own migrations (store/sqlite/, store/postgres/).
     let (version, names): (&str, &[&str]) = if harness::postgres() {
         (
-            "schema version 4",
-            &["init", "task_counts", "queue", "retention"],
+            "schema version 5",
+            &["init", "task_counts", "queue", "retention", "count_shards"],
         )
     } else {
         (

@@ -17,9 +17,11 @@ pub type NewEvent<'a> = (Option<i64>, EventKind, Option<&'a str>, String);
 ///
 /// One statement, one round trip, whatever the number of events: the lock is held
 /// from here to the end of the commit, and every writer of the project waits for
-/// it, so each round trip inside it costs the project's whole write rate. The
-/// lock is taken before any id: every row joins the one row of `held` (not inlined:
-/// its functions are volatile), and the sort by `n` reads all of them first.
+/// it, so each round trip inside it costs the project's whole write rate. The lock
+/// is taken before any id: `held` is not inlined (its functions are volatile), the
+/// identity value is computed above the join, and no row leaves the join before
+/// `held` has run (the plan is a nested loop over the events, in `n` order, with
+/// `held` inside). Callers never pass an empty list (it would take no lock).
 pub fn record(tx: &mut Tx<'_>, pid: i64, events: &[NewEvent<'_>], now: i64) -> Result<()> {
     // The lock's second key is an int4: projects beyond 2^31 share locks, which only
     // serializes them a little more.

@@ -52,6 +52,8 @@ pub use url::PgUrl;
 
 /// How long `size_bytes` reuses its answer: /metrics stays O(1) (SPEC §5b).
 const SIZE_CACHE: Duration = Duration::from_secs(5);
+/// Attempts of a start's migration that meets busy tables, after the first.
+const MIGRATE_TRIES: u32 = 5;
 /// Prepared statements kept per connection before the cache starts over.
 const MAX_STATEMENTS: usize = 256;
 
@@ -144,8 +146,20 @@ impl PgStore {
     /// together migrate once) and refuses a schema newer than this binary knows.
     pub fn open(url: &PgUrl, pool_size: usize) -> Result<PgStore> {
         let store = PgStore::connect(url, pool_size)?;
-        store.run(|tx| migrate::apply(tx).map(|_| ()))?;
-        Ok(store)
+        // A migration locks tables other instances are writing: it may wait past the
+        // lock timeout or be chosen as a deadlock's victim (rolled back whole). Try
+        // again a few times before giving up at start.
+        let mut tries = 0;
+        loop {
+            match store.run(|tx| migrate::apply(tx).map(|_| ())) {
+                Err(StoreError::Busy) if tries < MIGRATE_TRIES => {
+                    tries += 1;
+                    log::warn!(target: "store", attempt = tries; "the migration met busy tables; trying again");
+                    std::thread::sleep(Duration::from_millis(500 * tries as u64));
+                }
+                done => return done.map(|_| store),
+            }
+        }
     }
 
     /// Connects without migrating (`migrate status`).

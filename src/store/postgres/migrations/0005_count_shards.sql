@@ -18,7 +18,8 @@
 LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
 LOCK TABLE task_counts, task_completions IN ACCESS EXCLUSIVE MODE;
 
-CREATE FUNCTION count_shard() RETURNS smallint LANGUAGE sql STABLE PARALLEL SAFE
+-- PARALLEL RESTRICTED as pg_backend_pid(): a parallel worker has a pid of its own.
+CREATE FUNCTION count_shard() RETURNS smallint LANGUAGE sql STABLE PARALLEL RESTRICTED
   AS $$ SELECT (pg_backend_pid() % 16)::smallint $$;
 
 ALTER TABLE task_counts ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0;
@@ -90,34 +91,41 @@ BEGIN
 END $$;
 
 -- Decrements only, of one existing row per (project, status) and (project, bucket):
--- the rows are chosen and locked in key order first, then changed (a row of the
--- caller's shard made in between only changes which row takes the decrement).
+-- the caller's shard if it has the row, else the lowest shard that has it. The rows
+-- are locked in key order first and their keys kept, and exactly those are changed
+-- (choosing again could pick a row made in between, unlocked and out of order: a
+-- deadlock an outside review reproduced).
 CREATE OR REPLACE FUNCTION task_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   me SMALLINT := count_shard();
+  keys TEXT[];
 BEGIN
-  PERFORM 1 FROM task_counts c
-    WHERE (c.project_id, c.status, c.shard) IN (
-      SELECT DISTINCT ON (x.project_id, x.status) x.project_id, x.status, x.shard
-        FROM task_counts x
-        JOIN (SELECT DISTINCT project_id, status FROM old_tasks) AS d USING (project_id, status)
-       ORDER BY x.project_id, x.status, x.shard = me DESC, x.shard)
-    ORDER BY c.project_id, c.status, c.shard FOR UPDATE;
+  SELECT array_agg(k ORDER BY k) INTO keys FROM (
+    SELECT c.project_id || '/' || c.status || '/' || c.shard AS k FROM task_counts c
+     WHERE (c.project_id, c.status, c.shard) IN (
+       SELECT DISTINCT ON (x.project_id, x.status) x.project_id, x.status, x.shard
+         FROM task_counts x
+         JOIN (SELECT DISTINCT project_id, status FROM old_tasks) AS d USING (project_id, status)
+        ORDER BY x.project_id, x.status, x.shard = me DESC, x.shard)
+     ORDER BY c.project_id, c.status, c.shard FOR UPDATE) AS l;
   UPDATE task_counts c SET n = c.n - d.n
-    FROM (SELECT DISTINCT ON (x.project_id, x.status) x.project_id, x.status, x.shard, d.n
-            FROM task_counts x
-            JOIN (SELECT project_id, status, count(*) AS n FROM old_tasks GROUP BY 1, 2) AS d
-              USING (project_id, status)
-           ORDER BY x.project_id, x.status, x.shard = me DESC, x.shard) AS d
-   WHERE (c.project_id, c.status, c.shard) = (d.project_id, d.status, d.shard);
+    FROM (SELECT project_id, status, count(*) AS n FROM old_tasks GROUP BY 1, 2) AS d
+   WHERE c.project_id = d.project_id AND c.status = d.status
+     AND c.project_id || '/' || c.status || '/' || c.shard = ANY (keys);
+  SELECT array_agg(k ORDER BY k) INTO keys FROM (
+    SELECT c.project_id || '/' || c.bucket || '/' || c.shard AS k FROM task_completions c
+     WHERE (c.project_id, c.bucket, c.shard) IN (
+       SELECT DISTINCT ON (x.project_id, x.bucket) x.project_id, x.bucket, x.shard
+         FROM task_completions x
+         JOIN (SELECT DISTINCT project_id, completed_at / 10000 AS bucket FROM old_tasks
+                WHERE status = 'completed' AND completed_at IS NOT NULL) AS d
+           USING (project_id, bucket)
+        ORDER BY x.project_id, x.bucket, x.shard = me DESC, x.shard)
+     ORDER BY c.project_id, c.bucket, c.shard FOR UPDATE) AS l;
   UPDATE task_completions c SET n = c.n - d.n
-    FROM (SELECT DISTINCT ON (x.project_id, x.bucket) x.project_id, x.bucket, x.shard, d.n
-            FROM task_completions x
-            JOIN (SELECT project_id, completed_at / 10000 AS bucket, count(*) AS n
-                    FROM old_tasks WHERE status = 'completed' AND completed_at IS NOT NULL
-                   GROUP BY 1, 2) AS d
-              USING (project_id, bucket)
-           ORDER BY x.project_id, x.bucket, x.shard = me DESC, x.shard) AS d
-   WHERE (c.project_id, c.bucket, c.shard) = (d.project_id, d.bucket, d.shard);
+    FROM (SELECT project_id, completed_at / 10000 AS bucket, count(*) AS n FROM old_tasks
+           WHERE status = 'completed' AND completed_at IS NOT NULL GROUP BY 1, 2) AS d
+   WHERE c.project_id = d.project_id AND c.bucket = d.bucket
+     AND c.project_id || '/' || c.bucket || '/' || c.shard = ANY (keys);
   RETURN NULL;
 END $$;
