@@ -436,6 +436,100 @@ fn claims_on_other_connections_do_not_wait_for_an_open_claim() {
 }
 
 #[test]
+fn deletes_change_exactly_the_count_rows_they_locked() {
+    // Found by an outside review of 0005 before release: the delete trigger chose its
+    // rows to lock, then chose again to update, and the second choice could take a
+    // row made in between, unlocked and out of key order. Four sessions, shards set
+    // by hand: Z holds (1,failed,0); D deletes a completed and a failed task (locks
+    // (1,completed,0), waits for (1,failed,0)); X makes (1,completed,5); Y deletes a
+    // completed and a failed task (locks (1,completed,5), waits for (1,failed,0)).
+    // When Z commits, the old trigger's D updated (1,completed,5) and deadlocked
+    // with Y. Failed before: Busy (deadlock detected).
+    let Some(c) = Cluster::start() else { return };
+    let store = Arc::new(PgStore::open(&c.database("shardlock"), 5).expect("open"));
+    store
+        .run(|tx| {
+            tx.batch(
+                "CREATE OR REPLACE FUNCTION count_shard() RETURNS smallint LANGUAGE sql STABLE
+                   AS $$ SELECT coalesce(nullif(current_setting('t.shard', true), ''), '0')::smallint $$;
+                 INSERT INTO projects (id, name, created_at, updated_at)
+                   OVERRIDING SYSTEM VALUE VALUES (1, 'p', 0, 0);
+                 INSERT INTO tasks (id, project_id, title, status, created_at, updated_at, completed_at)
+                   OVERRIDING SYSTEM VALUE VALUES
+                   (1, 1, 't', 'completed', 0, 0, 1000000), (2, 1, 't', 'failed', 0, 0, NULL),
+                   (3, 1, 't', 'failed', 0, 0, NULL), (4, 1, 't', 'pending', 0, 0, NULL)",
+            )
+        })
+        .expect("seed");
+    // Sessions waiting for a lock, as PostgreSQL sees them.
+    let waiting = |store: &PgStore| -> i64 {
+        store
+            .run(|tx| {
+                Ok(tx
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                          WHERE wait_event_type = 'Lock' AND query LIKE 'SET LOCAL t.shard%'",
+                        &[],
+                    )?
+                    .get(0))
+            })
+            .expect("pg_stat_activity")
+    };
+    let until = |store: &PgStore, n: i64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while waiting(store) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {n} sessions waiting"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let session = |store: &Arc<PgStore>, sql: &'static str| {
+        let store = store.clone();
+        std::thread::spawn(move || store.run(|tx| tx.batch(sql)))
+    };
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let z = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.run(|tx| {
+                tx.batch("SET LOCAL t.shard = 0; UPDATE tasks SET status = 'failed' WHERE id = 4")?;
+                held_tx.send(()).expect("send");
+                release_rx.recv().expect("release");
+                Ok(())
+            })
+        })
+    };
+    held_rx.recv().expect("Z holds (1,failed,0)");
+    let d = session(
+        &store,
+        "SET LOCAL t.shard = 5; DELETE FROM tasks WHERE id IN (1, 2)",
+    );
+    until(&store, 1);
+    store
+        .run(|tx| {
+            tx.batch(
+                "SET LOCAL t.shard = 5;
+                 INSERT INTO tasks (id, project_id, title, status, created_at, updated_at, completed_at)
+                   OVERRIDING SYSTEM VALUE VALUES (5, 1, 't', 'completed', 0, 0, 1000000)",
+            )
+        })
+        .expect("X");
+    let y = session(
+        &store,
+        "SET LOCAL t.shard = 5; DELETE FROM tasks WHERE id IN (5, 3)",
+    );
+    until(&store, 2);
+    release_tx.send(()).expect("release Z");
+    z.join().expect("Z").expect("Z commits");
+    d.join().expect("D").expect("D: no deadlock");
+    y.join().expect("Y").expect("Y: no deadlock");
+    assert_eq!(store.run(drift).expect("compare"), (0, 0));
+}
+
+#[test]
 fn a_version_1_database_is_backfilled() {
     let Some(c) = Cluster::start() else { return };
     let url = c.database("old");
