@@ -26,6 +26,15 @@ fn plan_with(tx: &mut Tx<'_>, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result
         .join("\n"))
 }
 
+/// Project 1, created at `now`.
+fn one_project(tx: &mut Tx<'_>, now: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
+        &[&now],
+    )
+    .map(|_| ())
+}
+
 /// Tasks of `projects` projects in every status, bulk-inserted (statement triggers).
 fn seed(tx: &mut Tx<'_>, projects: i64, per_project: i64, now: i64) -> Result<()> {
     tx.execute(
@@ -360,10 +369,7 @@ fn claims_on_other_connections_do_not_wait_for_an_open_claim() {
     let now = 1_700_000_000_000i64;
     store
         .run(|tx| {
-            tx.execute(
-                "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
-                &[&now],
-            )?;
+            one_project(tx, now)?;
             tx.execute(
                 "INSERT INTO tasks (project_id, title, status, created_at, updated_at)
                    SELECT 1, 't', 'pending', $1, $1 FROM generate_series(1, 100)",
@@ -601,10 +607,7 @@ fn the_claim_reads_only_runnable_tasks_when_most_wait_on_others() {
     let now = 1_700_000_000_000i64;
     let plan = store
         .run(|tx| {
-            tx.execute(
-                "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
-                &[&now],
-            )?;
+            one_project(tx, now)?;
             tx.execute(
                 "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
                                     deps_waiting, priority)
@@ -657,10 +660,7 @@ fn the_claim_walks_its_index_before_analyze_has_seen_a_bulk_load() {
     let now = 1_700_000_000_000i64;
     store
         .run(|tx| {
-            tx.execute(
-                "INSERT INTO projects (name, created_at, updated_at) VALUES ('p', $1, $1)",
-                &[&now],
-            )?;
+            one_project(tx, now)?;
             // The queue as ANALYZE last saw it: drained, everything completed.
             tx.execute(
                 "INSERT INTO tasks (project_id, title, status, created_at, updated_at, priority)
