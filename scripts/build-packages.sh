@@ -50,7 +50,9 @@ sed -e "s/@VERSION@/$version/" -e "s/@COMMIT@/$commit/" \
   gzip -9n >"$doc/changelog.gz" # native package: changelog.gz
 chmod 0644 "$doc/changelog.gz"
 install -D -m 0644 README.md "$doc/README.md"
-for f in haproxy.cfg prometheus.yml alerts.yml grafana-dashboard.json postgres.conf; do
+# The examples shipped (packaging/examples/tests/ holds their promtool tests: not shipped).
+examples=(haproxy.cfg prometheus.yml alerts.yml grafana-dashboard.json postgres.conf)
+for f in "${examples[@]}"; do
   install -D -m 0644 "packaging/examples/$f" "$doc/examples/$f"
 done
 install -D -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/overrides/dashboard-backend"
@@ -75,7 +77,7 @@ if command -v rpmbuild >/dev/null; then
   cp systemd/dashboard-backend.sysusers systemd/dashboard-backend.tmpfiles packaging/dashboard-backend.logrotate \
     "$gen/dashboard-backend.8.gz" README.md LICENSE "$src/"
   cp "$gen/env.rpm" "$src/dashboard-backend.env"
-  cp packaging/examples/* "$src/examples/"
+  for f in "${examples[@]}"; do cp "packaging/examples/$f" "$src/examples/"; done
   rpm_version=${version%%[+~]*} rpm_release=1
   [[ $version == *[+~]* ]] && rpm_release="1.${version#*[+~]}"
   sed -e "s/@RPM_VERSION@/$rpm_version/g" -e "s/@RPM_RELEASE@/$rpm_release/g" -e "s/@COMMIT@/$commit/" \
