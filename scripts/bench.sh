@@ -20,7 +20,11 @@ for arg in "$@"; do
   esac
 done
 cargo build --release -q
-out=target/bench/$(date -u +%Y%m%d-%H%M%S)$([[ $postgres == yes ]] && echo -pg)
+# (Not `$([[ … ]] && echo -pg)`: on SQLite that substitution fails, and under set -e
+# so does the assignment, ending the script without a word.)
+suffix=""
+[[ $postgres == yes ]] && suffix=-pg
+out=target/bench/$(date -u +%Y%m%d-%H%M%S)$suffix
 mkdir -p "$out"
 
 if [[ $postgres == yes ]]; then
