@@ -2,7 +2,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::harness::TestServer;
+use crate::harness::{full_count, task, TestServer};
 
 fn ids(page: &Value) -> Vec<i64> {
     page["items"]
@@ -127,6 +127,69 @@ fn bulk_create_is_all_or_nothing() {
         s.post("/projects/999/tasks", &json!({"title": "x"})).status,
         404
     );
+}
+
+#[test]
+fn bulk_create_keeps_the_batch_order_and_every_field() {
+    let s = TestServer::start();
+    let pid = s.project("bulk-order");
+    let dep = task(&s, pid, &json!({"title": "dep"}))["id"]
+        .as_i64()
+        .expect("id");
+    let batch: Vec<Value> = (0..300)
+        .map(|i| match i % 5 {
+            0 => json!({"title": format!("t{i}"), "labels": ["a", format!("l{i}")],
+                        "priority": i, "metadata": {"i": i}}),
+            1 => json!({"title": format!("t{i}"), "status": "blocked", "assignee": "ag"}),
+            2 => json!({"title": format!("t{i}"), "status": "completed", "result": {"ok": i}}),
+            3 => json!({"title": format!("t{i}"), "depends_on": [dep], "max_attempts": 7}),
+            _ => json!({"title": format!("t{i}"), "not_before": "2999-01-01T00:00:00Z",
+                        "description": format!("d{i}")}),
+        })
+        .collect();
+    let r = s.post(
+        &format!("/projects/{pid}/tasks"),
+        &Value::Array(batch.clone()),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let items = r.json()["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), batch.len());
+    let mut last = dep;
+    for (i, (want, got)) in batch.iter().zip(&items).enumerate() {
+        let id = got["id"].as_i64().expect("id");
+        assert!(
+            id > last,
+            "ids follow the batch order: item {i} has {id} after {last}"
+        );
+        last = id;
+        assert_eq!(got["title"], want["title"], "item {i}");
+        let stored = s.get(&format!("/tasks/{id}")).json();
+        for field in [
+            "title", "status", "labels", "priority", "assignee", "metadata", "result",
+        ] {
+            assert_eq!(stored[field], got[field], "item {i}: {field} as stored");
+        }
+        for field in [
+            "labels",
+            "priority",
+            "assignee",
+            "metadata",
+            "result",
+            "max_attempts",
+        ] {
+            if let Some(v) = want.get(field) {
+                assert_eq!(&stored[field], v, "item {i}: {field} as sent");
+            }
+        }
+    }
+    let labelled = s.get(&format!("/projects/{pid}/tasks?label=l295")).json();
+    assert_eq!(ids(&labelled), vec![items[295]["id"].as_i64().expect("id")]);
+    let counts = full_count(&s, pid);
+    let stats = s.get(&format!("/projects/{pid}/stats")).json();
+    for (status, n) in &counts {
+        assert_eq!(stats["by_status"][status].as_i64(), Some(*n), "{status}");
+    }
+    assert_eq!(counts.get("blocked"), Some(&60));
 }
 
 #[test]

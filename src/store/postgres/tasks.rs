@@ -93,8 +93,35 @@ fn lock_counts(tx: &mut Tx<'_>, pid: i64, new: &[NewTask]) -> Result<()> {
     Ok(())
 }
 
-/// Inserts every task of `new` (all or nothing: one transaction), then their
-/// `created` events, last, under the project's event lock.
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+/// The columns of a batch of new tasks, one array each, for one `unnest()` insert.
+#[derive(Default)]
+struct Columns {
+    title: Vec<String>,
+    description: Vec<String>,
+    status: Vec<&'static str>,
+    priority: Vec<i64>,
+    assignee: Vec<Option<String>>,
+    labels: Vec<String>,
+    metadata: Vec<String>,
+    result: Vec<Option<String>>,
+    started_at: Vec<Option<i64>>,
+    completed_at: Vec<Option<i64>>,
+    error: Vec<Option<String>>,
+    max_attempts: Vec<i64>,
+    not_before: Vec<Option<i64>>,
+    depends_on: Vec<String>,
+    deps_waiting: Vec<i64>,
+    lease_expires_at: Vec<Option<i64>>,
+}
+
+/// Inserts every task of `new` (all or nothing: one transaction) in one statement,
+/// so a bulk create costs one round trip and one run of the count triggers, not one
+/// per task; then their labels in one more, dependencies (rare) a task at a time,
+/// and their `created` events last, under the project's event lock.
 pub fn insert_many(
     tx: &mut Tx<'_>,
     pid: i64,
@@ -108,46 +135,98 @@ pub fn insert_many(
     }
     lock_counts(tx, pid, &new)?;
     let now = now_ms();
-    let mut out = Vec::with_capacity(new.len());
-    for t in new {
+    let mut c = Columns::default();
+    let mut starts = Vec::with_capacity(new.len());
+    for t in &new {
         let (waiting, failed_dep) = dependency_state(tx, &t.depends_on, true)?;
-        let st = queue::start(&t, project.default_max_attempts, failed_dep, now);
-        let labels =
-            serde_json::to_string(&t.labels).map_err(|e| StoreError::Other(e.to_string()))?;
-        let depends_on =
-            serde_json::to_string(&t.depends_on).map_err(|e| StoreError::Other(e.to_string()))?;
-        let id: i64 = tx
-            .query_one(
-                "INSERT INTO tasks (project_id, title, description, status, priority, assignee,
-                   labels, metadata, result, version, created_at, updated_at, started_at,
-                   completed_at, error, max_attempts, not_before, depends_on, deps_waiting,
-                   lease_expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12, $13, $14, $15,
-                   $16, $17, $18)
-                 RETURNING id",
-                &[
-                    &pid,
-                    &t.title,
-                    &t.description,
-                    &st.status.as_str(),
-                    &t.priority,
-                    &t.assignee,
-                    &labels,
-                    &t.metadata,
-                    &t.result,
-                    &now,
-                    &st.started_at,
-                    &st.completed_at,
-                    &st.error,
-                    &st.max_attempts,
-                    &t.not_before,
-                    &depends_on,
-                    &waiting,
-                    &st.lease_expires_at,
-                ],
-            )?
-            .get(0);
-        insert_labels(tx, pid, id, &t.labels)?;
+        let st = queue::start(t, project.default_max_attempts, failed_dep, now);
+        c.title.push(t.title.clone());
+        c.description.push(t.description.clone());
+        c.status.push(st.status.as_str());
+        c.priority.push(t.priority);
+        c.assignee.push(t.assignee.clone());
+        c.labels.push(to_json(&t.labels)?);
+        c.metadata.push(t.metadata.clone());
+        c.result.push(t.result.clone());
+        c.started_at.push(st.started_at);
+        c.completed_at.push(st.completed_at);
+        c.error.push(st.error.clone());
+        c.max_attempts.push(st.max_attempts);
+        c.not_before.push(t.not_before);
+        c.depends_on.push(to_json(&t.depends_on)?);
+        c.deps_waiting.push(waiting);
+        c.lease_expires_at.push(st.lease_expires_at);
+        starts.push(st);
+    }
+    // Identities are drawn as the sorted rows are inserted, so ascending ids follow
+    // the batch's order whatever order RETURNING hands them back in.
+    let mut ids: Vec<i64> = tx
+        .query(
+            "INSERT INTO tasks (project_id, title, description, status, priority, assignee,
+               labels, metadata, result, version, created_at, updated_at, started_at,
+               completed_at, error, max_attempts, not_before, depends_on, deps_waiting,
+               lease_expires_at)
+             SELECT $1, u.title, u.description, u.status, u.priority, u.assignee, u.labels,
+               u.metadata, u.result, 1, $2, $2, u.started_at, u.completed_at, u.error,
+               u.max_attempts, u.not_before, u.depends_on, u.deps_waiting, u.lease_expires_at
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+               $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[],
+               $14::bigint[], $15::bigint[], $16::text[], $17::bigint[], $18::bigint[])
+               WITH ORDINALITY AS u(title, description, status, priority, assignee, labels,
+                 metadata, result, started_at, completed_at, error, max_attempts, not_before,
+                 depends_on, deps_waiting, lease_expires_at, ord)
+             ORDER BY u.ord
+             RETURNING id",
+            &[
+                &pid,
+                &now,
+                &c.title,
+                &c.description,
+                &c.status,
+                &c.priority,
+                &c.assignee,
+                &c.labels,
+                &c.metadata,
+                &c.result,
+                &c.started_at,
+                &c.completed_at,
+                &c.error,
+                &c.max_attempts,
+                &c.not_before,
+                &c.depends_on,
+                &c.deps_waiting,
+                &c.lease_expires_at,
+            ],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    ids.sort_unstable();
+    if ids.len() != new.len() {
+        return Err(StoreError::Other(format!(
+            "inserted {} tasks of {}",
+            ids.len(),
+            new.len()
+        )));
+    }
+    let (label_tasks, label_names): (Vec<i64>, Vec<&String>) = new
+        .iter()
+        .zip(&ids)
+        .flat_map(|(t, id)| t.labels.iter().map(move |l| (*id, l)))
+        .unzip();
+    if !label_names.is_empty() {
+        tx.execute(
+            "INSERT INTO task_labels (project_id, label, task_id)
+             SELECT $1, l, t FROM unnest($2::text[], $3::bigint[]) AS x(l, t)
+             ON CONFLICT DO NOTHING",
+            &[&pid, &label_names, &label_tasks],
+        )?;
+    }
+    let mut out = Vec::with_capacity(new.len());
+    let json = c.labels.into_iter().zip(c.depends_on).zip(c.deps_waiting);
+    for (((t, id), st), ((labels, depends_on), waiting)) in
+        new.into_iter().zip(ids).zip(starts).zip(json)
+    {
         insert_deps(tx, id, &t.depends_on)?;
         out.push(Task {
             id,
