@@ -8,6 +8,10 @@ from the access log's duration_ms), and GET /health timed by a client while 8 ot
 scrape /metrics in a loop.
 
     scripts/bench-counts.py [N]
+    DATABASE_URL=postgres://… scripts/bench-counts.py [N]   # PostgreSQL (an empty database)
+
+On PostgreSQL the same data is loaded with psql (PG_BINDIR, default
+/usr/lib/postgresql/15/bin) into the schema the binary's `migrate` made.
 """
 import http.client
 import json
@@ -27,11 +31,7 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
-def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
-    work = tempfile.mkdtemp(prefix="bench-counts-")
-    db = os.path.join(work, "dashboard.db")
+def seed_sqlite(db, n):
     env = dict(os.environ, BIN=BIN)
     subprocess.run([os.path.join(ROOT, "scripts/seed-db.sh"), db, str(n)], check=True, env=env)
     now = int(time.time() * 1000)
@@ -47,12 +47,62 @@ COMMIT;"""
     t = time.time()
     subprocess.run(["sqlite3", db], input=sql, text=True, check=True)
     print(f"bench-counts: +100 projects x 10 000 tasks in {time.time() - t:.1f} s", flush=True)
+
+
+def seed_postgres(url, n):
+    """The mix of seed-db.sh (one project of n) and the 100 projects of 10 000, loaded
+    in one transaction; the count triggers fill the counters as for any insert."""
+    psql = os.path.join(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"), "psql")
+    subprocess.run([BIN, "migrate"], env=dict(os.environ, DATABASE_URL=url), check=True,
+                   stdout=subprocess.DEVNULL)
+    now = int(time.time() * 1000)
+    sql = f"""\\set ON_ERROR_STOP on
+BEGIN;
+INSERT INTO projects (name, description, created_at, updated_at)
+  VALUES ('seeded', 'bench-counts.py', {now}, {now});
+INSERT INTO tasks (project_id, title, description, status, priority, assignee, labels, metadata,
+                   created_at, updated_at, started_at, completed_at)
+SELECT 1, 'seeded task ' || x, 'pre-filled by bench-counts.py',
+       CASE WHEN x % 10 < 6 THEN 'pending' WHEN x % 10 < 8 THEN 'completed'
+            WHEN x % 10 = 8 THEN 'in_progress' ELSE 'blocked' END,
+       x % 10, CASE WHEN x % 10 = 8 THEN 'agent-' || (x % 50) END,
+       '["seed"]', '{{"seq":' || x || '}}', {now} - ({n} - x), {now} - ({n} - x),
+       CASE WHEN x % 10 = 8 THEN {now} END, CASE WHEN x % 10 IN (6, 7) THEN {now} END
+FROM generate_series(1, {n}) AS x;
+INSERT INTO task_labels (project_id, label, task_id) SELECT 1, 'seed', id FROM tasks;
+INSERT INTO projects (name, created_at, updated_at)
+  SELECT 'p' || x, {now}, {now} FROM generate_series(1, 100) AS x;
+INSERT INTO tasks (project_id, title, status, priority, created_at, updated_at, completed_at)
+SELECT p.id, 't' || x, CASE WHEN x % 4 = 0 THEN 'completed' ELSE 'pending' END, x % 10,
+       {now} - x, {now} - x, CASE WHEN x % 4 = 0 THEN {now} - x END
+FROM generate_series(1, 10000) AS x, projects p WHERE p.id > 1;
+COMMIT;
+VACUUM ANALYZE;
+"""
+    t = time.time()
+    subprocess.run([psql, "-X", "-q", url], input=sql, text=True, check=True)
+    print(f"bench-counts: {n} + 100 x 10 000 tasks loaded into PostgreSQL in {time.time() - t:.1f} s",
+          flush=True)
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="bench-counts-")
+    db = os.path.join(work, "dashboard.db")
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        seed_postgres(url, n)
+    else:
+        seed_sqlite(db, n)
     access = os.path.join(work, "access.log")
     port = 18000 + os.getpid() % 1000
-    proc = subprocess.Popen([BIN], env={"PATH": os.environ["PATH"], "DATABASE_PATH": db, "PORT": str(port),
-                                        "HOST": "127.0.0.1", "AUTH_DISABLED": "true", "RATE_LIMIT_PER_MINUTE": "0",
-                                        "LOG_LEVEL": "debug", "ACCESS_LOG": access},
-                            stderr=subprocess.DEVNULL)
+    env = {"PATH": os.environ["PATH"], "DATABASE_PATH": db, "PORT": str(port), "HOST": "127.0.0.1",
+           "AUTH_DISABLED": "true", "RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "debug",
+           "ACCESS_LOG": access}
+    if url.startswith("postgres"):
+        env["DATABASE_URL"] = url
+    proc = subprocess.Popen([BIN], env=env, stderr=subprocess.DEVNULL)
     try:
         for _ in range(500):
             try:
@@ -98,7 +148,7 @@ COMMIT;"""
             for line in f:
                 e = json.loads(line)
                 by_route.setdefault(e["route"], []).append(e["duration_ms"])
-        print(f"bench-counts: {n} tasks in project 1, 100 projects of 10 000")
+        print(f"bench-counts: {n} tasks in project 1, 100 projects of 10 000, {'postgres' if url.startswith('postgres') else 'sqlite'}")
         print("| request | count | server p50 ms | server p99 ms |")
         print("|---|---:|---:|---:|")
         for route in ["/projects/{id}/stats", "/metrics", "/stats"]:

@@ -4,7 +4,8 @@
 # not degrade with size. Databases are loaded directly (scripts/seed-db.sh). Claims
 # come from a second project of CLAIM_POOL pending tasks (default 300 000), the same
 # at both sizes, so neither run drains it and both claim from a pool of equal depth
-# inside a database of 10 000 or N tasks.
+# inside a database of 10 000 or N tasks. Then the counts of issue #19 at N
+# (scripts/bench-counts.py: stats, /metrics, GET /stats, /health under scrapers).
 # Env: DURATION (10) WARMUP (2) CONNECTIONS (32), as in ../shared/bench/bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +44,5 @@ jq -r --arg big "$n" -s '
   map(select(.server == $big)) | .[] |
   "| \(.scenario) | \($small[.scenario].rps | floor) | \(.rps | floor) | \((.rps / $small[.scenario].rps * 100 | floor))% |"' \
   "$out/results.jsonl" | { echo "| scenario | 10k req/s | ${n} req/s | ratio |"; echo "|---|---:|---:|---:|"; cat; } | tee "$out/scale.md"
+python3 scripts/bench-counts.py "$n" | tee "$out/counts.txt"
 echo "bench-scale: $out"
