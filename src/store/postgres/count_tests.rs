@@ -17,7 +17,11 @@ fn plan(tx: &mut Tx<'_>, sql: &str, nparams: usize) -> Result<String> {
 }
 
 /// EXPLAIN of `sql` with these arguments, one line a plan node.
-fn plan_with(tx: &mut Tx<'_>, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<String> {
+pub(super) fn plan_with(
+    tx: &mut Tx<'_>,
+    sql: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<String> {
     let rows = tx.query(&format!("EXPLAIN {sql}"), args)?;
     Ok(rows
         .iter()

@@ -79,14 +79,16 @@ pub fn run<T>(
     Ok(Outcome::Done(value))
 }
 
+/// Up to $2 records created at or before $1 (`idempotency_keys_created` of 0003),
+/// then each by its tuple id (a TID scan): as an `IN (…)` join the planner hashes
+/// the whole table.
+pub(super) const PURGE_SQL: &str = "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM idempotency_keys WHERE created_at <= $1 LIMIT $2
+    FOR UPDATE SKIP LOCKED))";
+
 /// Deletes up to `limit` expired answers; how many. Rows another instance is
 /// deleting are skipped, not waited for.
 pub fn purge(tx: &mut Tx<'_>, now: i64, limit: usize) -> Result<usize> {
-    let n = tx.execute(
-        "DELETE FROM idempotency_keys WHERE ctid IN
-           (SELECT ctid FROM idempotency_keys WHERE created_at <= $1 LIMIT $2
-            FOR UPDATE SKIP LOCKED)",
-        &[&(now - IDEMPOTENCY_TTL_MS), &(limit as i64)],
-    )?;
+    let n = tx.execute(PURGE_SQL, &[&(now - IDEMPOTENCY_TTL_MS), &(limit as i64)])?;
     Ok(n as usize)
 }

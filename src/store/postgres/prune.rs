@@ -68,6 +68,28 @@ impl Retention for PgStore {
     }
 }
 
+/// Completed tasks of a project finished before $2 (`tasks_completed` of 0001).
+pub(super) const PICK_COMPLETED_SQL: &str = "SELECT id FROM tasks
+  WHERE project_id = $1 AND status = 'completed' AND completed_at < $2
+  LIMIT $3 FOR UPDATE SKIP LOCKED";
+/// Failed and cancelled tasks of a project aged past $2 (`tasks_finished` of 0004).
+pub(super) const PICK_FINISHED_SQL: &str = "SELECT id FROM tasks
+  WHERE project_id = $1 AND status IN ('failed', 'cancelled')
+    AND (CASE WHEN status = 'cancelled' THEN updated_at
+         ELSE coalesce(completed_at, updated_at) END) < $2
+  LIMIT $3 FOR UPDATE SKIP LOCKED";
+/// The events of the picked tasks (`events_task` of 0004).
+pub(super) const DELETE_TASK_EVENTS_SQL: &str = "DELETE FROM events WHERE task_id = ANY($1)";
+/// The picked tasks, if still finished (the primary key).
+pub(super) const DELETE_TASKS_SQL: &str = "DELETE FROM tasks WHERE id = ANY($1)
+  AND status IN ('completed', 'failed', 'cancelled')";
+/// Of the $2 oldest events, those created before $1 (the head of the primary key).
+/// `= ANY(ARRAY(…))`, not `IN (…)`: the ids are fetched first and looked up by key;
+/// as a join the planner may scan the whole table when it guesses few old rows.
+pub(super) const DELETE_OLD_EVENTS_SQL: &str = "DELETE FROM events WHERE id = ANY(ARRAY(
+    SELECT id FROM events ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))
+  AND created_at < $1";
+
 /// Deletes up to `limit` finished tasks of `project` with their events (labels by
 /// the cascade). The rows are locked first (`FOR UPDATE SKIP LOCKED`: in READ
 /// COMMITTED the lock re-checks the condition on the row's newest version, and while
@@ -76,25 +98,13 @@ impl Retention for PgStore {
 /// every completion also updates, only for that statement and the commit.
 fn tasks(tx: &mut Tx<'_>, project: i64, before: i64, limit: i64) -> Result<PruneCount> {
     let mut ids: Vec<i64> = tx
-        .query(
-            "SELECT id FROM tasks
-              WHERE project_id = $1 AND status = 'completed' AND completed_at < $2
-              LIMIT $3 FOR UPDATE SKIP LOCKED",
-            &[&project, &before, &limit],
-        )?
+        .query(PICK_COMPLETED_SQL, &[&project, &before, &limit])?
         .iter()
         .map(|r| r.get(0))
         .collect();
     let left = limit - ids.len() as i64;
     if left > 0 {
-        let more = tx.query(
-            "SELECT id FROM tasks
-              WHERE project_id = $1 AND status IN ('failed', 'cancelled')
-                AND (CASE WHEN status = 'cancelled' THEN updated_at
-                     ELSE coalesce(completed_at, updated_at) END) < $2
-              LIMIT $3 FOR UPDATE SKIP LOCKED",
-            &[&project, &before, &left],
-        )?;
+        let more = tx.query(PICK_FINISHED_SQL, &[&project, &before, &left])?;
         ids.extend(more.iter().map(|r| r.get::<_, i64>(0)));
     }
     let mut n = PruneCount {
@@ -104,24 +114,15 @@ fn tasks(tx: &mut Tx<'_>, project: i64, before: i64, limit: i64) -> Result<Prune
     if ids.is_empty() {
         return Ok(n);
     }
-    n.events = tx.execute("DELETE FROM events WHERE task_id = ANY($1)", &[&ids])?;
-    n.tasks = tx.execute(
-        "DELETE FROM tasks WHERE id = ANY($1)
-            AND status IN ('completed', 'failed', 'cancelled')",
-        &[&ids],
-    )?;
+    n.events = tx.execute(DELETE_TASK_EVENTS_SQL, &[&ids])?;
+    n.tasks = tx.execute(DELETE_TASKS_SQL, &[&ids])?;
     Ok(n)
 }
 
 /// Deletes the events created before `before` among the `limit` oldest (ids follow
 /// time, see the SQLite side); a head that is not old enough ends the pass.
 fn events(tx: &mut Tx<'_>, before: i64, limit: i64) -> Result<PruneCount> {
-    let deleted = tx.execute(
-        "DELETE FROM events WHERE id IN (
-           SELECT id FROM events ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-         AND created_at < $1",
-        &[&before, &limit],
-    )?;
+    let deleted = tx.execute(DELETE_OLD_EVENTS_SQL, &[&before, &limit])?;
     Ok(PruneCount {
         events: deleted,
         more: deleted > 0,
@@ -138,4 +139,92 @@ fn idempotency(tx: &mut Tx<'_>, now: i64, limit: i64) -> Result<PruneCount> {
         more: n >= limit as u64,
         ..PruneCount::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::count_tests::plan_with;
+    use super::super::tests::Cluster;
+    use super::*;
+    use postgres::types::ToSql;
+
+    #[test]
+    fn each_prune_statement_reads_its_index_not_the_table() {
+        // Issue #20: each step stays short however big the tables are, so every
+        // statement must find its rows through an index, never a scan of tasks or
+        // events (50 000 tasks, mostly unfinished; their events; 10 000 keys).
+        let Some(c) = Cluster::start() else { return };
+        let store = PgStore::open(&c.database("prune_plans"), 1).expect("open");
+        let now = 1_700_000_000_000i64;
+        store
+            .run(|tx| {
+                tx.execute(
+                    "INSERT INTO projects (name, created_at, updated_at)
+                       SELECT 'p' || i, $1::bigint, $1::bigint FROM generate_series(1, 5) AS i",
+                    &[&now],
+                )?;
+                tx.execute(
+                    "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                                        completed_at)
+                       SELECT 1 + i % 5, 't', s.status, $1::bigint - i, $1::bigint - i,
+                              CASE WHEN s.status IN ('completed', 'failed') THEN $1::bigint - i END
+                         FROM generate_series(1, 50000) AS i,
+                              LATERAL (SELECT (ARRAY['pending', 'pending', 'pending',
+                                  'in_progress', 'blocked', 'pending', 'pending', 'completed',
+                                  'failed', 'cancelled'])[1 + (i % 10)::int] AS status) AS s",
+                    &[&now],
+                )?;
+                tx.execute(
+                    "INSERT INTO events (project_id, task_id, type, created_at)
+                       SELECT project_id, id, 'created', created_at FROM tasks",
+                    &[],
+                )?;
+                tx.execute(
+                    "INSERT INTO idempotency_keys (scope, key, fingerprint, status, headers,
+                                                   body, created_at)
+                       SELECT 1, 'k' || i, '\\x00', 201, '', '\\x00', $1::bigint - i * 1000
+                         FROM generate_series(1, 10000) AS i",
+                    &[&now],
+                )?;
+                tx.batch("ANALYZE")
+            })
+            .expect("seed");
+        let before = now - 60_000;
+        let limit = 200i64;
+        let ids: Vec<i64> = (1..=200).collect();
+        let project = 1i64;
+        // 100 of the 10 000 keys are past their 24 h.
+        let expired = now - 9_900_000;
+        let plans = store
+            .run(|tx| {
+                let pick: [&(dyn ToSql + Sync); 3] = [&project, &before, &limit];
+                Ok([
+                    ("tasks_completed", plan_with(tx, PICK_COMPLETED_SQL, &pick)?),
+                    ("tasks_finished", plan_with(tx, PICK_FINISHED_SQL, &pick)?),
+                    (
+                        "events_task",
+                        plan_with(tx, DELETE_TASK_EVENTS_SQL, &[&ids])?,
+                    ),
+                    ("tasks_pkey", plan_with(tx, DELETE_TASKS_SQL, &[&ids])?),
+                    (
+                        "events_pkey",
+                        plan_with(tx, DELETE_OLD_EVENTS_SQL, &[&before, &limit])?,
+                    ),
+                    (
+                        "idempotency_keys_created",
+                        plan_with(
+                            tx,
+                            super::super::idempotency::PURGE_SQL,
+                            &[&expired, &limit],
+                        )?,
+                    ),
+                ])
+            })
+            .expect("explain");
+        for (index, plan) in plans {
+            assert!(plan.contains(index), "expected {index}:\n{plan}");
+            assert!(!plan.contains("Seq Scan"), "a scan:\n{plan}");
+            assert!(!plan.contains("Sort"), "a sort:\n{plan}");
+        }
+    }
 }
