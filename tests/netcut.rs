@@ -270,6 +270,18 @@ fn netcut_to_postgres_answers_503_in_bounded_time_and_recovers() {
         assert_eq!(r.status, 201, "{}", r.text());
     }
 
+    // A server that is alive but slow is not taken for a dead one: a statement that
+    // runs past the dead-peer timeout (10 s) on a healthy link completes.
+    let (slow, took) = timed(&s, "POST", "/_test/busy-writer?ms=14000", None);
+    let slow = slow.expect("an answer to the slow statement");
+    assert_eq!(
+        slow.status,
+        204,
+        "a 14 s statement on a live link: {}",
+        slow.text()
+    );
+    eprintln!("netcut: a 14 s statement on a live link completed in {took:?}");
+
     // Mid-operation: a transaction the server is waiting on (pg_sleep) when the
     // link goes: nothing unacknowledged on the client's side, only keepalives can
     // tell the peer is gone.
