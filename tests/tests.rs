@@ -33,6 +33,8 @@ mod hostile;
 mod lifecycle;
 /// SPEC §9: long-poll claims and the event stream.
 mod live;
+/// PostgreSQL behind a link that is cut (packets dropped, no RST) and healed.
+mod netcut;
 /// promtool on real metrics; HAProxy health checks and a drain without errors.
 mod observability;
 /// Health, readiness, liveness, metrics, OPTIONS /, HEAD and HTTP/1.0.

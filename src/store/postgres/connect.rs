@@ -1,6 +1,14 @@
 //! Opening one PostgreSQL connection from a `PgUrl`: TLS through rustls (ring
 //! provider, roots from webpki-roots or `sslrootcert`) so the binary stays static and
 //! links no OpenSSL (SPEC §1, §10), and the session settings every connection gets.
+//!
+//! A network cut (packets dropped, no RST) must not hold a worker until the kernel
+//! gives up: the session's `statement_timeout` is the server's and cannot help when
+//! the server is unreachable, and the blocking client has no per-call timeout. So
+//! the socket itself is told (`url::Liveness`): `TCP_USER_TIMEOUT` fails a
+//! connection whose data stays unacknowledged, and keepalives probe a connection
+//! that waits for an answer. Either way the next read or write fails, the store maps
+//! that to `Unavailable` (503 + Retry-After) and the pool drops the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +20,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::url::{PgUrl, SslMode};
+use super::url::{Liveness, PgUrl, SslMode};
 use crate::store::{Result, StoreError};
 
 /// Every connection: a lock wait as long as SQLite's busy timeout (then `Busy`), a
@@ -38,9 +46,8 @@ impl Connector {
             .dbname(&url.dbname)
             .port(url.port)
             .application_name("dashboard-backend")
-            .connect_timeout(Duration::from_secs(url.connect_timeout_secs.max(1)))
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30));
+            .connect_timeout(Duration::from_secs(url.connect_timeout_secs.max(1)));
+        liveness(&mut config, &url.liveness);
         if url.is_socket() {
             config.host_path(&url.host);
         } else {
@@ -73,6 +80,23 @@ impl Connector {
         })?;
         client.batch_execute(SESSION)?;
         Ok(client)
+    }
+}
+
+/// The socket options that notice a dead peer (ignored on a Unix socket).
+fn liveness(config: &mut postgres::Config, l: &Liveness) {
+    if l.tcp_user_timeout_ms > 0 {
+        config.tcp_user_timeout(Duration::from_millis(l.tcp_user_timeout_ms));
+    }
+    config.keepalives(l.keepalives);
+    if l.keepalives_idle_secs > 0 {
+        config.keepalives_idle(Duration::from_secs(l.keepalives_idle_secs));
+    }
+    if l.keepalives_interval_secs > 0 {
+        config.keepalives_interval(Duration::from_secs(l.keepalives_interval_secs));
+    }
+    if l.keepalives_count > 0 {
+        config.keepalives_retries(l.keepalives_count);
     }
 }
 
@@ -169,5 +193,33 @@ impl ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_s_liveness_reaches_the_driver() {
+        let url = PgUrl::parse("postgres://u@h/d?sslmode=disable").expect("url");
+        let c = Connector::new(&url).expect("connector");
+        assert_eq!(
+            c.config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(10))
+        );
+        assert!(c.config.get_keepalives());
+        assert_eq!(c.config.get_keepalives_idle(), Duration::from_secs(5));
+        assert_eq!(
+            c.config.get_keepalives_interval(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(c.config.get_keepalives_retries(), Some(3));
+
+        let url = PgUrl::parse("postgres://u@h/d?sslmode=disable&tcp_user_timeout=0&keepalives=0")
+            .expect("url");
+        let c = Connector::new(&url).expect("connector");
+        assert_eq!(c.config.get_tcp_user_timeout(), None);
+        assert!(!c.config.get_keepalives());
     }
 }

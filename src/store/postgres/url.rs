@@ -1,6 +1,8 @@
 //! `DATABASE_URL` (SPEC §10): `postgres://user[:password]@host[:port]/db[?sslmode=…
 //! &sslrootcert=FILE]`, parsed by hand because `sslmode=verify-full` and `sslrootcert`
-//! are libpq's words that the `postgres` crate does not know. The password is kept
+//! are libpq's words that the `postgres` crate does not know. The dead-peer detection
+//! (`tcp_user_timeout`, `keepalives*`, see `Liveness`) takes libpq's names and units
+//! too, so the same URL means the same to `psql`. The password is kept
 //! only inside `PgUrl` and never printed: `redacted()` is what `config` and errors show.
 
 use std::path::PathBuf;
@@ -30,6 +32,46 @@ pub struct PgUrl {
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
     pub connect_timeout_secs: u64,
+    pub liveness: Liveness,
+}
+
+/// How soon a TCP connection to a peer that went silent (a network cut: packets
+/// dropped, no RST) fails instead of blocking a worker until the kernel gives up
+/// (~15 min of retransmissions, or 2 h + 11 min of default keepalives). libpq's
+/// parameters, names and units. 0 sets nothing: the kernel's default (for
+/// `keepalives_idle` the driver's, 2 h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// `tcp_user_timeout` (ms): data sent and not acknowledged for this long fails the
+    /// connection; with keepalives on, so do unanswered probes after this long
+    /// without hearing from the peer (Linux `TCP_USER_TIMEOUT`).
+    pub tcp_user_timeout_ms: u64,
+    /// `keepalives` (0 or 1).
+    pub keepalives: bool,
+    /// `keepalives_idle` (s): silence before the first probe.
+    pub keepalives_idle_secs: u64,
+    /// `keepalives_interval` (s): between probes.
+    pub keepalives_interval_secs: u64,
+    /// `keepalives_count`: probes unanswered before the connection fails (where the
+    /// kernel has no `TCP_USER_TIMEOUT`; with it, that timeout decides).
+    pub keepalives_count: u32,
+}
+
+impl Default for Liveness {
+    /// A peer gone silent is noticed in about 10 s, whether a statement is on its way
+    /// (unacknowledged) or the connection waits for an answer (keepalives after 5 s
+    /// of silence, every 2 s; failing once 10 s pass without a word). A server that is
+    /// alive but slow (a lock wait, up to `statement_timeout`) answers the probes from
+    /// its kernel and is not cut off.
+    fn default() -> Liveness {
+        Liveness {
+            tcp_user_timeout_ms: 10_000,
+            keepalives: true,
+            keepalives_idle_secs: 5,
+            keepalives_interval_secs: 2,
+            keepalives_count: 3,
+        }
+    }
 }
 
 /// Never shows the password, not even in `{:?}`.
@@ -99,6 +141,7 @@ impl PgUrl {
             sslmode: SslMode::Prefer,
             sslrootcert: None,
             connect_timeout_secs: 5,
+            liveness: Liveness::default(),
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -119,11 +162,36 @@ impl PgUrl {
                     url.connect_timeout_secs =
                         v.parse().map_err(|_| "connect_timeout in seconds")?
                 }
+                "tcp_user_timeout" => {
+                    url.liveness.tcp_user_timeout_ms =
+                        v.parse().map_err(|_| "tcp_user_timeout in milliseconds")?
+                }
+                "keepalives" => {
+                    url.liveness.keepalives = match v.as_str() {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err("keepalives 0 or 1".into()),
+                    }
+                }
+                "keepalives_idle" => {
+                    url.liveness.keepalives_idle_secs =
+                        v.parse().map_err(|_| "keepalives_idle in seconds")?
+                }
+                "keepalives_interval" => {
+                    url.liveness.keepalives_interval_secs =
+                        v.parse().map_err(|_| "keepalives_interval in seconds")?
+                }
+                "keepalives_count" => {
+                    url.liveness.keepalives_count = v
+                        .parse()
+                        .map_err(|_| "keepalives_count a number of probes")?
+                }
                 "application_name" => {}
                 _ => {
                     return Err(format!(
-                        "only the parameters sslmode, sslrootcert, host, connect_timeout and \
-                         application_name (not {k:?})"
+                        "only the parameters sslmode, sslrootcert, host, connect_timeout, \
+                         tcp_user_timeout, keepalives, keepalives_idle, keepalives_interval, \
+                         keepalives_count and application_name (not {k:?})"
                     ))
                 }
             }
@@ -208,6 +276,42 @@ mod tests {
         assert_eq!(u.redacted(), "postgres://u@[::1]:5432/d?sslmode=disable");
         let u = PgUrl::parse("postgres://u@/d?host=/run/postgresql").expect("socket");
         assert!(u.is_socket());
+    }
+
+    #[test]
+    fn dead_peer_detection_defaults_to_about_ten_seconds_and_takes_libpqs_names() {
+        let u = PgUrl::parse("postgres://u@h/d").expect("defaults");
+        assert_eq!(u.liveness, Liveness::default());
+        assert_eq!(u.liveness.tcp_user_timeout_ms, 10_000);
+        assert!(u.liveness.keepalives);
+        let u = PgUrl::parse(
+            "postgres://u@h/d?tcp_user_timeout=2500&keepalives_idle=1&keepalives_interval=1\
+             &keepalives_count=4&connect_timeout=2",
+        )
+        .expect("all set");
+        assert_eq!(
+            u.liveness,
+            Liveness {
+                tcp_user_timeout_ms: 2500,
+                keepalives: true,
+                keepalives_idle_secs: 1,
+                keepalives_interval_secs: 1,
+                keepalives_count: 4,
+            }
+        );
+        assert_eq!(u.connect_timeout_secs, 2);
+        let u = PgUrl::parse("postgres://u@h/d?keepalives=0&tcp_user_timeout=0").expect("off");
+        assert!(!u.liveness.keepalives);
+        assert_eq!(u.liveness.tcp_user_timeout_ms, 0);
+        for bad in [
+            "postgres://u:pw@h/d?tcp_user_timeout=10s",
+            "postgres://u:pw@h/d?keepalives=yes",
+            "postgres://u:pw@h/d?keepalives_idle=-1",
+            "postgres://u:pw@h/d?keepalives_count=x",
+        ] {
+            let e = PgUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("pw"), "{bad}: {e}");
+        }
     }
 
     #[test]
