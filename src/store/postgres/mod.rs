@@ -88,13 +88,31 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
-/// One transaction on a pooled connection, with that connection's prepared statements.
+/// One transaction on a pooled connection, with that connection's prepared statements;
+/// or, for `PgStore::read`, the connection itself in autocommit mode.
 pub struct Tx<'a> {
-    t: postgres::Transaction<'a>,
+    c: Conn<'a>,
     stmts: &'a mut HashMap<String, Statement>,
 }
 
+enum Conn<'a> {
+    Tx(postgres::Transaction<'a>),
+    /// Each statement its own transaction: one round trip where BEGIN and COMMIT
+    /// would add two.
+    Auto(&'a mut postgres::Client),
+}
+
 type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+/// `$body` with `$c` bound to the transaction or the client (same methods).
+macro_rules! on {
+    ($self:ident, $c:ident => $body:expr) => {
+        match &mut $self.c {
+            Conn::Tx($c) => $body,
+            Conn::Auto($c) => $body,
+        }
+    };
+}
 
 impl Tx<'_> {
     fn stmt(&mut self, sql: &str) -> Result<Statement> {
@@ -104,34 +122,34 @@ impl Tx<'_> {
         if self.stmts.len() >= MAX_STATEMENTS {
             self.stmts.clear();
         }
-        let s = self.t.prepare(sql)?;
+        let s = on!(self, c => c.prepare(sql))?;
         self.stmts.insert(sql.to_string(), s.clone());
         Ok(s)
     }
 
     pub fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         let s = self.stmt(sql)?;
-        Ok(self.t.query(&s, params)?)
+        Ok(on!(self, c => c.query(&s, params))?)
     }
 
     pub fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
         let s = self.stmt(sql)?;
-        Ok(self.t.query_opt(&s, params)?)
+        Ok(on!(self, c => c.query_opt(&s, params))?)
     }
 
     pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row> {
         let s = self.stmt(sql)?;
-        Ok(self.t.query_one(&s, params)?)
+        Ok(on!(self, c => c.query_one(&s, params))?)
     }
 
     pub fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
         let s = self.stmt(sql)?;
-        Ok(self.t.execute(&s, params)?)
+        Ok(on!(self, c => c.execute(&s, params))?)
     }
 
     /// Statements without parameters or results (migrations, locks).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
-        Ok(self.t.batch_execute(sql)?)
+        Ok(on!(self, c => c.batch_execute(sql))?)
     }
 }
 
@@ -198,11 +216,13 @@ impl PgStore {
                     return Err(StoreError::Other("transaction body already ran".into()));
                 };
                 let mut tx = Tx {
-                    t,
+                    c: Conn::Tx(t),
                     stmts: &mut conn.stmts,
                 };
                 let result = f(&mut tx).and_then(|v| {
-                    tx.t.commit()?;
+                    if let Conn::Tx(t) = tx.c {
+                        t.commit()?;
+                    }
                     Ok(v)
                 });
                 if let Err(StoreError::Unavailable(_)) = result {
@@ -217,6 +237,33 @@ impl PgStore {
         Err(StoreError::Unavailable(
             "the database connection was lost".into(),
         ))
+    }
+
+    /// Runs `f`, which only reads, without a transaction: each statement sees what
+    /// was committed when it started. For a read of one statement (a task, a key)
+    /// this saves the BEGIN and COMMIT round trips; statements that must agree with
+    /// each other belong in `run`. A connection found dead is replaced once: a read
+    /// can be repeated.
+    pub fn read<T>(&self, f: impl Fn(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        crate::metrics::db_query();
+        let mut attempt = 0;
+        loop {
+            let out = self.pool.with(|conn| {
+                let mut tx = Tx {
+                    c: Conn::Auto(&mut conn.client),
+                    stmts: &mut conn.stmts,
+                };
+                let result = f(&mut tx);
+                if let Err(StoreError::Unavailable(_)) = result {
+                    conn.broken = true;
+                }
+                Ok(result)
+            })?;
+            match out {
+                Err(StoreError::Unavailable(_)) if attempt == 0 => attempt += 1,
+                done => return done,
+            }
+        }
     }
 }
 
@@ -296,11 +343,11 @@ impl ProjectStore for PgStore {
         after: i64,
         limit: usize,
     ) -> Result<Page<Project>> {
-        self.run(|tx| projects::list(tx, status, after, limit))
+        self.read(|tx| projects::list(tx, status, after, limit))
     }
 
     fn get_project(&self, id: i64) -> Result<Project> {
-        self.run(|tx| projects::get(tx, id, false))
+        self.read(|tx| projects::get(tx, id, false))
     }
 
     fn create_project(
@@ -343,11 +390,11 @@ impl TaskStore for PgStore {
     }
 
     fn get_task(&self, id: i64, pid: Option<i64>) -> Result<Task> {
-        self.run(|tx| tasks::get(tx, id, pid, false))
+        self.read(|tx| tasks::get(tx, id, pid, false))
     }
 
     fn list_tasks(&self, pid: i64, q: TaskQuery) -> Result<Page<Task>> {
-        self.run(|tx| tasks::list(tx, pid, &q))
+        self.read(|tx| tasks::list(tx, pid, &q))
     }
 
     fn update_task(
@@ -459,13 +506,13 @@ impl TaskStore for PgStore {
     }
 
     fn list_events(&self, pid: i64, after: i64, limit: usize) -> Result<Page<Event>> {
-        self.run(|tx| events::list(tx, pid, after, limit))
+        self.read(|tx| events::list(tx, pid, after, limit))
     }
 }
 
 impl KeyStore for PgStore {
     fn find_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
-        self.run(|tx| apikeys::find(tx, &hash))
+        self.read(|tx| apikeys::find(tx, &hash))
     }
 
     fn create_key(
