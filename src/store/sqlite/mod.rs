@@ -82,7 +82,19 @@ impl SqliteStore {
         let progress = Arc::new(AtomicU64::new(0));
         writer::count_progress(&conn, progress.clone());
         migrate_in_time(&conn, &progress)?;
-        let writer = Writer::start(conn, progress)?;
+        // synchronous=FULL: the writer's COMMIT leaves the flush to the sync thread,
+        // which answers once the WAL is on disk (writer.rs, pipelined commit).
+        let durability = match opts.synchronous {
+            crate::store::Synchronous::Full => {
+                conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                writer::Durability::Pipelined(wal.into())
+            }
+            #[cfg(test)]
+            crate::store::Synchronous::Normal => writer::Durability::Inline,
+        };
+        let writer = Writer::start(conn, progress, durability)?;
         let readers = ReadPool::new(path.to_path_buf(), opts.readers.max(1));
         let identity = identity(path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;

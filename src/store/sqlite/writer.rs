@@ -10,8 +10,23 @@
 //!
 //! The writer also counts its progress (SQLite steps and commits) so the watchdog can
 //! tell a long job that is moving from a writer that is stuck (`alive`).
+//!
+//! **Pipelined commit** (`Durability::Pipelined`, what `synchronous=FULL` becomes):
+//! the writer connection runs `synchronous=NORMAL`, so COMMIT writes the batch's WAL
+//! frames without waiting for the disk, and hands the batch to the `db-sync` thread,
+//! which makes every batch queued so far durable with one `fdatasync` of the WAL file
+//! and only then answers their callers. Meanwhile the writer runs the next batch: the
+//! disk's flush and the next batch's work overlap instead of taking turns. A 2xx still
+//! means on disk. The trade-off: another request may read a committed write for the
+//! length of one flush before it is durable (as with PostgreSQL's synchronous
+//! standbys); a power loss in that window loses it, and nobody was told it succeeded
+//! — but a reader may have seen it. Checkpoints stay safe: with NORMAL, SQLite syncs
+//! the WAL before a checkpoint and the database file after it. An fdatasync that
+//! fails leaves the kernel's copy of the file in doubt (PostgreSQL's "fsyncgate"), so
+//! from then on every write is refused until a restart.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -113,6 +128,20 @@ pub fn count_progress(conn: &Connection, progress: Arc<AtomicU64>) {
     );
 }
 
+/// Where a committed batch becomes durable before its callers are answered.
+pub enum Durability {
+    /// Inside COMMIT, by SQLite (whatever the connection's `synchronous` says).
+    #[cfg(test)]
+    Inline,
+    /// By the sync thread, one `fdatasync` of this WAL file for every batch
+    /// committed since the last one (see the module doc). The connection must run
+    /// `synchronous=NORMAL`.
+    Pipelined(PathBuf),
+}
+
+/// Committed batches on their way to the sync thread.
+type Synced = Sender<Vec<Box<dyn Job>>>;
+
 /// Handle to the writer thread.
 pub struct Writer {
     queue: Sender<Msg>,
@@ -124,12 +153,16 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread on `conn`, whose progress `count_progress` counts
     /// into `progress`.
-    pub fn start(conn: Connection, progress: Arc<AtomicU64>) -> Result<Writer> {
+    pub fn start(
+        conn: Connection,
+        progress: Arc<AtomicU64>,
+        durability: Durability,
+    ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let counted = progress.clone();
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, &counted))
+            .spawn(move || run(conn, rx, &counted, durability))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(Writer {
             queue: tx,
@@ -211,7 +244,24 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<Msg>, progress: &AtomicU64) -> Result<()> {
+fn run(
+    conn: Connection,
+    rx: Receiver<Msg>,
+    progress: &AtomicU64,
+    durability: Durability,
+) -> Result<()> {
+    let (synced, syncer) = match durability {
+        #[cfg(test)]
+        Durability::Inline => (None, None),
+        Durability::Pipelined(wal) => {
+            let (tx, rx) = mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("db-sync".into())
+                .spawn(move || sync_loop(&wal, rx))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start db-sync: {e}")))?;
+            (Some(tx), Some(thread))
+        }
+    };
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut stop = false;
     while !stop {
@@ -229,13 +279,18 @@ fn run(conn: Connection, rx: Receiver<Msg>, progress: &AtomicU64) -> Result<()> 
                 Err(_) => break,
             }
         }
-        commit_batch(&conn, &mut batch);
+        commit_batch(&conn, &mut batch, synced.as_ref());
         // A batch of short jobs may finish without SQLite counting a step.
         progress.fetch_add(1, Ordering::Relaxed);
     }
     // Jobs queued after Stop (none in practice: workers are joined first) are refused.
     while let Ok(Msg::Job(j)) = rx.try_recv() {
         j.finish(Err(StoreError::Unavailable("shutting down".into())));
+    }
+    // The last batches are answered once durable.
+    drop(synced);
+    if let Some(t) = syncer {
+        let _ = t.join();
     }
     // SPEC §6: checkpoint the WAL so the database file alone is complete.
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -252,10 +307,10 @@ fn run(conn: Connection, rx: Receiver<Msg>, progress: &AtomicU64) -> Result<()> 
 /// promise with `total_changes`: a job that fails after changing rows rolls the whole
 /// transaction back; the jobs that ran before it are answered 503 (retry: nothing
 /// was written), and the jobs after it go on in a fresh transaction.
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, synced: Option<&Synced>) {
     let mut rest: Vec<Box<dyn Job>> = Vec::new();
     loop {
-        run_transaction(conn, batch, &mut rest);
+        run_transaction(conn, batch, &mut rest, synced);
         if rest.is_empty() {
             return;
         }
@@ -265,7 +320,12 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
 
 /// One transaction over `batch`. Jobs not run because an earlier one failed dirty
 /// are moved to `rest`.
-fn run_transaction(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, rest: &mut Vec<Box<dyn Job>>) {
+fn run_transaction(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn Job>>,
+    rest: &mut Vec<Box<dyn Job>>,
+    synced: Option<&Synced>,
+) {
     // Events noted by a transaction that did not commit are forgotten (live, SPEC §9).
     crate::changes::after_commit(false);
     if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
@@ -316,9 +376,55 @@ fn run_transaction(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, rest: &mut 
             log::error!(target: "store", error:% = e, batch = batch.len(); "commit failed; batch rolled back")
         }
     }
+    if let (Ok(()), Some(synced)) = (&outcome, synced) {
+        if let Err(mpsc::SendError(jobs)) = synced.send(std::mem::take(batch)) {
+            for j in jobs {
+                j.finish(Err(StoreError::Unavailable(
+                    "the sync thread stopped".into(),
+                )));
+            }
+        }
+        return;
+    }
     for j in batch.drain(..) {
         j.finish(outcome.clone());
     }
+}
+
+/// The sync thread: answers committed batches once an `fdatasync` of the WAL file
+/// that began after their COMMIT has returned. Batches that arrive while it syncs
+/// share the next one.
+fn sync_loop(wal: &std::path::Path, rx: Receiver<Vec<Box<dyn Job>>>) {
+    let mut file: Option<std::fs::File> = None;
+    let mut failed: Option<String> = None;
+    while let Ok(mut jobs) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            jobs.extend(more);
+        }
+        let outcome = match &failed {
+            Some(e) => Err(e.clone()),
+            None => sync_data(wal, &mut file).map_err(|e| {
+                let e = format!("could not make the write durable: {}: {e}", wal.display());
+                log::error!(target: "store", error:% = e;
+                    "fdatasync of the WAL failed; every write is refused until a restart");
+                failed = Some(e.clone());
+                e
+            }),
+        };
+        for j in jobs {
+            j.finish(outcome.clone().map_err(StoreError::Unavailable));
+        }
+    }
+}
+
+fn sync_data(wal: &std::path::Path, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
+    #[cfg(test)]
+    tests::sync_hook(wal)?;
+    let f = match file {
+        Some(f) => f,
+        None => file.insert(std::fs::File::open(wal)?),
+    };
+    f.sync_data()
 }
 
 /// Runs one of the few fixed transaction-control statements through the statement
@@ -340,13 +446,118 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// What the sync thread of a writer on one WAL file does before its fdatasync:
+    /// wait, or fail. Keyed by path: other tests' writers are left alone.
+    static SYNC_HOOK: Mutex<Vec<(PathBuf, Duration, bool)>> = Mutex::new(Vec::new());
+    static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn sync_hook(wal: &std::path::Path) -> std::io::Result<()> {
+        let hook = SYNC_HOOK
+            .lock()
+            .expect("hook")
+            .iter()
+            .find(|h| h.0 == wal)
+            .cloned();
+        if let Some((_, wait, fail)) = hook {
+            SYNCS.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(wait);
+            if fail {
+                return Err(std::io::Error::other("injected EIO"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A pipelined writer on a fresh database file whose syncs wait `wait` (and
+    /// fail, with `fail`); the database's and the WAL's paths.
+    fn pipelined(tag: &str, wait: Duration, fail: bool) -> (Arc<Writer>, PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("writer-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = dir.join("db");
+        let conn = Connection::open(&db).expect("open");
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             CREATE TABLE t (v INTEGER NOT NULL)",
+        )
+        .expect("schema");
+        let wal = dir.join("db-wal");
+        SYNC_HOOK
+            .lock()
+            .expect("hook")
+            .push((wal.clone(), wait, fail));
+        let progress = Arc::new(AtomicU64::new(0));
+        let w = Writer::start(conn, progress, Durability::Pipelined(wal.clone())).expect("start");
+        (Arc::new(w), db, wal)
+    }
+
+    #[test]
+    fn a_write_is_answered_only_after_its_wal_is_flushed_yet_readable_before() {
+        // Issue #17's pipelined commit: the 2xx waits for the fdatasync; a reader may
+        // see the row during it (the documented trade-off).
+        let before = SYNCS.load(Ordering::SeqCst);
+        let (w, db, _) = pipelined("flushed", Duration::from_millis(400), false);
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t0 = Instant::now();
+        let submit = {
+            let (w, answered) = (w.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let r = w.submit(insert(1, None));
+                answered.store(true, Ordering::SeqCst);
+                r
+            })
+        };
+        let reader = Connection::open(&db).expect("reader");
+        let seen_at = loop {
+            let n: i64 = reader
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .expect("count");
+            if n == 1 {
+                break t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "the row never showed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let answered_when_seen = answered.load(Ordering::SeqCst);
+        assert_eq!(submit.join().expect("join").ok(), Some(1));
+        let took = t0.elapsed();
+        assert!(
+            !answered_when_seen,
+            "the write was answered before its row was readable ({seen_at:?})"
+        );
+        assert!(
+            took >= Duration::from_millis(400),
+            "answered after {took:?}, before the 400 ms flush ended"
+        );
+        assert!(SYNCS.load(Ordering::SeqCst) > before, "no fdatasync ran");
+        w.stop().expect("stop");
+    }
+
+    #[test]
+    fn a_failed_flush_refuses_that_write_and_every_later_one() {
+        let (w, _, wal) = pipelined("failed", Duration::ZERO, true);
+        assert!(matches!(
+            w.submit(insert(1, None)),
+            Err(StoreError::Unavailable(_))
+        ));
+        SYNC_HOOK.lock().expect("hook").retain(|h| h.0 != wal);
+        assert!(matches!(
+            w.submit(insert(2, None)),
+            Err(StoreError::Unavailable(_))
+        ));
+        w.stop().expect("stop");
+    }
+
     fn writer() -> Arc<Writer> {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
             .expect("schema");
         let progress = Arc::new(AtomicU64::new(0));
         count_progress(&conn, progress.clone());
-        Arc::new(Writer::start(conn, progress).expect("start"))
+        Arc::new(Writer::start(conn, progress, Durability::Inline).expect("start"))
     }
 
     fn insert(v: i64, fail: Option<&'static str>) -> impl FnOnce(&Connection) -> Result<i64> {
