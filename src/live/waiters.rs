@@ -55,6 +55,8 @@ struct Waiter {
     id: u64,
     key: String,
     deadline: Instant,
+    /// When a pass that skips this waiter looks again whether its client hung up.
+    look_at: Instant,
     attempt: Attempt,
     reply: Reply,
     _place: Place,
@@ -212,6 +214,7 @@ pub fn park(
             id,
             key: p.key,
             deadline,
+            look_at: Instant::now(),
             attempt: p.attempt,
             reply,
             _place: p.place,
@@ -339,6 +342,16 @@ impl Waiters {
                     continue;
                 }
                 if found_nothing.contains(&w.key) {
+                    // Not tried in this pass; still, one that hung up gives back its
+                    // place (looked at once a RECHECK at most: passes run at writes).
+                    let now = Instant::now();
+                    if now >= w.look_at {
+                        w.look_at = now + RECHECK;
+                        if w.reply.rq.client_gone() {
+                            w.reply.answer(&*app, Response::empty(204));
+                            continue;
+                        }
+                    }
                     kept.push_back(w);
                     continue;
                 }
