@@ -486,7 +486,10 @@ fn attack_live_waiters_of_a_deleted_project_are_answered() {
     await_gauge(&s, "claim_waiters", 0, Duration::from_secs(5));
 }
 
-/// An open stream of a project that is deleted ends and frees its place.
+/// An open stream of a project that is deleted ends soon and frees its place.
+/// (Failed on main on SQLite: a deletion records no event and wakes nobody, so the
+/// stream noticed only at its next look at the store, the 15 s keep-alive, holding
+/// its `MAX_STREAMS` place meanwhile.)
 #[test]
 fn attack_live_a_stream_of_a_deleted_project_ends() {
     let s = TestServer::start();
@@ -497,8 +500,17 @@ fn attack_live_a_stream_of_a_deleted_project_ends() {
     let r = s.call("DELETE", &format!("/projects/{pid}"), None);
     assert_eq!(r.status, 204, "{}", r.text());
     let t0 = Instant::now();
+    st.reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     assert!(st.next().is_none(), "an event of a deleted project");
-    eprintln!("stream of a deleted project ended after {:?}", t0.elapsed());
+    let took = t0.elapsed();
+    // Immediate on a wake-up; generous for a loaded machine (the keep-alive is 15 s).
+    assert!(
+        took < Duration::from_secs(5),
+        "the stream ended {took:?} after the delete"
+    );
     await_gauge(&s, "http_streams_open", 0, Duration::from_secs(10));
     // And a new stream of it is a 404.
     assert_eq!(open_stream(&s, pid, "", &[]).status, 404);
