@@ -613,6 +613,20 @@ fn attack_live_wait_seconds_bounds() {
         t0.elapsed() < Duration::from_secs(3),
         "wait_seconds 0 waited"
     );
+    // A short wait ends with 204 at its deadline, not before, and frees its place.
+    let t0 = Instant::now();
+    let r = s.post(
+        &format!("/projects/{pid}/tasks/claim"),
+        &json!({"agent": "a", "wait_seconds": 1}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(950),
+        "answered after {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    await_gauge(&s, "claim_waiters", 0, Duration::from_secs(5));
     // 60 is allowed: it parks (and is answered when work comes).
     let w = claim_async(&s, pid, json!({"agent": "a", "wait_seconds": 60}));
     await_gauge(&s, "claim_waiters", 1, Duration::from_secs(10));
