@@ -484,6 +484,18 @@ fn attack_live_waiters_of_a_deleted_project_are_answered() {
         "waiters kept to their deadline"
     );
     await_gauge(&s, "claim_waiters", 0, Duration::from_secs(5));
+    // A long poll on the deleted project: 404 at once, nothing parked.
+    let t0 = Instant::now();
+    let r = s.post(
+        &format!("/projects/{pid}/tasks/claim"),
+        &json!({"agent": "late", "wait_seconds": 30}),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "a long poll of no project waited"
+    );
+    assert_eq!(gauge(&s, "claim_waiters"), 0);
 }
 
 /// An open stream of a project that is deleted ends soon and frees its place.
