@@ -434,6 +434,34 @@ fn attack_live_a_due_task_reaches_a_waiter_parked_after_a_served_one() {
     assert!(lag < 8_000, "the due task reached the waiter {lag} ms late");
 }
 
+/// A lease that runs out makes its task claimable without any request: a waiter gets
+/// it (by the re-check) and the old holder's token is refused.
+#[test]
+fn attack_live_an_expired_lease_goes_to_a_waiter() {
+    let s = TestServer::start();
+    let pid = s.project("lease");
+    let id = new_task(&s, pid, "short lease");
+    let r = s.post(
+        &format!("/projects/{pid}/tasks/claim"),
+        &json!({"agent": "first", "lease_seconds": 1}),
+    );
+    assert_eq!(claimed_ids(&r), vec![id]);
+    let old_token = r.json()["lease_token"].as_str().expect("token").to_string();
+    let w = claim_async(&s, pid, json!({"agent": "next", "wait_seconds": 20}));
+    let r = w.join().expect("waiter");
+    assert_eq!(
+        claimed_ids(&r),
+        vec![id],
+        "the expired lease did not reach the waiter"
+    );
+    assert_eq!(r.json()["assignee"].as_str(), Some("next"));
+    let r = s.post(
+        &format!("/tasks/{id}/complete"),
+        &json!({"lease_token": old_token}),
+    );
+    assert_eq!(r.status, 409, "the old holder completed: {}", r.text());
+}
+
 /// A waiter on a paused project waits (claims there answer 204) and gets the task
 /// when the project is resumed.
 #[test]
