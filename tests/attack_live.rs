@@ -876,3 +876,34 @@ fn attack_live_sigterm_under_writes() {
     let status = s.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// During the drain after SIGTERM nothing new is parked or opened: a long poll is
+/// answered 204 at once, a stream is refused 503 with Retry-After.
+#[test]
+fn attack_live_nothing_new_waits_during_the_drain() {
+    let s = TestServer::start_with(&[("SHUTDOWN_DRAIN_SECONDS", "3")]);
+    let pid = s.project("draining");
+    crate::harness::signal(s.pid(), "TERM");
+    // Readiness turns 503 once the drain has begun.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.get("/health/ready").status != 503 {
+        assert!(Instant::now() < deadline, "the drain never began");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    let r = s.post(
+        &format!("/projects/{pid}/tasks/claim"),
+        &json!({"agent": "late", "wait_seconds": 30}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "a long poll waited in the drain"
+    );
+    let st = open_stream(&s, pid, "", &[]);
+    assert_eq!(st.status, 503);
+    assert!(st.header("retry-after").is_some());
+    drop(st);
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+}
