@@ -3,6 +3,8 @@
 
 mod harness;
 
+/// Attacks on the live features (SPEC §9): hang-ups, races, resume points, drains.
+mod attack_live;
 /// Attacks on the work-queue semantics (SPEC §5a): races, fencing, idempotency,
 /// dependencies; a failing test is a bug (see the attack report).
 mod attack_queue;

@@ -54,5 +54,6 @@ pub fn update(c: &Call<'_>) -> Result<Response, ApiError> {
 
 pub fn delete(c: &Call<'_>) -> Result<Response, ApiError> {
     c.app.store.delete_project(c.params.id(), c.if_match())?;
+    crate::live::project_deleted(c.params.id());
     Ok(Response::empty(204))
 }

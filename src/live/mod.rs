@@ -73,6 +73,13 @@ pub fn work_available(pid: i64) {
     waiters::waiters().wake(pid);
 }
 
+/// Project `pid` was deleted (a deletion records no event): its streams end and its
+/// waiters are answered now rather than at their next look at the store.
+pub fn project_deleted(pid: i64) {
+    hub::hub().notify(pid);
+    work_available(pid);
+}
+
 /// SIGTERM: every stream ends, every waiter is answered 204, and nothing new is
 /// parked or opened.
 pub fn shutdown() {

@@ -55,6 +55,8 @@ struct Waiter {
     id: u64,
     key: String,
     deadline: Instant,
+    /// When a pass that skips this waiter looks again whether its client hung up.
+    look_at: Instant,
     attempt: Attempt,
     reply: Reply,
     _place: Place,
@@ -97,7 +99,7 @@ struct Queue {
 struct State {
     projects: HashMap<i64, Queue>,
     /// (deadline, waiter id, project); entries of waiters answered otherwise stay
-    /// until their deadline and are skipped.
+    /// until their deadline (or until nobody waits) and are skipped.
     deadlines: BTreeSet<(Instant, u64, i64)>,
     closing: bool,
     next_id: u64,
@@ -212,6 +214,7 @@ pub fn park(
             id,
             key: p.key,
             deadline,
+            look_at: Instant::now(),
             attempt: p.attempt,
             reply,
             _place: p.place,
@@ -339,6 +342,16 @@ impl Waiters {
                     continue;
                 }
                 if found_nothing.contains(&w.key) {
+                    // Not tried in this pass; still, one that hung up gives back its
+                    // place (looked at once a RECHECK at most: passes run at writes).
+                    let now = Instant::now();
+                    if now >= w.look_at {
+                        w.look_at = now + RECHECK;
+                        if w.reply.rq.client_gone() {
+                            w.reply.answer(&*app, Response::empty(204));
+                            continue;
+                        }
+                    }
                     kept.push_back(w);
                     continue;
                 }
@@ -436,11 +449,16 @@ impl Waiters {
                 s = lock(&self.state);
                 continue;
             }
-            // Nothing to recheck when nobody waits: sleep until someone parks.
-            let next = match (s.deadlines.first(), s.projects.is_empty()) {
-                (Some(d), false) => d.0.min(recheck_at),
-                (Some(d), true) => d.0,
-                (None, _) => now + Duration::from_secs(3600),
+            // Nobody waits: every deadline left is stale (of a waiter answered before
+            // it), and sleeping until one would also stop the re-checks for waiters
+            // parked meanwhile (their later deadlines do not wake the timer). Drop
+            // them: the next park finds no deadline and wakes the timer.
+            if s.projects.is_empty() {
+                s.deadlines.clear();
+            }
+            let next = match s.deadlines.first() {
+                Some(d) => d.0.min(recheck_at),
+                None => now + Duration::from_secs(3600),
             };
             let wait = next
                 .saturating_duration_since(now)
