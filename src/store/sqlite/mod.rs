@@ -2,8 +2,12 @@
 //!
 //! Reads run in parallel on a small pool of read-only connections (WAL lets them read
 //! while a write commits). Every write goes to the single writer thread (`writer.rs`),
-//! which commits whatever is queued in one transaction with one fsync — group commit —
-//! so `synchronous=FULL` costs one fsync per batch, not per request. Handlers see only
+//! which commits whatever is queued in one transaction — group commit — and leaves the
+//! flush to a sync thread that answers the batch once its WAL frames are on disk, while
+//! the writer goes on with the next batch (pipelined commit): `synchronous=FULL` costs
+//! one fdatasync per batch, not per request, and does not stall the writer. The
+//! trade-off: a reader may see a committed write for the length of one flush before it
+//! is durable (`writer.rs` says more). Handlers see only
 //! the domain operations of `store::Store`, never SQL. Administration that only SQLite
 //! has (online backup, integrity check, vacuum, the server lock) lives here too, in
 //! `admin`, `maintenance`, `migrate` and `lock`, not in the interface: commands outside
