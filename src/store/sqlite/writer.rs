@@ -14,10 +14,11 @@
 //! **Pipelined commit** (`Durability::Pipelined`, what `synchronous=FULL` becomes):
 //! the writer connection runs `synchronous=NORMAL`, so COMMIT writes the batch's WAL
 //! frames without waiting for the disk, and hands the batch to the `db-sync` thread,
-//! which makes every batch queued so far durable with one `fdatasync` of the WAL file
-//! and only then answers their callers. Meanwhile the writer runs the next batch: the
-//! disk's flush and the next batch's work overlap instead of taking turns. A 2xx still
-//! means on disk. The trade-off: another request may read a committed write for the
+//! which makes it durable with one `fdatasync` of the WAL file and only then answers
+//! its callers. Meanwhile the writer runs the jobs that arrive in a new transaction,
+//! and commits that one as soon as the flush is done (or it is full): the disk's flush
+//! and the next batch's work overlap instead of taking turns, and a batch is still as
+//! big as one flush lets it grow. A 2xx still means on disk. The trade-off: another request may read a committed write for the
 //! length of one flush before it is durable (as with PostgreSQL's synchronous
 //! standbys); a power loss in that window loses it, and nobody was told it succeeded
 //! — but a reader may have seen it. Checkpoints stay safe: with NORMAL, SQLite syncs
@@ -86,6 +87,8 @@ where
 
 enum Msg {
     Job(Box<dyn Job>),
+    /// From the sync thread: the batches it was given are durable and answered.
+    Synced,
     Stop,
 }
 
@@ -128,6 +131,14 @@ pub fn count_progress(conn: &Connection, progress: Arc<AtomicU64>) {
     );
 }
 
+impl Drop for Writer {
+    /// A writer dropped without `stop` still finishes its queue and its thread (the
+    /// sync thread holds a sender of the queue, so the channel alone would not end it).
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
 /// Where a committed batch becomes durable before its callers are answered.
 pub enum Durability {
     /// Inside COMMIT, by SQLite (whatever the connection's `synchronous` says).
@@ -162,7 +173,10 @@ impl Writer {
         let counted = progress.clone();
         let thread = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, &counted, durability))
+            .spawn({
+                let queue = tx.clone();
+                move || run(conn, rx, queue, &counted, durability)
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(Writer {
             queue: tx,
@@ -247,45 +261,65 @@ impl Writer {
 fn run(
     conn: Connection,
     rx: Receiver<Msg>,
+    queue: Sender<Msg>,
     progress: &AtomicU64,
     durability: Durability,
 ) -> Result<()> {
     let (synced, syncer) = match durability {
         #[cfg(test)]
-        Durability::Inline => (None, None),
+        Durability::Inline => {
+            drop(queue);
+            (None, None)
+        }
         Durability::Pipelined(wal) => {
             let (tx, rx) = mpsc::channel();
             let thread = std::thread::Builder::new()
                 .name("db-sync".into())
-                .spawn(move || sync_loop(&wal, rx))
+                .spawn(move || sync_loop(&wal, rx, queue))
                 .map_err(|e| StoreError::Unavailable(format!("cannot start db-sync: {e}")))?;
             (Some(tx), Some(thread))
         }
     };
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    let mut stop = false;
-    while !stop {
-        match rx.recv() {
-            Ok(Msg::Job(j)) => batch.push(j),
-            Ok(Msg::Stop) | Err(_) => break,
+    let mut w = Batcher {
+        conn: &conn,
+        pending: Vec::new(),
+        batch: Vec::with_capacity(MAX_BATCH),
+        open: false,
+        in_flight: false,
+        stop: false,
+    };
+    loop {
+        // Wait only when there is nothing to do now: no job to run, and no batch to
+        // commit (none, or the last one is still being synced).
+        if w.pending.is_empty() && (w.batch.is_empty() || w.in_flight) && !w.stop {
+            match rx.recv() {
+                Ok(m) => w.take(m),
+                Err(_) => w.stop = true,
+            }
         }
-        while batch.len() < MAX_BATCH {
+        while w.pending.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
-                Ok(Msg::Stop) => {
-                    stop = true;
-                    break;
-                }
+                Ok(m) => w.take(m),
                 Err(_) => break,
             }
         }
-        commit_batch(&conn, &mut batch, synced.as_ref());
+        w.run_pending();
+        // Commit when the disk is free (nothing being synced), when the batch is
+        // full, or at the end; until then jobs keep joining the open transaction.
+        if !w.batch.is_empty() && (!w.in_flight || w.batch.len() >= MAX_BATCH || w.stop) {
+            w.commit(synced.as_ref());
+        }
         // A batch of short jobs may finish without SQLite counting a step.
         progress.fetch_add(1, Ordering::Relaxed);
+        if w.stop && w.pending.is_empty() && w.batch.is_empty() {
+            break;
+        }
     }
     // Jobs queued after Stop (none in practice: workers are joined first) are refused.
-    while let Ok(Msg::Job(j)) = rx.try_recv() {
-        j.finish(Err(StoreError::Unavailable("shutting down".into())));
+    while let Ok(m) = rx.try_recv() {
+        if let Msg::Job(j) = m {
+            j.finish(Err(StoreError::Unavailable("shutting down".into())));
+        }
     }
     // The last batches are answered once durable.
     drop(synced);
@@ -297,104 +331,128 @@ fn run(
     conn.close().map_err(|(_, e)| StoreError::from(e))
 }
 
-/// Runs a batch in one transaction and answers every job.
+/// The writer's state between messages.
 ///
-/// Jobs run one after another with no savepoint between them. A savepoint per job
-/// made SQLite copy every page a job touched into a statement journal (about 40 000
-/// instructions a create, 15 % of it), only to undo jobs that fail after writing —
-/// which ours do not do: they refuse (not found, conflict, validation) before their
-/// first write, and each SQL statement is atomic on its own. The writer checks that
-/// promise with `total_changes`: a job that fails after changing rows rolls the whole
-/// transaction back; the jobs that ran before it are answered 503 (retry: nothing
-/// was written), and the jobs after it go on in a fresh transaction.
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, synced: Option<&Synced>) {
-    let mut rest: Vec<Box<dyn Job>> = Vec::new();
-    loop {
-        run_transaction(conn, batch, &mut rest, synced);
-        if rest.is_empty() {
-            return;
-        }
-        std::mem::swap(batch, &mut rest);
-    }
+/// Jobs run as they arrive, inside one open transaction, with no savepoint between
+/// them. A savepoint per job made SQLite copy every page a job touched into a
+/// statement journal (about 40 000 instructions a create, 15 % of it), only to undo
+/// jobs that fail after writing — which ours do not do: they refuse (not found,
+/// conflict, validation) before their first write, and each SQL statement is atomic
+/// on its own. The writer checks that promise with `total_changes`: a job that fails
+/// after changing rows rolls the whole transaction back; the jobs that ran before it
+/// are answered 503 (retry: nothing was written), and the jobs after it go on in a
+/// fresh transaction.
+struct Batcher<'c> {
+    conn: &'c Connection,
+    /// Received, not run yet.
+    pending: Vec<Box<dyn Job>>,
+    /// Run in the open transaction, waiting for its commit.
+    batch: Vec<Box<dyn Job>>,
+    open: bool,
+    /// A committed batch is with the sync thread.
+    in_flight: bool,
+    stop: bool,
 }
 
-/// One transaction over `batch`. Jobs not run because an earlier one failed dirty
-/// are moved to `rest`.
-fn run_transaction(
-    conn: &Connection,
-    batch: &mut Vec<Box<dyn Job>>,
-    rest: &mut Vec<Box<dyn Job>>,
-    synced: Option<&Synced>,
-) {
-    // Events noted by a transaction that did not commit are forgotten (live, SPEC §9).
-    crate::changes::after_commit(false);
-    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
-        let e = StoreError::from(e);
-        for j in batch.drain(..) {
-            j.finish(Err(e.clone()));
-        }
-        return;
-    }
-    let mut dirty = None;
-    for (i, j) in batch.iter_mut().enumerate() {
-        let before = conn.total_changes();
-        // Dirty: it changed rows, or its error ended the transaction (SQLite rolls
-        // back by itself on a full disk or an I/O error; what ran after would commit
-        // on its own in autocommit mode).
-        if !j.run(conn) && (conn.total_changes() != before || conn.is_autocommit()) {
-            dirty = Some(i);
-            break;
+impl Batcher<'_> {
+    fn take(&mut self, m: Msg) {
+        match m {
+            // Jobs queued after Stop (none in practice: workers are joined first).
+            Msg::Job(j) if self.stop => {
+                j.finish(Err(StoreError::Unavailable("shutting down".into())))
+            }
+            Msg::Job(j) => self.pending.push(j),
+            Msg::Synced => self.in_flight = false,
+            Msg::Stop => self.stop = true,
         }
     }
-    if let Some(i) = dirty {
-        let _ = conn.execute_batch("ROLLBACK");
-        if batch.len() > 1 {
-            log::warn!(target: "store", batch = batch.len(), position = i;
+
+    /// Runs the pending jobs into the open transaction, up to `MAX_BATCH` in it.
+    fn run_pending(&mut self) {
+        let mut jobs = std::mem::take(&mut self.pending).into_iter();
+        for mut j in jobs.by_ref() {
+            if !self.open {
+                // Events noted by a transaction that did not commit are forgotten
+                // (live, SPEC §9).
+                crate::changes::after_commit(false);
+                if let Err(e) = control(self.conn, "BEGIN IMMEDIATE") {
+                    j.finish(Err(StoreError::from(e)));
+                    continue;
+                }
+                self.open = true;
+            }
+            let before = self.conn.total_changes();
+            // Dirty: it changed rows, or its error ended the transaction (SQLite rolls
+            // back by itself on a full disk or an I/O error; what ran after would
+            // commit on its own in autocommit mode).
+            if !j.run(self.conn)
+                && (self.conn.total_changes() != before || self.conn.is_autocommit())
+            {
+                self.roll_back(j);
+            } else {
+                self.batch.push(j);
+            }
+            if self.batch.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        self.pending.extend(jobs);
+    }
+
+    /// `failed` wrote and failed: nothing of the open transaction is kept.
+    fn roll_back(&mut self, failed: Box<dyn Job>) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.open = false;
+        if !self.batch.is_empty() {
+            log::warn!(target: "store", batch = self.batch.len() + 1, position = self.batch.len();
                 "a write failed after changing rows; its batch was rolled back");
         }
-        rest.extend(batch.drain(i + 1..));
-        let failed = batch.pop();
-        for j in batch.drain(..) {
+        for j in self.batch.drain(..) {
             j.finish(Err(StoreError::Unavailable(
                 "a write committed together with this one failed; nothing was written, retry"
                     .into(),
             )));
         }
-        if let Some(j) = failed {
-            // Its own error wins over the commit's (`finish`).
-            j.finish(Err(StoreError::Other("rolled back".into())));
-        }
-        return;
+        // Its own error wins over the commit's (`finish`).
+        failed.finish(Err(StoreError::Other("rolled back".into())));
     }
-    let outcome = commit(conn);
-    // Streams and waiting claims hear of the committed events before the callers
-    // get their answers (live, SPEC §9).
-    crate::changes::after_commit(outcome.is_ok());
-    match &outcome {
-        Ok(()) => crate::metrics::db_commit(batch.len()),
-        Err(e) => {
-            log::error!(target: "store", error:% = e, batch = batch.len(); "commit failed; batch rolled back")
-        }
-    }
-    if let (Ok(()), Some(synced)) = (&outcome, synced) {
-        if let Err(mpsc::SendError(jobs)) = synced.send(std::mem::take(batch)) {
-            for j in jobs {
-                j.finish(Err(StoreError::Unavailable(
-                    "the sync thread stopped".into(),
-                )));
+
+    /// Commits the open transaction; its jobs are answered now, or by the sync
+    /// thread once the WAL is on disk.
+    fn commit(&mut self, synced: Option<&Synced>) {
+        self.open = false;
+        let outcome = commit(self.conn);
+        // Streams and waiting claims hear of the committed events before the callers
+        // get their answers (live, SPEC §9).
+        crate::changes::after_commit(outcome.is_ok());
+        match &outcome {
+            Ok(()) => crate::metrics::db_commit(self.batch.len()),
+            Err(e) => {
+                log::error!(target: "store", error:% = e, batch = self.batch.len(); "commit failed; batch rolled back")
             }
         }
-        return;
-    }
-    for j in batch.drain(..) {
-        j.finish(outcome.clone());
+        if let (Ok(()), Some(synced)) = (&outcome, synced) {
+            self.in_flight = true;
+            if let Err(mpsc::SendError(jobs)) = synced.send(std::mem::take(&mut self.batch)) {
+                self.in_flight = false;
+                for j in jobs {
+                    j.finish(Err(StoreError::Unavailable(
+                        "the sync thread stopped".into(),
+                    )));
+                }
+            }
+            return;
+        }
+        for j in self.batch.drain(..) {
+            j.finish(outcome.clone());
+        }
     }
 }
 
 /// The sync thread: answers committed batches once an `fdatasync` of the WAL file
 /// that began after their COMMIT has returned. Batches that arrive while it syncs
 /// share the next one.
-fn sync_loop(wal: &std::path::Path, rx: Receiver<Vec<Box<dyn Job>>>) {
+fn sync_loop(wal: &std::path::Path, rx: Receiver<Vec<Box<dyn Job>>>, writer: Sender<Msg>) {
     let mut file: Option<std::fs::File> = None;
     let mut failed: Option<String> = None;
     while let Ok(mut jobs) = rx.recv() {
@@ -414,6 +472,8 @@ fn sync_loop(wal: &std::path::Path, rx: Receiver<Vec<Box<dyn Job>>>) {
         for j in jobs {
             j.finish(outcome.clone().map_err(StoreError::Unavailable));
         }
+        // The writer may commit the batch it has been building meanwhile.
+        let _ = writer.send(Msg::Synced);
     }
 }
 
@@ -533,6 +593,49 @@ mod tests {
             "answered after {took:?}, before the 400 ms flush ended"
         );
         assert!(SYNCS.load(Ordering::SeqCst) > before, "no fdatasync ran");
+        w.stop().expect("stop");
+    }
+
+    #[test]
+    fn writes_arriving_during_a_flush_wait_in_the_open_batch_for_the_next_one() {
+        // The batch built while the last one syncs commits when the disk is free,
+        // as one transaction: not readable before, answered after its own flush.
+        let (w, db, _) = pipelined("building", Duration::from_millis(1000), false);
+        let t0 = Instant::now();
+        let first = {
+            let w = w.clone();
+            std::thread::spawn(move || w.submit(insert(1, None)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let second: Vec<_> = [2, 3]
+            .into_iter()
+            .map(|v| {
+                let w = w.clone();
+                std::thread::spawn(move || w.submit(insert(v, None)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        let reader = Connection::open(&db).expect("reader");
+        let rows = |r: &Connection| -> Vec<i64> {
+            let mut st = r.prepare("SELECT v FROM t ORDER BY v").expect("prepare");
+            let rows = st.query_map([], |r| r.get(0)).expect("query");
+            rows.collect::<rusqlite::Result<Vec<i64>>>().expect("rows")
+        };
+        assert!(
+            t0.elapsed() < Duration::from_millis(400),
+            "the machine is too slow"
+        );
+        assert_eq!(rows(&reader), vec![1], "2 and 3 wait in the open batch");
+        assert_eq!(first.join().expect("join").ok(), Some(1));
+        for t in second {
+            assert!(t.join().expect("join").is_ok());
+        }
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(2000),
+            "2 and 3 answered after {took:?}: before their own flush"
+        );
+        assert_eq!(rows(&reader), vec![1, 2, 3]);
         w.stop().expect("stop");
     }
 
