@@ -471,3 +471,51 @@ fn migration_7_backfills_the_sub_state_counters() {
     let s = tasks::stats(&conn, 1).expect("stats");
     assert_eq!((s.waiting, s.retrying, s.dead), (0, 1, 1));
 }
+
+#[test]
+fn the_counters_never_drift_under_the_queues_writes() {
+    // Issue #19, through the store's API: every write that moves a task in or out of
+    // waiting, retrying or dead, from several threads; then a project goes whole.
+    let dir = tempdir::Dir::new("mix");
+    let path = dir.0.join("mix.db");
+    let store = SqliteStore::open(&path, &crate::store::Options::default()).expect("open");
+    let pids = crate::store::count_mix::projects(&store, 3);
+    crate::store::count_mix::run(&store, &pids, 4, 150);
+    let conn = Connection::open(&path).expect("open");
+    for (key, cond) in SUBSTATES {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM tasks WHERE {cond}"),
+                [],
+                |r| r.get(0),
+            )
+            .expect("sub-state");
+        assert!(n > 0, "the mix left no task {key}");
+    }
+    assert_eq!(counter_drift(&conn), 0, "task_counts drifted from the rows");
+    // Stats answer the full counts.
+    for &pid in &pids {
+        let s = crate::store::TaskStore::stats(&store, pid).expect("stats");
+        let count = |cond: &str| -> i64 {
+            conn.query_row(
+                &format!("SELECT count(*) FROM tasks WHERE project_id = ?1 AND {cond}"),
+                [pid],
+                |r| r.get(0),
+            )
+            .expect("count")
+        };
+        let want = [SUBSTATES[0].1, SUBSTATES[1].1, SUBSTATES[2].1].map(count);
+        assert_eq!([s.waiting, s.retrying, s.dead], want, "project {pid}");
+    }
+    crate::store::ProjectStore::delete_project(&store, pids[2], None).expect("delete");
+    assert_eq!(counter_drift(&conn), 0, "after a project's cascade");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM task_counts WHERE project_id = ?1",
+            [pids[2]],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0, "a deleted project keeps no counts");
+    let _ = store.close();
+}
