@@ -79,12 +79,19 @@ fn migrate_and_status() {
     // Each engine has its own migrations (store/sqlite/, store/postgres/).
     let (version, names): (&str, &[&str]) = if harness::postgres() {
         (
-            "schema version 5",
-            &["init", "task_counts", "queue", "retention", "count_shards"],
+            "schema version 6",
+            &[
+                "init",
+                "task_counts",
+                "queue",
+                "retention",
+                "count_shards",
+                "substate_counts",
+            ],
         )
     } else {
         (
-            "schema version 6",
+            "schema version 7",
             &[
                 "init",
                 "partial_indexes",
@@ -92,6 +99,7 @@ fn migrate_and_status() {
                 "completion_buckets",
                 "queue",
                 "prune_indexes",
+                "substate_counts",
             ],
         )
     };

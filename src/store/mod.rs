@@ -8,6 +8,8 @@
 //! (`sqlite/`); what only one engine can do — SQLite's online backup, integrity
 //! check, vacuum — stays beside it.
 
+#[cfg(test)]
+mod count_mix;
 pub mod patch;
 pub mod postgres;
 pub mod queue;

@@ -103,10 +103,21 @@ fn stats_read_the_counters_not_the_tasks() {
 
 /// Rows where the counters and a full count of the tasks disagree: (counts, buckets).
 fn drift(tx: &mut Tx<'_>) -> Result<(i64, i64)> {
+    // Statuses, and the sub-states of migration 0006 written out again here, apart
+    // from the triggers.
     let counts: i64 = tx
         .query_one(
             "SELECT count(*) FROM (SELECT project_id, status, count(*) AS n FROM tasks
-                                    GROUP BY 1, 2) AS t
+                                    GROUP BY 1, 2
+                                  UNION ALL SELECT project_id, 'pending:waiting', count(*)
+                                    FROM tasks WHERE status = 'pending' AND deps_waiting > 0
+                                    GROUP BY 1
+                                  UNION ALL SELECT project_id, 'pending:retrying', count(*)
+                                    FROM tasks WHERE status = 'pending' AND attempt > 0
+                                    GROUP BY 1
+                                  UNION ALL SELECT project_id, 'failed:dead', count(*)
+                                    FROM tasks WHERE status = 'failed' AND dead
+                                    GROUP BY 1) AS t
                FULL JOIN (SELECT project_id, status, sum(n) AS n FROM task_counts
                            GROUP BY 1, 2 HAVING sum(n) <> 0) AS c USING (project_id, status)
               WHERE t.n IS DISTINCT FROM c.n",
@@ -152,14 +163,62 @@ impl Rng {
 /// One random change of the drift test, in SQL, as any client could make it.
 fn random_change(tx: &mut Tx<'_>, rng: &mut Rng, now: i64) -> Result<()> {
     let pick = "(SELECT id FROM tasks ORDER BY random() LIMIT 1)";
-    match rng.below(8) {
+    match rng.below(12) {
         0 | 1 => {
+            // Created waiting on dependencies or not, as a retry or not, dead or not.
             let (p, s) = (1 + rng.below(3) as i64, STATUSES[rng.below(6) as usize]);
             let at = (s == "completed").then_some(now);
+            let (waiting, attempt, dead) =
+                (rng.below(3) as i64, rng.below(3) as i64, rng.below(2) == 0);
             tx.execute(
                 "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
-                                    completed_at) VALUES ($1, 't', $2, $3, $3, $4)",
-                &[&p, &s, &now, &at],
+                                    completed_at, deps_waiting, attempt, dead)
+                   VALUES ($1, 't', $2, $3, $3, $4, $5, $6, $7)",
+                &[&p, &s, &now, &at, &waiting, &attempt, &dead],
+            )?;
+        }
+        8 => {
+            // A claim, a failure with retry, a lease-expiry sweep: the attempt grows
+            // with a move between pending and in_progress.
+            let to = ["pending", "in_progress"][rng.below(2) as usize];
+            tx.execute(
+                &format!(
+                    "UPDATE tasks SET status = $1::text,
+                       attempt = attempt + CASE WHEN $1::text = 'in_progress' THEN 1 ELSE 0 END
+                     WHERE id = {pick}"
+                ),
+                &[&to],
+            )?;
+        }
+        9 => {
+            // A dead letter (the last attempt failed), or a PATCH re-arm of one.
+            let (to, dead, attempt) =
+                [("failed", true, 3i64), ("pending", false, 0)][rng.below(2) as usize];
+            tx.execute(
+                &format!("UPDATE tasks SET status = $1, dead = $2, attempt = $3 WHERE id = {pick}"),
+                &[&to, &dead, &attempt],
+            )?;
+        }
+        10 => {
+            // A dependency completed: its waiting dependents are released by one, many
+            // rows in one statement.
+            let p = 1 + rng.below(3) as i64;
+            tx.execute(
+                "UPDATE tasks SET deps_waiting = deps_waiting - 1
+                  WHERE deps_waiting > 0 AND project_id = $1",
+                &[&p],
+            )?;
+        }
+        11 => {
+            // Waiting on a new dependency, or a failed dependency blocks the task.
+            let block = rng.below(2) == 0;
+            tx.execute(
+                &format!(
+                    "UPDATE tasks SET deps_waiting = deps_waiting + 1,
+                       status = CASE WHEN $1 THEN 'blocked' ELSE status END
+                     WHERE id = {pick}"
+                ),
+                &[&block],
             )?;
         }
         2 | 3 => {
@@ -226,6 +285,18 @@ fn the_count_triggers_never_drift_from_the_rows() {
             .run(|tx| (0..20).try_for_each(|_| random_change(tx, &mut rng, now)))
             .expect("changes");
     }
+    // The mix reached every sub-state (else the comparison could not fail).
+    let reached: Vec<i64> = store
+        .run(|tx| {
+            let sql = "SELECT count(*) FILTER (WHERE status = 'pending' AND deps_waiting > 0),
+                              count(*) FILTER (WHERE status = 'pending' AND attempt > 0),
+                              count(*) FILTER (WHERE status = 'failed' AND dead)
+                         FROM tasks";
+            let r = tx.query_one(sql, &[])?;
+            Ok(vec![r.get(0), r.get(1), r.get(2)])
+        })
+        .expect("sub-states");
+    assert!(reached.iter().all(|n| *n > 0), "{reached:?}");
     store
         .run(|tx| tx.batch("DELETE FROM projects WHERE id = 3"))
         .expect("cascade");
@@ -537,6 +608,167 @@ fn deletes_change_exactly_the_count_rows_they_locked() {
     d.join().expect("D").expect("D: no deadlock");
     y.join().expect("Y").expect("Y: no deadlock");
     assert_eq!(store.run(drift).expect("compare"), (0, 0));
+}
+
+#[test]
+fn queue_stats_read_tasks_only_for_scheduled() {
+    // Issue #19: waiting, retrying and dead are counters (migration 0006); only
+    // `scheduled`, which depends on the clock, still reads the tasks, from its index.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("queueplan"), 1).expect("open");
+    let now = 1_700_000_000_000i64;
+    let p = store
+        .run(|tx| {
+            seed(tx, 5, 2000, now)?;
+            tx.execute(
+                "UPDATE tasks SET attempt = 1, deps_waiting = (id % 2), dead = (id % 3 = 0)
+                  WHERE id % 5 = 0",
+                &[],
+            )?;
+            tx.batch("ANALYZE")?;
+            plan_with(tx, tasks::STATS_QUEUE_SQL, &[&1i64, &now])
+        })
+        .expect("explain");
+    // Plan nodes on a table (not on one of its indexes: `on tasks_scheduled`).
+    let on = |table: &str| -> Vec<&str> {
+        let name = format!(" on {table}");
+        p.lines()
+            .filter(|l| {
+                l.split(&name)
+                    .skip(1)
+                    .any(|rest| rest.is_empty() || rest.starts_with(' '))
+            })
+            .collect()
+    };
+    let on_tasks = on("tasks");
+    assert_eq!(on_tasks.len(), 1, "only scheduled reads tasks:\n{p}");
+    assert!(!on_tasks[0].contains("Seq Scan"), "{p}");
+    assert!(p.contains("tasks_scheduled"), "{p}");
+    assert_eq!(
+        on("task_counts").len(),
+        3,
+        "waiting, retrying, dead from the counters:\n{p}"
+    );
+    let gone: i64 = store
+        .run(|tx| {
+            let sql = "SELECT count(*) FROM pg_class
+                        WHERE relname IN ('tasks_waiting', 'tasks_retrying', 'tasks_dead')";
+            Ok(tx.query_one(sql, &[])?.get(0))
+        })
+        .expect("indexes");
+    assert_eq!(gone, 0, "the partial indexes nothing reads are dropped");
+}
+
+#[test]
+fn the_counters_never_drift_under_the_queues_writes() {
+    // Issue #19, through the store's API, from six connections (shards) at once:
+    // every write that moves a task in or out of waiting, retrying or dead; no
+    // deadlock (an unexpected error fails the mix); then a project goes whole.
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("queuemix"), 6).expect("open");
+    let pids = crate::store::count_mix::projects(&store, 3);
+    crate::store::count_mix::run(&store, &pids, 6, 120);
+    let reached: Vec<i64> = store
+        .run(|tx| {
+            let sql = "SELECT count(*) FILTER (WHERE status = 'pending' AND deps_waiting > 0),
+                              count(*) FILTER (WHERE status = 'pending' AND attempt > 0),
+                              count(*) FILTER (WHERE status = 'failed' AND dead)
+                         FROM tasks";
+            let r = tx.query_one(sql, &[])?;
+            Ok(vec![r.get(0), r.get(1), r.get(2)])
+        })
+        .expect("sub-states");
+    assert!(reached.iter().all(|n| *n > 0), "the mix left {reached:?}");
+    assert_eq!(store.run(drift).expect("compare"), (0, 0));
+    for &pid in &pids {
+        let s = store.stats(pid).expect("stats");
+        let want: Vec<i64> = store
+            .run(|tx| {
+                let sql = "SELECT
+                    count(*) FILTER (WHERE status = 'pending' AND deps_waiting > 0),
+                    count(*) FILTER (WHERE status = 'pending' AND attempt > 0),
+                    count(*) FILTER (WHERE status = 'failed' AND dead)
+                  FROM tasks WHERE project_id = $1";
+                let r = tx.query_one(sql, &[&pid])?;
+                Ok(vec![r.get(0), r.get(1), r.get(2)])
+            })
+            .expect("count");
+        assert_eq!(vec![s.waiting, s.retrying, s.dead], want, "project {pid}");
+        assert!(s.by_status.keys().all(|k| !k.contains(':')), "{s:?}");
+    }
+    crate::store::ProjectStore::delete_project(&store, pids[2], None).expect("delete");
+    assert_eq!(store.run(drift).expect("compare"), (0, 0));
+    let left: i64 = store
+        .run(|tx| {
+            let sql = "SELECT count(*) FROM task_counts WHERE project_id = $1";
+            Ok(tx.query_one(sql, &[&pids[2]])?.get(0))
+        })
+        .expect("count");
+    assert_eq!(left, 0, "a deleted project keeps no counts");
+}
+
+#[test]
+fn a_version_5_database_is_backfilled() {
+    // Migration 0006 counts the sub-states of the rows already there, in place.
+    let Some(c) = Cluster::start() else { return };
+    let url = c.database("old5");
+    let old = PgStore::connect(&url, 1).expect("connect");
+    let now = crate::clock::now_ms();
+    old.run(|tx| {
+        tx.batch(
+            "CREATE TABLE schema_migrations (
+               version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )?;
+        for (v, name, sql) in &migrate::MIGRATIONS[..5] {
+            tx.batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                &[v, name],
+            )?;
+        }
+        seed(tx, 3, 300, now)?;
+        tx.execute(
+            "UPDATE tasks SET attempt = 1 + id % 2, deps_waiting = (id / 6) % 3,
+                              dead = (status = 'failed' AND (id / 6) % 4 <> 0),
+                              not_before = CASE WHEN (id / 6) % 5 = 0 THEN $1::bigint END
+              WHERE (id / 6) % 7 <> 0",
+            &[&(now + 3_600_000)],
+        )
+        .map(|_| ())
+    })
+    .expect("a version-5 database with tasks");
+    let store = PgStore::open(&url, 1).expect("migrate");
+    let version: i64 = store
+        .run(|tx| {
+            Ok(tx
+                .query_one("SELECT max(version) FROM schema_migrations", &[])?
+                .get(0))
+        })
+        .expect("version");
+    assert_eq!(version, migrate::latest());
+    assert_eq!(store.run(drift).expect("compare"), (0, 0));
+    for pid in 1..=3 {
+        let s = store.stats(pid).expect("stats");
+        let want: Vec<i64> = store
+            .run(|tx| {
+                let sql = "SELECT
+                    count(*) FILTER (WHERE status = 'pending' AND deps_waiting > 0),
+                    count(*) FILTER (WHERE status = 'pending' AND attempt > 0),
+                    count(*) FILTER (WHERE status = 'failed' AND dead),
+                    count(*) FILTER (WHERE status = 'pending' AND not_before > $2)
+                  FROM tasks WHERE project_id = $1";
+                let r = tx.query_one(sql, &[&pid, &now])?;
+                Ok(vec![r.get(0), r.get(1), r.get(2), r.get(3)])
+            })
+            .expect("count");
+        assert!(want[..3].iter().all(|n| *n > 0), "{want:?}");
+        assert_eq!(
+            vec![s.waiting, s.retrying, s.dead, s.scheduled],
+            want,
+            "project {pid}"
+        );
+        assert_eq!(s.total, 300);
+    }
 }
 
 #[test]

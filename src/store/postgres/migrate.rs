@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "count_shards",
         include_str!("migrations/0005_count_shards.sql"),
     ),
+    (
+        6,
+        "substate_counts",
+        include_str!("migrations/0006_substate_counts.sql"),
+    ),
 ];
 
 /// Advisory lock key of migrations ("dashmigr").

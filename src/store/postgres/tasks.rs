@@ -872,18 +872,24 @@ pub const STATS_COMPLETED_SQL: &str = "SELECT
    + (SELECT count(*) FROM tasks
        WHERE project_id = $1 AND status = 'completed'
          AND completed_at >= $2::bigint AND completed_at < ($2::bigint / 10000 + 1) * 10000)";
-/// The queue's figures of SPEC §5a, each from its partial index (migration 0003).
-/// $1 project, $2 now.
+/// The queue's figures of SPEC §5a. `scheduled` depends on the clock (pending with
+/// not_before > now), so it is counted from its partial index, tasks_scheduled
+/// (migration 0003). waiting, retrying and dead are counters, the reserved keys of
+/// task_counts (migration 0006): at most 16 shards each, whatever the number of
+/// tasks in those states. $1 project, $2 now.
 pub const STATS_QUEUE_SQL: &str = "SELECT
      (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending'
         AND not_before IS NOT NULL AND not_before > $2),
-     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending' AND deps_waiting > 0),
-     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending' AND attempt > 0),
-     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'failed' AND dead)";
+     (SELECT coalesce(sum(n), 0)::bigint FROM task_counts
+       WHERE project_id = $1 AND status = 'pending:waiting'),
+     (SELECT coalesce(sum(n), 0)::bigint FROM task_counts
+       WHERE project_id = $1 AND status = 'pending:retrying'),
+     (SELECT coalesce(sum(n), 0)::bigint FROM task_counts
+       WHERE project_id = $1 AND status = 'failed:dead')";
 /// Kept by the triggers of migrations 0002 and 0005: at most 16 shards of a few rows,
-/// whatever the number of tasks.
+/// whatever the number of tasks. The keys with a ':' are 0006's sub-state counters.
 pub const STATS_BY_STATUS_SQL: &str = "SELECT status, sum(n)::bigint FROM task_counts
-     WHERE project_id = $1 GROUP BY status HAVING sum(n) > 0";
+     WHERE project_id = $1 AND status NOT LIKE '%:%' GROUP BY status HAVING sum(n) > 0";
 
 /// Project `pid`'s counts by status, oldest pending task and completions of the
 /// last hour, as SQLite answers them.
@@ -923,7 +929,7 @@ pub fn stats(tx: &mut Tx<'_>, pid: i64) -> Result<Stats> {
 
 /// Sums the per-project counts of migration 0002: O(projects × statuses).
 pub const COUNT_BY_STATUS_SQL: &str =
-    "SELECT status, sum(n)::bigint FROM task_counts GROUP BY status";
+    "SELECT status, sum(n)::bigint FROM task_counts WHERE status NOT LIKE '%:%' GROUP BY status";
 
 /// Task counts by status over every project.
 pub fn count_by_status(tx: &mut Tx<'_>) -> Result<Vec<(TaskStatus, i64)>> {

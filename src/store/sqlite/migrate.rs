@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "prune_indexes",
         include_str!("migrations/0006_prune_indexes.sql"),
     ),
+    (
+        7,
+        "substate_counts",
+        include_str!("migrations/0007_substate_counts.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -108,15 +108,37 @@ fn sweeps_and_queue_stats_use_their_partial_indexes() {
         "sweep should use tasks_lease:\n{p}"
     );
     let p = plan(&conn, tasks::STATS_QUEUE_SQL, 2);
-    for index in [
-        "tasks_scheduled",
-        "tasks_waiting",
-        "tasks_retrying",
-        "tasks_dead",
-    ] {
-        assert!(p.contains(index), "stats should use {index}:\n{p}");
-    }
+    assert!(
+        p.contains("tasks_scheduled"),
+        "stats should use tasks_scheduled:\n{p}"
+    );
     assert_indexed("queue stats", &p);
+}
+
+#[test]
+fn queue_stats_read_tasks_only_for_scheduled() {
+    // Issue #19: waiting, retrying and dead are counters (migration 0007); only
+    // `scheduled`, which depends on the clock, still reads the tasks (its index).
+    let (_d, conn) = store_conn();
+    let p = plan(&conn, tasks::STATS_QUEUE_SQL, 2);
+    let reads_tasks: Vec<&str> = p.lines().filter(|l| l.contains(" tasks ")).collect();
+    assert_eq!(reads_tasks.len(), 1, "only scheduled reads tasks:\n{p}");
+    assert!(reads_tasks[0].contains("tasks_scheduled"), "{p}");
+    let counters = p
+        .lines()
+        .filter(|l| l.contains("task_counts") && l.contains("PRIMARY KEY"))
+        .count();
+    assert_eq!(counters, 3, "waiting, retrying, dead by key:\n{p}");
+    for gone in ["tasks_waiting", "tasks_retrying", "tasks_dead"] {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = ?1",
+                [gone],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(n, 0, "{gone} is read by nothing and dropped");
+    }
 }
 
 #[test]
@@ -227,13 +249,22 @@ fn the_count_triggers_never_drift_from_the_rows() {
         seed ^= seed << 17;
         seed % n
     };
-    for _ in 0..3000 {
-        match next(6) {
+    for _ in 0..4000 {
+        match next(10) {
             0 | 1 => {
+                // Created waiting on dependencies or not, as a retry or not, dead or not.
                 conn.execute(
-                    "INSERT INTO tasks (project_id, title, status, created_at, updated_at)
-                     VALUES (?1, 't', ?2, ?3, ?3)",
-                    rusqlite::params![1 + next(3) as i64, statuses[next(6) as usize], now],
+                    "INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                                        deps_waiting, attempt, dead)
+                     VALUES (?1, 't', ?2, ?3, ?3, ?4, ?5, ?6)",
+                    rusqlite::params![
+                        1 + next(3) as i64,
+                        statuses[next(6) as usize],
+                        now,
+                        next(3) as i64,
+                        next(3) as i64,
+                        next(2) as i64
+                    ],
                 )
                 .expect("insert");
             }
@@ -256,6 +287,47 @@ fn the_count_triggers_never_drift_from_the_rows() {
                 )
                 .expect("delete");
             }
+            5 => {
+                // A claim, a failure with retry, a lease-expiry sweep: the attempt
+                // grows with a move between pending and in_progress.
+                let to = ["pending", "in_progress"][next(2) as usize];
+                conn.execute(
+                    "UPDATE tasks SET status = ?1, attempt = attempt + (?1 = 'in_progress')
+                     WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
+                    [to],
+                )
+                .expect("claim or retry");
+            }
+            6 => {
+                // A dead letter (the last attempt failed), or a PATCH re-arm of one.
+                let (to, dead, attempt) = [("failed", 1, 3), ("pending", 0, 0)][next(2) as usize];
+                conn.execute(
+                    "UPDATE tasks SET status = ?1, dead = ?2, attempt = ?3
+                     WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
+                    rusqlite::params![to, dead, attempt],
+                )
+                .expect("dead letter");
+            }
+            7 => {
+                // A dependency completed: its waiting dependents are released by one,
+                // many rows in one statement.
+                conn.execute(
+                    "UPDATE tasks SET deps_waiting = deps_waiting - 1
+                     WHERE deps_waiting > 0 AND project_id = ?1",
+                    [1 + next(3) as i64],
+                )
+                .expect("release");
+            }
+            8 => {
+                // Waiting on a new dependency, or a failed dependency blocks the task.
+                conn.execute(
+                    "UPDATE tasks SET deps_waiting = deps_waiting + 1,
+                       status = CASE WHEN ?1 THEN 'blocked' ELSE status END
+                     WHERE id = (SELECT id FROM tasks ORDER BY random() LIMIT 1)",
+                    [next(2) == 0],
+                )
+                .expect("wait");
+            }
             _ => {
                 conn.execute(
                     "UPDATE tasks SET title = 'x', version = version + 1
@@ -266,20 +338,21 @@ fn the_count_triggers_never_drift_from_the_rows() {
             }
         }
     }
+    // The mix reached every sub-state (else this test could not fail).
+    for (key, cond) in SUBSTATES {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM tasks WHERE {cond}"),
+                [],
+                |r| r.get(0),
+            )
+            .expect("sub-state");
+        assert!(n > 0, "no task is {key}");
+    }
+    assert_eq!(counter_drift(&conn), 0, "task_counts drifted from the rows");
     conn.execute("DELETE FROM projects WHERE id = 3", [])
         .expect("cascade");
-    let drift: i64 = conn
-        .query_row(
-            "SELECT (SELECT count(*) FROM (
-               SELECT project_id, status, count(*) AS n FROM tasks GROUP BY 1, 2
-               EXCEPT SELECT project_id, status, n FROM task_counts WHERE n > 0))
-             + (SELECT count(*) FROM task_counts c WHERE n <> (SELECT count(*) FROM tasks t
-                  WHERE t.project_id = c.project_id AND t.status = c.status))",
-            [],
-            |r| r.get(0),
-        )
-        .expect("compare");
-    assert_eq!(drift, 0, "task_counts drifted from the rows");
+    assert_eq!(counter_drift(&conn), 0, "task_counts drifted from the rows");
     let drift: i64 = conn
         .query_row(
             "SELECT (SELECT count(*) FROM (
@@ -303,4 +376,146 @@ fn the_count_triggers_never_drift_from_the_rows() {
         )
         .expect("count");
     assert_eq!(left, 0, "a deleted project keeps no counts");
+}
+
+/// The reserved keys of task_counts (migration 0007) and what they count, written
+/// out again here, apart from the triggers.
+const SUBSTATES: [(&str, &str); 3] = [
+    ("pending:waiting", "status = 'pending' AND deps_waiting > 0"),
+    ("pending:retrying", "status = 'pending' AND attempt > 0"),
+    ("failed:dead", "status = 'failed' AND dead = 1"),
+];
+
+/// Rows of task_counts (statuses and sub-states) that differ from a full count of
+/// the tasks, either way.
+fn counter_drift(conn: &Connection) -> i64 {
+    let mut want = "SELECT project_id, status, count(*) AS n FROM tasks GROUP BY 1, 2".to_string();
+    for (key, cond) in SUBSTATES {
+        want += &format!(
+            " UNION ALL SELECT project_id, '{key}', count(*) FROM tasks WHERE {cond} GROUP BY 1"
+        );
+    }
+    conn.query_row(
+        &format!(
+            "WITH want AS ({want})
+             SELECT (SELECT count(*) FROM (
+                       SELECT * FROM want
+                       EXCEPT SELECT project_id, status, n FROM task_counts WHERE n <> 0))
+                  + (SELECT count(*) FROM (
+                       SELECT project_id, status, n FROM task_counts WHERE n <> 0
+                       EXCEPT SELECT * FROM want))"
+        ),
+        [],
+        |r| r.get(0),
+    )
+    .expect("compare counts")
+}
+
+#[test]
+fn migration_7_backfills_the_sub_state_counters() {
+    // A database at schema version 6, with tasks in every sub-state, upgrades in
+    // place: the counters start equal to the rows and stats read them.
+    let (_d, conn) = {
+        let dir = tempdir::Dir::new("plan7");
+        let conn = open_writer_conn(&dir.0.join("plan.db"), crate::store::Synchronous::Normal)
+            .expect("open");
+        (dir, conn)
+    };
+    for (_, _, sql) in &migrate::MIGRATIONS[..6] {
+        conn.execute_batch(sql).expect("old migration");
+    }
+    conn.execute_batch("PRAGMA user_version = 6")
+        .expect("version");
+    let now = crate::clock::now_ms();
+    conn.execute_batch(&format!(
+        "INSERT INTO projects (id, name, created_at, updated_at) VALUES (1, 'a', 1, 1), (2, 'b', 1, 1);
+         INSERT INTO tasks (project_id, title, status, created_at, updated_at,
+                            deps_waiting, attempt, dead, not_before) VALUES
+           (1, 'w', 'pending', 1, 1, 2, 0, 0, NULL),
+           (1, 'wr', 'pending', 1, 1, 1, 2, 0, NULL),
+           (1, 'r', 'pending', 1, 1, 0, 1, 0, {later}),
+           (1, 'd', 'failed', 1, 1, 0, 3, 1, NULL),
+           (1, 'd2', 'failed', 1, 1, 0, 3, 1, NULL),
+           (1, 'f', 'failed', 1, 1, 0, 1, 0, NULL),
+           (1, 'b', 'blocked', 1, 1, 1, 1, 0, NULL),
+           (2, 'p', 'pending', 1, 1, 0, 0, 0, NULL),
+           (2, 'd', 'failed', 1, 1, 0, 1, 1, NULL);",
+        later = now + 3_600_000
+    ))
+    .expect("old rows");
+    assert_eq!(migrate::apply(&conn).expect("migrate"), vec![7]);
+    assert_eq!(counter_drift(&conn), 0, "backfill");
+    let s = tasks::stats(&conn, 1).expect("stats");
+    assert_eq!(
+        (s.scheduled, s.waiting, s.retrying, s.dead, s.total),
+        (1, 2, 2, 2, 7)
+    );
+    let keys: Vec<&String> = s.by_status.keys().collect();
+    let want: Vec<&str> = TaskStatus::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(
+        keys.len(),
+        want.len(),
+        "by_status holds statuses only: {keys:?}"
+    );
+    assert!(keys.iter().all(|k| want.contains(&k.as_str())), "{keys:?}");
+    let s = tasks::stats(&conn, 2).expect("stats");
+    assert_eq!((s.waiting, s.retrying, s.dead, s.total), (0, 0, 1, 2));
+    // And the triggers keep them from there on.
+    conn.execute_batch(
+        "UPDATE tasks SET deps_waiting = 0 WHERE title = 'w';
+         UPDATE tasks SET status = 'pending', dead = 0, attempt = 0 WHERE title = 'd';
+         DELETE FROM tasks WHERE title = 'wr';",
+    )
+    .expect("changes");
+    assert_eq!(counter_drift(&conn), 0, "after changes");
+    let s = tasks::stats(&conn, 1).expect("stats");
+    assert_eq!((s.waiting, s.retrying, s.dead), (0, 1, 1));
+}
+
+#[test]
+fn the_counters_never_drift_under_the_queues_writes() {
+    // Issue #19, through the store's API: every write that moves a task in or out of
+    // waiting, retrying or dead, from several threads; then a project goes whole.
+    let dir = tempdir::Dir::new("mix");
+    let path = dir.0.join("mix.db");
+    let store = SqliteStore::open(&path, &crate::store::Options::default()).expect("open");
+    let pids = crate::store::count_mix::projects(&store, 3);
+    crate::store::count_mix::run(&store, &pids, 4, 150);
+    let conn = Connection::open(&path).expect("open");
+    for (key, cond) in SUBSTATES {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM tasks WHERE {cond}"),
+                [],
+                |r| r.get(0),
+            )
+            .expect("sub-state");
+        assert!(n > 0, "the mix left no task {key}");
+    }
+    assert_eq!(counter_drift(&conn), 0, "task_counts drifted from the rows");
+    // Stats answer the full counts.
+    for &pid in &pids {
+        let s = crate::store::TaskStore::stats(&store, pid).expect("stats");
+        let count = |cond: &str| -> i64 {
+            conn.query_row(
+                &format!("SELECT count(*) FROM tasks WHERE project_id = ?1 AND {cond}"),
+                [pid],
+                |r| r.get(0),
+            )
+            .expect("count")
+        };
+        let want = [SUBSTATES[0].1, SUBSTATES[1].1, SUBSTATES[2].1].map(count);
+        assert_eq!([s.waiting, s.retrying, s.dead], want, "project {pid}");
+    }
+    crate::store::ProjectStore::delete_project(&store, pids[2], None).expect("delete");
+    assert_eq!(counter_drift(&conn), 0, "after a project's cascade");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM task_counts WHERE project_id = ?1",
+            [pids[2]],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0, "a deleted project keeps no counts");
+    let _ = store.close();
 }

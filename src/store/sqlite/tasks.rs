@@ -697,23 +697,26 @@ pub const STATS_COMPLETED_SQL: &str = "SELECT
    + (SELECT count(*) FROM tasks
        WHERE project_id = ?1 AND status = 'completed'
          AND completed_at >= ?2 AND completed_at < (?2 / 10000 + 1) * 10000)";
-/// The queue's figures of SPEC §5a, each from its partial index (migration 0005):
-/// scheduled, waiting, retrying, dead. `INDEXED BY`: without statistics the
-/// planner would take the status index and count every pending task. ?1 project,
-/// ?2 now.
+/// The queue's figures of SPEC §5a. `scheduled` depends on the clock (pending with
+/// not_before > now), so it is counted from its partial index, tasks_scheduled
+/// (migration 0005; `INDEXED BY`: without statistics the planner would take the
+/// status index and count every pending task). waiting, retrying and dead are
+/// counters, the reserved keys of task_counts (migration 0007): O(1) each, however
+/// many tasks are in those states. ?1 project, ?2 now.
 pub const STATS_QUEUE_SQL: &str = "SELECT
      (SELECT count(*) FROM tasks INDEXED BY tasks_scheduled
        WHERE project_id = ?1 AND status = 'pending' AND not_before IS NOT NULL
          AND not_before > ?2),
-     (SELECT count(*) FROM tasks INDEXED BY tasks_waiting
-       WHERE project_id = ?1 AND status = 'pending' AND deps_waiting > 0),
-     (SELECT count(*) FROM tasks INDEXED BY tasks_retrying
-       WHERE project_id = ?1 AND status = 'pending' AND attempt > 0),
-     (SELECT count(*) FROM tasks INDEXED BY tasks_dead
-       WHERE project_id = ?1 AND status = 'failed' AND dead = 1)";
+     (SELECT coalesce(sum(n), 0) FROM task_counts
+       WHERE project_id = ?1 AND status = 'pending:waiting'),
+     (SELECT coalesce(sum(n), 0) FROM task_counts
+       WHERE project_id = ?1 AND status = 'pending:retrying'),
+     (SELECT coalesce(sum(n), 0) FROM task_counts
+       WHERE project_id = ?1 AND status = 'failed:dead')";
 /// Kept by the triggers of migration 0003: a few rows, whatever the number of tasks.
-pub const STATS_BY_STATUS_SQL: &str =
-    "SELECT status, n FROM task_counts WHERE project_id = ?1 AND n > 0";
+/// The keys with a ':' are 0007's sub-state counters, not statuses.
+pub const STATS_BY_STATUS_SQL: &str = "SELECT status, n FROM task_counts
+     WHERE project_id = ?1 AND n > 0 AND instr(status, ':') = 0";
 
 pub fn stats(c: &Connection, pid: i64) -> Result<Stats> {
     projects::ensure_exists(c, pid)?;
@@ -757,7 +760,8 @@ pub fn stats(c: &Connection, pid: i64) -> Result<Stats> {
 }
 
 /// Sums the per-project counts of migration 0003: O(projects × statuses).
-pub const COUNT_BY_STATUS_SQL: &str = "SELECT status, sum(n) FROM task_counts GROUP BY status";
+pub const COUNT_BY_STATUS_SQL: &str =
+    "SELECT status, sum(n) FROM task_counts WHERE instr(status, ':') = 0 GROUP BY status";
 
 /// Task counts by status over every project.
 pub fn count_by_status(c: &Connection) -> Result<Vec<(TaskStatus, i64)>> {
