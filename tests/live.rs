@@ -2,13 +2,14 @@
 //! either backend (`TEST_BACKEND=postgres` for PostgreSQL).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{parse, Resp, TestServer};
+use crate::harness::sse::{self, Sse};
+use crate::harness::{Resp, TestServer};
 
 /// The value of a gauge in /metrics.
 fn gauge(s: &TestServer, name: &str) -> i64 {
@@ -63,94 +64,23 @@ fn claim_async(s: &TestServer, pid: i64, body: Value) -> std::thread::JoinHandle
     })
 }
 
-/// An open event stream on a raw socket.
-struct Sse {
-    reader: BufReader<TcpStream>,
-    status: u16,
-    headers: Vec<(String, String)>,
-}
-
-/// One event off a stream.
-#[derive(Debug)]
-struct Ev {
-    id: i64,
-    kind: String,
-    data: Value,
-}
-
 fn open_stream(s: &TestServer, pid: i64, query: &str, extra: &[(&str, &str)]) -> Sse {
     let sock = TcpStream::connect(s.addr).expect("connect");
     open_stream_on(sock, s, pid, query, extra)
 }
 
 fn open_stream_on(
-    mut sock: TcpStream,
+    sock: TcpStream,
     s: &TestServer,
     pid: i64,
     query: &str,
     extra: &[(&str, &str)],
 ) -> Sse {
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut req = format!("GET /projects/{pid}/events/stream{query} HTTP/1.1\r\nHost: t\r\n");
-    for (k, v) in auth(s) {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    sock.write_all(req.as_bytes()).expect("send");
-    let mut reader = BufReader::new(sock);
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut line = Vec::new();
-        if reader.read_until(b'\n', &mut line).expect("head") == 0 {
-            break;
-        }
-        head.extend_from_slice(&line);
-    }
-    let r = parse(&head).expect("a response head");
-    Sse {
-        reader,
-        status: r.status,
-        headers: r.headers,
-    }
-}
-
-impl Sse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The next event (comments and `retry:` skipped); `None` at the end of the stream.
-    fn next(&mut self) -> Option<Ev> {
-        let (mut id, mut kind, mut data) = (None, None, String::new());
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let line = line.trim_end_matches('\n');
-            if line.is_empty() {
-                if let (Some(id), Some(kind)) = (id, kind.take()) {
-                    let data = serde_json::from_str(&data).expect("data is JSON");
-                    return Some(Ev { id, kind, data });
-                }
-                continue;
-            }
-            if let Some(v) = line.strip_prefix("id: ") {
-                id = Some(v.parse().expect("numeric id"));
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                kind = Some(v.to_string());
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data.push_str(v);
-            }
-        }
-    }
+    let auth = auth(s);
+    let mut headers: Vec<(&str, &str)> =
+        auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    headers.extend_from_slice(extra);
+    sse::open_on(sock, "GET", pid, query, &headers)
 }
 
 fn new_task(s: &TestServer, pid: i64, title: &str) -> i64 {

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 mod pg;
+pub mod sse;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
