@@ -11,34 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::sse::{self, Sse};
+use crate::harness::sse::{self, await_gauge, gauge, Sse};
 use crate::harness::{parse, Resp, TestServer};
-
-/// The value of a gauge in /metrics.
-fn gauge(s: &TestServer, name: &str) -> i64 {
-    let text = s.get("/metrics").text();
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
-/// Polls until `gauge(name) == want` (or panics after `limit`).
-fn await_gauge(s: &TestServer, name: &str, want: i64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v = gauge(s, name);
-        if v == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} stayed {v}, expected {want} within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn bearer(s: &TestServer) -> String {
     format!("Bearer {}", s.key.as_deref().expect("a key"))

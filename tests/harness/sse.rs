@@ -3,11 +3,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::parse;
+use super::{parse, TestServer};
 
 /// An open event stream.
 pub struct Sse {
@@ -94,5 +94,31 @@ impl Sse {
 
     pub fn into_socket(self) -> TcpStream {
         self.reader.into_inner()
+    }
+}
+
+/// The value of a gauge in /metrics (`http_streams_open`, `claim_waiters`).
+pub fn gauge(s: &TestServer, name: &str) -> i64 {
+    let text = s.get("/metrics").text();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Polls until `gauge(name) == want` (or panics after `limit`).
+pub fn await_gauge(s: &TestServer, name: &str, want: i64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = gauge(s, name);
+        if v == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed {v}, expected {want} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
