@@ -153,7 +153,9 @@ fn connections_over_max_connections_get_503_and_the_server_recovers() {
     // As the closed ones are noticed, new connections are served again.
     poll(|| (s.get("/health").status == 200).then_some(()));
     assert!(metric(&s, "http_connections_rejected_total") >= 1.0);
-    assert!(metric(&s, "http_connections_open") <= 12.0);
+    // Each closed socket counts until its connection thread wakes to the close: on a
+    // busy machine that is not at once.
+    poll(|| (metric(&s, "http_connections_open") <= 12.0).then_some(()));
     drop(held);
 }
 
