@@ -138,6 +138,7 @@ fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
         max_head_bytes: MAX_HEAD_BYTES,
         max_body_bytes: config.max_body_bytes,
         error_body: crate::http::pipeline::connection_error_body,
+        priority: crate::http::is_probe,
     }
 }
 

@@ -207,6 +207,37 @@ fn clients_dribbling_bodies_do_not_hold_the_read_workers() {
 }
 
 #[test]
+fn health_probes_do_not_queue_behind_requests_that_hold_every_worker() {
+    // Issue #19: eight clients scraping /metrics kept every read worker busy, and
+    // /health waited in the same queue behind them (p99 22 ms at a million tasks).
+    // Here two slow reads hold both workers for 4 s; the probes a load balancer and
+    // systemd send must still answer at once.
+    let s = TestServer::start_with(&[("WORKERS", "2"), ("DASHBOARD_BACKEND_TEST_HOOKS", "1")]);
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                raw(addr, b"GET /_test/sleep?ms=4000 HTTP/1.0\r\n\r\n").status
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for path in ["/health", "/healthz", "/health/live", "/health/ready"] {
+        let t = Instant::now();
+        let r = raw(s.addr, format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{path} took {:?} while slow requests held every worker",
+            t.elapsed()
+        );
+    }
+    for h in hogs {
+        assert_eq!(h.join().expect("hog"), 200);
+    }
+}
+
+#[test]
 fn rate_limit_answers_429_with_retry_after_per_key() {
     let s = TestServer::start_with(&[("RATE_LIMIT_PER_MINUTE", "5")]);
     for _ in 0..5 {

@@ -8,6 +8,12 @@
 //! one of the few `WORKERS`, a commit batch could never hold more writes than there
 //! are workers, and reads would queue behind fsyncs. With the hand-off, reads keep
 //! flowing and a batch holds every write that arrived during the previous fsync.
+//!
+//! Health probes (`/health`, `/health/live`, `/health/ready` and their aliases) have
+//! a queue and `PROBE_THREADS` threads of their own: a load balancer or systemd asking
+//! whether we live must not wait behind requests that hold every worker (eight
+//! dashboards scraping `/metrics`, a slow export). `/health/db` is not among them: it
+//! waits on the database by design.
 
 pub(crate) mod app;
 pub(crate) mod cors;
@@ -35,6 +41,31 @@ const POLL: Duration = Duration::from_millis(100);
 pub(crate) const WRITE_THREADS: usize = 64;
 /// Writes waiting for a write thread before workers feel back-pressure.
 const WRITE_QUEUE: usize = 1024;
+/// Threads that answer only health probes (each answer takes microseconds).
+const PROBE_THREADS: usize = 2;
+
+/// The requests that go to the probe threads: a bodiless GET or HEAD of a probe path
+/// whose answer comes from memory (the health cache), never from a slow query. Not
+/// the watchdog's own probe: it is there to prove that the workers answer.
+pub(crate) fn is_probe(rq: &tiny_http::Request) -> bool {
+    use tiny_http::Method::{Get, Head};
+    let path = rq.url().split('?').next().unwrap_or("");
+    matches!(rq.method(), Get | Head)
+        && rq.body_length().unwrap_or(0) == 0
+        && !rq
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("User-Agent") && h.value.as_str() == probe::PROBE_AGENT)
+        && matches!(
+            path,
+            "/health"
+                | "/healthz"
+                | "/health/live"
+                | "/health/liveness"
+                | "/health/ready"
+                | "/health/readiness"
+        )
+}
 
 /// Starts `n` workers serving `server`, and the write threads behind them. The
 /// write threads leave once every worker has left and the write queue is empty.
@@ -52,6 +83,15 @@ pub(crate) fn spawn_workers(
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || worker(&server, &app, &tx))?,
+        );
+    }
+    for i in 0..PROBE_THREADS {
+        let (server, app) = (server.clone(), app.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("probe-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || probe_thread(&server, &app))?,
         );
     }
     for i in 0..WRITE_THREADS {
@@ -103,10 +143,35 @@ fn write_thread(app: &App, queue: &Mutex<Receiver<tiny_http::Request>>) {
 }
 
 fn worker(server: &tiny_http::Server, app: &App, writes: &SyncSender<tiny_http::Request>) {
+    serve_queue(
+        server,
+        app,
+        |s| s.recv_timeout(POLL),
+        |rq| dispatch(app, rq, writes),
+    );
+}
+
+fn probe_thread(server: &tiny_http::Server, app: &App) {
+    serve_queue(
+        server,
+        app,
+        |s| s.recv_priority_timeout(POLL),
+        |rq| serve_one(app, rq),
+    );
+}
+
+/// Takes requests from one of the server's queues until the server has stopped and
+/// every connection is gone.
+fn serve_queue(
+    server: &tiny_http::Server,
+    app: &App,
+    recv: impl Fn(&tiny_http::Server) -> std::io::Result<Option<tiny_http::Request>>,
+    serve: impl Fn(tiny_http::Request),
+) {
     let connections = server.connection_stats();
     loop {
-        match server.recv_timeout(POLL) {
-            Ok(Some(rq)) => dispatch(app, rq, writes),
+        match recv(server) {
+            Ok(Some(rq)) => serve(rq),
             // Shutting down (SPEC §6): the listener is closed; every connection still
             // open may bring one more request, so leave only once all are gone.
             Ok(None) if app.life.stopping() => {

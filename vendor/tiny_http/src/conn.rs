@@ -1110,6 +1110,7 @@ pub fn fuzz_one(bytes: &[u8]) -> Vec<u8> {
         max_head_bytes: 8 * 1024,
         max_body_bytes: 64 * 1024,
         error_body: |status, msg| ("text/plain", format!("{status} {msg}").into_bytes()),
+        priority: |_| false,
     };
     let stats = Arc::new(ConnectionStats::default());
     let guard = stats.admit(1).expect("one connection");

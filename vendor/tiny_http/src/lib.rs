@@ -143,6 +143,9 @@ pub struct Server {
     // queue for messages received by child threads
     messages: Arc<MessagesQueue<Message>>,
 
+    // dashboard-backend patch: requests `ConnectionLimits::priority` picked out
+    priority: Arc<MessagesQueue<Message>>,
+
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
 
@@ -317,16 +320,23 @@ impl Server {
         let stats = Arc::new(ConnectionStats::default());
         let inside_stats = stats.clone();
         // dashboard-backend patch: with limits, the connection layer of `conn.rs`.
+        let priority = MessagesQueue::with_capacity(8);
         if let Some(limits) = limits {
-            let queue = messages.clone();
-            let dispatch: Arc<dyn Fn(Request) + Send + Sync> =
-                Arc::new(move |rq: Request| queue.push(rq.into()));
+            let (queue, urgent, pick) = (messages.clone(), priority.clone(), limits.priority);
+            let dispatch: Arc<dyn Fn(Request) + Send + Sync> = Arc::new(move |rq: Request| {
+                if pick(&rq) {
+                    urgent.push(rq.into())
+                } else {
+                    queue.push(rq.into())
+                }
+            });
             let stats = stats.clone();
             thread::Builder::new()
                 .name("accept".into())
                 .spawn(move || conn::accept_loop(server, limits, stats, inside_close_trigger, dispatch))?;
             return Ok(Server {
                 messages,
+                priority,
                 close: close_trigger,
                 listening_addr: local_addr,
                 stats: inside_stats,
@@ -442,6 +452,7 @@ impl Server {
         // result
         Ok(Server {
             messages,
+            priority,
             close: close_trigger,
             listening_addr: local_addr,
             stats,
@@ -480,6 +491,16 @@ impl Server {
     /// Same as `recv()` but doesn't block longer than timeout
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
         match self.messages.pop_timeout(timeout) {
+            Some(Message::Error(err)) => Err(err),
+            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
+            None => Ok(None),
+        }
+    }
+
+    /// dashboard-backend patch: as `recv_timeout`, for the requests
+    /// `ConnectionLimits::priority` picked out (none without limits).
+    pub fn recv_priority_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
+        match self.priority.pop_timeout(timeout) {
             Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(Some(rq)),
             None => Ok(None),

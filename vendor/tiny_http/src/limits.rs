@@ -26,6 +26,10 @@ pub struct ConnectionLimits {
     /// Body of the responses the connection layer writes itself (400, 408, 431,
     /// 503): `(status, message) -> (content type, body)`.
     pub error_body: fn(u16, &str) -> (&'static str, Vec<u8>),
+    /// Requests for which this is true (health probes) go to a queue of their own,
+    /// read with `Server::recv_priority_timeout`, so that they never wait behind
+    /// requests that hold every worker.
+    pub priority: fn(&crate::Request) -> bool,
 }
 
 /// Counters of the connection layer, readable while the server runs.
