@@ -379,12 +379,14 @@ fn attack_two_instances_never_hand_out_one_task_twice() {
         eprintln!("SKIPPED on sqlite: two instances need PostgreSQL (attack_two_instances)");
         return;
     }
-    let a = Arc::new(TestServer::start());
+    // Workers in a loop on a time budget: the per-key rate limit is not under test.
+    let unlimited = [("RATE_LIMIT_PER_MINUTE", "0")];
+    let a = Arc::new(TestServer::start_with(&unlimited));
     let b = Arc::new(TestServer::spawn(
         harness::temp_dir("srv-b"),
         a.db.clone(),
         a.key.clone(),
-        &[],
+        &unlimited,
     ));
     let pid = project(&a, json!({"name": "two", "default_max_attempts": 100}));
     let n = 60;
@@ -625,7 +627,9 @@ fn attack_long_poll_claim_waits_for_work() {
 /// must log no rolled-back batch.
 #[test]
 fn attack_refused_queue_writes_never_roll_back_a_batch() {
-    let s = Arc::new(TestServer::start());
+    // Eight writers in a loop for 4 s: on a fast machine they pass the default per-key
+    // rate limit (6 000 a minute), which is not under test (CI once saw a 429).
+    let s = Arc::new(TestServer::start_with(&[("RATE_LIMIT_PER_MINUTE", "0")]));
     let pid = project(&s, json!({"name": "mix", "retry_backoff_seconds": 0}));
     let other = s.project("other");
     let foreign = task(&s, other, json!({"title": "foreign"}))["id"].clone();
