@@ -498,11 +498,15 @@ impl TaskStore for PgStore {
     }
 
     fn stats(&self, pid: i64) -> Result<Stats> {
-        self.run(|tx| tasks::stats(tx, pid))
+        self.read(|tx| tasks::stats(tx, pid))
+    }
+
+    fn stats_many(&self, pids: &[i64]) -> Result<Vec<Stats>> {
+        self.read(|tx| tasks::stats_many(tx, pids))
     }
 
     fn count_by_status(&self) -> Result<Vec<(TaskStatus, i64)>> {
-        self.run(tasks::count_by_status)
+        self.read(tasks::count_by_status)
     }
 
     fn list_events(&self, pid: i64, after: i64, limit: usize) -> Result<Page<Event>> {

@@ -860,71 +860,82 @@ pub fn sweep_project(tx: &mut Tx<'_>, pid: i64, now: i64, limit: i64) -> Result<
     Ok(woke)
 }
 
-pub const STATS_OLDEST_PENDING_SQL: &str = "SELECT created_at FROM tasks
-     WHERE project_id = $1 AND status = 'pending' ORDER BY id LIMIT 1";
-/// Completed in the last hour: whole 10-second buckets after the one the hour starts
-/// in (migration 0002), plus an exact count inside that first bucket from the
-/// completion index — at most 361 counter rows and 10 s of completions.
-/// $1 project, $2 the hour's start in ms.
-pub const STATS_COMPLETED_SQL: &str = "SELECT
+/// Stats of the projects in $3 (an array of ids), one row each, in one statement
+/// (one round trip for a project or for a page of the overview); $1 now, $2 the start
+/// of the last hour, both in ms. Per project it reads:
+/// - its counter rows (migrations 0002 and 0006: at most 16 shards a key, whatever
+///   the number of tasks): counts by status, and the waiting, retrying and dead
+///   sub-state counters (the keys with a ':');
+/// - the oldest pending task, the first entry of an index;
+/// - completions of the last hour: whole 10-second buckets after the one the hour
+///   starts in, plus an exact count inside that first bucket from the completion
+///   index (at most 361 counter rows and 10 s of completions);
+/// - `scheduled` (pending with not_before > now, which depends on the clock) from its
+///   partial index, tasks_scheduled (migration 0003).
+pub const STATS_SQL: &str = "SELECT p.id, k.by_status, k.waiting, k.retrying, k.dead,
+     (SELECT created_at FROM tasks
+       WHERE project_id = p.id AND status = 'pending' ORDER BY id LIMIT 1),
      (SELECT coalesce(sum(n), 0)::bigint FROM task_completions
-       WHERE project_id = $1 AND bucket > $2::bigint / 10000)
+       WHERE project_id = p.id AND bucket > $2::bigint / 10000)
    + (SELECT count(*) FROM tasks
-       WHERE project_id = $1 AND status = 'completed'
-         AND completed_at >= $2::bigint AND completed_at < ($2::bigint / 10000 + 1) * 10000)";
-/// The queue's figures of SPEC §5a. `scheduled` depends on the clock (pending with
-/// not_before > now), so it is counted from its partial index, tasks_scheduled
-/// (migration 0003). waiting, retrying and dead are counters, the reserved keys of
-/// task_counts (migration 0006): at most 16 shards each, whatever the number of
-/// tasks in those states. $1 project, $2 now.
-pub const STATS_QUEUE_SQL: &str = "SELECT
-     (SELECT count(*) FROM tasks WHERE project_id = $1 AND status = 'pending'
-        AND not_before IS NOT NULL AND not_before > $2),
-     (SELECT coalesce(sum(n), 0)::bigint FROM task_counts
-       WHERE project_id = $1 AND status = 'pending:waiting'),
-     (SELECT coalesce(sum(n), 0)::bigint FROM task_counts
-       WHERE project_id = $1 AND status = 'pending:retrying'),
-     (SELECT coalesce(sum(n), 0)::bigint FROM task_counts
-       WHERE project_id = $1 AND status = 'failed:dead')";
-/// Kept by the triggers of migrations 0002 and 0005: at most 16 shards of a few rows,
-/// whatever the number of tasks. The keys with a ':' are 0006's sub-state counters.
-pub const STATS_BY_STATUS_SQL: &str = "SELECT status, sum(n)::bigint FROM task_counts
-     WHERE project_id = $1 AND status NOT LIKE '%:%' GROUP BY status HAVING sum(n) > 0";
+       WHERE project_id = p.id AND status = 'completed'
+         AND completed_at >= $2::bigint AND completed_at < ($2::bigint / 10000 + 1) * 10000),
+     (SELECT count(*) FROM tasks WHERE project_id = p.id AND status = 'pending'
+        AND not_before IS NOT NULL AND not_before > $1::bigint)
+   FROM projects p,
+   LATERAL (SELECT
+       coalesce(json_object_agg(c.status, c.n)
+         FILTER (WHERE c.status NOT LIKE '%:%' AND c.n > 0), '{}')::text AS by_status,
+       coalesce(sum(c.n) FILTER (WHERE c.status = 'pending:waiting'), 0)::bigint AS waiting,
+       coalesce(sum(c.n) FILTER (WHERE c.status = 'pending:retrying'), 0)::bigint AS retrying,
+       coalesce(sum(c.n) FILTER (WHERE c.status = 'failed:dead'), 0)::bigint AS dead
+     FROM (SELECT status, sum(n)::bigint AS n FROM task_counts
+            WHERE project_id = p.id GROUP BY status) c) k
+  WHERE p.id = ANY($3::bigint[])
+  ORDER BY p.id";
 
-/// Project `pid`'s counts by status, oldest pending task and completions of the
-/// last hour, as SQLite answers them.
-pub fn stats(tx: &mut Tx<'_>, pid: i64) -> Result<Stats> {
-    projects::ensure_exists(tx, pid)?;
+/// Stats of these projects (those that exist), as SQLite answers them, read in one
+/// statement: its single snapshot makes every figure of a project agree.
+pub fn stats_many(tx: &mut Tx<'_>, pids: &[i64]) -> Result<Vec<Stats>> {
     let now = now_ms();
-    let mut by_status = Map::new();
-    for s in TaskStatus::ALL {
-        by_status.insert(s.as_str().into(), 0.into());
-    }
-    let mut total = 0;
-    for r in tx.query(STATS_BY_STATUS_SQL, &[&pid])? {
-        let (status, n): (String, i64) = (r.get(0), r.get(1));
-        total += n;
-        by_status.insert(status, n.into());
-    }
-    let oldest: Option<i64> = tx
-        .query_opt(STATS_OLDEST_PENDING_SQL, &[&pid])?
-        .map(|r| r.get(0));
-    let completed_last_hour: i64 = tx
-        .query_one(STATS_COMPLETED_SQL, &[&pid, &(now - 3_600_000)])?
-        .get(0);
-    let q = tx.query_one(STATS_QUEUE_SQL, &[&pid, &now])?;
-    Ok(Stats {
-        project_id: pid,
-        total,
-        by_status,
-        scheduled: q.get(0),
-        waiting: q.get(1),
-        retrying: q.get(2),
-        dead: q.get(3),
-        oldest_pending_age_seconds: oldest.map(|t| ((now - t) / 1000).max(0)),
-        completed_last_hour,
-        timestamp: crate::clock::rfc3339(now),
-    })
+    let rows = tx.query(STATS_SQL, &[&now, &(now - 3_600_000), &pids])?;
+    rows.iter()
+        .map(|r| {
+            let counted: String = r.get(1);
+            let counted: Map<String, serde_json::Value> = serde_json::from_str(&counted)
+                .map_err(|e| StoreError::Other(format!("stats: {e}")))?;
+            let mut by_status = Map::new();
+            let mut total = 0;
+            for s in TaskStatus::ALL {
+                let n = counted
+                    .get(s.as_str())
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
+                total += n;
+                by_status.insert(s.as_str().into(), n.into());
+            }
+            let oldest: Option<i64> = r.get(5);
+            Ok(Stats {
+                project_id: r.get(0),
+                total,
+                by_status,
+                scheduled: r.get(7),
+                waiting: r.get(2),
+                retrying: r.get(3),
+                dead: r.get(4),
+                oldest_pending_age_seconds: oldest.map(|t| ((now - t) / 1000).max(0)),
+                completed_last_hour: r.get(6),
+                timestamp: crate::clock::rfc3339(now),
+            })
+        })
+        .collect()
+}
+
+/// Project `pid`'s stats (`stats_many` of one).
+pub fn stats(tx: &mut Tx<'_>, pid: i64) -> Result<Stats> {
+    stats_many(tx, &[pid])?
+        .pop()
+        .ok_or(StoreError::NotFound("project"))
 }
 
 /// Sums the per-project counts of migration 0002: O(projects × statuses).
