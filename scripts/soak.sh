@@ -6,6 +6,7 @@
 # grew by no more than 10 % by the end. Output also in target/bench/soak-<time>.txt.
 #   scripts/soak.sh          # 10 minutes, as issue #7 asks
 #   scripts/soak.sh 1        # a quick look
+#   DATABASE_URL=postgres://… scripts/soak.sh 30   # on PostgreSQL (an empty database)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}
@@ -20,6 +21,7 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port
 env -i PATH="$PATH" PORT="$port" HOST=127.0.0.1 DATABASE_PATH="$work/db.sqlite" AUTH_DISABLED=true \
+  ${DATABASE_URL:+DATABASE_URL="$DATABASE_URL"} \
   RATE_LIMIT_PER_MINUTE=0 LOG_LEVEL=warn "$bin" 2>"$work/server.log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
@@ -29,7 +31,8 @@ rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status"; }
 mkdir -p target/bench
 out=target/bench/soak-$(date -u +%Y%m%d-%H%M%S).txt
 {
-  echo "soak: mixed for $((slices * slice)) s in ${slice} s slices, commit $(git rev-parse --short HEAD), $(nproc) cores"
+  backend=sqlite; [[ ${DATABASE_URL:-} == postgres* ]] && backend=postgres
+  echo "soak: mixed on $backend for $((slices * slice)) s in ${slice} s slices, commit $(git rev-parse --short HEAD), $(nproc) cores"
   printf '%6s %9s %9s %8s %7s %9s\n' t_s req/s p99_ms non2xx errors rss_mib
   printf '%6d %9s %9s %8s %7s %9s\n' 0 - - - - "$(rss)"
 } | tee "$out"
