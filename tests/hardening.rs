@@ -221,6 +221,16 @@ fn health_probes_do_not_queue_behind_requests_that_hold_every_worker() {
             })
         })
         .collect();
+    // Probes whose bodies never end are the connection threads' to wait on (the
+    // body is read before any thread sees the request), never the probe threads'.
+    let dribblers: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(s.addr).expect("connect");
+            c.write_all(b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+                .expect("write");
+            c
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(500));
     for path in ["/health", "/healthz", "/health/live", "/health/ready"] {
         let t = Instant::now();
@@ -235,6 +245,7 @@ fn health_probes_do_not_queue_behind_requests_that_hold_every_worker() {
     for h in hogs {
         assert_eq!(h.join().expect("hog"), 200);
     }
+    drop(dribblers);
 }
 
 #[test]

@@ -52,10 +52,10 @@ pub(crate) fn is_probe(rq: &tiny_http::Request) -> bool {
     let path = rq.url().split('?').next().unwrap_or("");
     matches!(rq.method(), Get | Head)
         && rq.body_length().unwrap_or(0) == 0
-        && !rq
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv("User-Agent") && h.value.as_str() == probe::PROBE_AGENT)
+        && !rq.headers().iter().any(|h| {
+            h.field.equiv("Transfer-Encoding")
+                || (h.field.equiv("User-Agent") && h.value.as_str() == probe::PROBE_AGENT)
+        })
         && matches!(
             path,
             "/health"
