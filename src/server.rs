@@ -163,9 +163,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 .map_err(|e| store_error(e, &config.database_path))?,
         ),
     };
-    // Every thread that reads gets a connection without waiting: the workers, and the
-    // write threads, which look up API keys before their write.
-    let store = open_store(&config, config.workers + crate::http::WRITE_THREADS)?;
+    // Every thread that reads gets a connection without waiting: the workers, the
+    // write threads, which look up API keys before their write, and the probe threads.
+    let store = open_store(
+        &config,
+        config.workers + crate::http::WRITE_THREADS + crate::http::PROBE_THREADS,
+    )?;
     let access_log = AccessLog::open(config.access_log.clone()).map_err(|e| {
         ServeError::new(
             EX_CANTCREAT,
@@ -204,6 +207,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         cors,
         test_hooks: std::env::var("DASHBOARD_BACKEND_TEST_HOOKS").is_ok_and(|v| v == "1"),
     });
+    // The health cache holds a value before the first probe: otherwise the first
+    // probes would all wait on one database ping, and they share two threads.
+    app.health.checks(&*app.store);
     // Ready before the workers start: with socket activation the first request is
     // already waiting, and it must not be told "starting".
     app.life.set(Phase::Ready);

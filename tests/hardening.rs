@@ -249,6 +249,50 @@ fn health_probes_do_not_queue_behind_requests_that_hold_every_worker() {
 }
 
 #[test]
+fn probes_report_workers_that_stop_coming_back_and_recover_with_them() {
+    // The other side of the probe lane (attack on it, finding 1): when every worker is
+    // held, a load balancer's readiness check must still see it, as it did when it
+    // queued behind them; answered at once, with a 503 that says why.
+    let s = TestServer::start_with(&[("WORKERS", "2"), ("DASHBOARD_BACKEND_TEST_HOOKS", "1")]);
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                raw(addr, b"GET /_test/sleep?ms=9000 HTTP/1.0\r\n\r\n").status
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        raw(s.addr, b"GET /health/ready HTTP/1.0\r\n\r\n").status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(6000));
+    let t = Instant::now();
+    let ready = raw(s.addr, b"GET /health/ready HTTP/1.0\r\n\r\n");
+    let health = raw(s.addr, b"GET /health HTTP/1.0\r\n\r\n");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["reason"], "workers");
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["status"], "workers_stalled");
+    // Liveness waits much longer before it calls the process dead.
+    assert_eq!(
+        raw(s.addr, b"GET /health/live HTTP/1.0\r\n\r\n").status,
+        200
+    );
+    for h in hogs {
+        assert_eq!(h.join().expect("hog"), 200);
+    }
+    poll(|| (raw(s.addr, b"GET /health/ready HTTP/1.0\r\n\r\n").status == 200).then_some(()));
+    assert_eq!(raw(s.addr, b"GET /health HTTP/1.0\r\n\r\n").status, 200);
+}
+
+#[test]
 fn rate_limit_answers_429_with_retry_after_per_key() {
     let s = TestServer::start_with(&[("RATE_LIMIT_PER_MINUTE", "5")]);
     for _ in 0..5 {

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::Call;
 use crate::error::ApiError;
 use crate::health::Status;
-use crate::lifecycle::Phase;
+use crate::lifecycle::{Phase, WORKERS_DEAD, WORKERS_STALLED};
 use crate::metrics::{self, Gauges, SERVICE};
 use crate::sys::Process;
 use crate::wire::Response;
@@ -16,13 +16,16 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn health(c: &Call<'_>) -> Result<Response, ApiError> {
     let checks = c.app.health.checks(&**c.app.store);
     let draining = matches!(c.app.life.phase(), Phase::Draining | Phase::Stopping);
+    let stalled = c.app.life.workers_quiet() >= WORKERS_STALLED;
     let overall = checks.overall();
     let status = if draining {
         "draining"
+    } else if stalled {
+        "workers_stalled"
     } else {
         overall.as_str()
     };
-    let code = if draining || overall == Status::Error {
+    let code = if draining || stalled || overall == Status::Error {
         503
     } else {
         200
@@ -78,6 +81,7 @@ pub fn ready(c: &Call<'_>) -> Result<Response, ApiError> {
     let reason = match c.app.life.phase() {
         Phase::Starting => Some("starting"),
         Phase::Draining | Phase::Stopping => Some("draining"),
+        Phase::Ready if c.app.life.workers_quiet() >= WORKERS_STALLED => Some("workers"),
         Phase::Ready if c.app.health.checks(&**c.app.store).database.status == Status::Error => {
             Some("database")
         }
@@ -93,7 +97,13 @@ pub fn ready(c: &Call<'_>) -> Result<Response, ApiError> {
     })
 }
 
-pub fn live(_: &Call<'_>) -> Result<Response, ApiError> {
+pub fn live(c: &Call<'_>) -> Result<Response, ApiError> {
+    if c.app.life.workers_quiet() >= WORKERS_DEAD {
+        return Err(ApiError::unavailable(
+            "no worker has come back to its queue for 30 s",
+            1,
+        ));
+    }
     Ok(Response::json(
         200,
         &json!({"status": "alive", "timestamp": crate::clock::now_rfc3339()}),

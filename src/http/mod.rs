@@ -13,7 +13,10 @@
 //! a queue and `PROBE_THREADS` threads of their own: a load balancer or systemd asking
 //! whether we live must not wait behind requests that hold every worker (eight
 //! dashboards scraping `/metrics`, a slow export). `/health/db` is not among them: it
-//! waits on the database by design.
+//! waits on the database by design. So that a wedged pool still shows, every worker
+//! stamps each pass through its queue, and readiness, `/health` and liveness answer
+//! 503 when no worker has come back for `WORKERS_STALLED` (`WORKERS_DEAD` for
+//! liveness).
 
 pub(crate) mod app;
 pub(crate) mod cors;
@@ -42,7 +45,10 @@ pub(crate) const WRITE_THREADS: usize = 64;
 /// Writes waiting for a write thread before workers feel back-pressure.
 const WRITE_QUEUE: usize = 1024;
 /// Threads that answer only health probes (each answer takes microseconds).
-const PROBE_THREADS: usize = 2;
+pub(crate) const PROBE_THREADS: usize = 2;
+/// A probe with more header lines than this goes to the workers: the probe lane is
+/// for load balancers' small requests, not a cheap queue for a flood of big heads.
+const PROBE_MAX_HEADERS: usize = 32;
 
 /// The requests that go to the probe threads: a bodiless GET or HEAD of a probe path
 /// whose answer comes from memory (the health cache), never from a slow query. Not
@@ -52,6 +58,7 @@ pub(crate) fn is_probe(rq: &tiny_http::Request) -> bool {
     let path = rq.url().split('?').next().unwrap_or("");
     matches!(rq.method(), Get | Head)
         && rq.body_length().unwrap_or(0) == 0
+        && rq.headers().len() <= PROBE_MAX_HEADERS
         && !rq.headers().iter().any(|h| {
             h.field.equiv("Transfer-Encoding")
                 || (h.field.equiv("User-Agent") && h.value.as_str() == probe::PROBE_AGENT)
@@ -143,12 +150,13 @@ fn write_thread(app: &App, queue: &Mutex<Receiver<tiny_http::Request>>) {
 }
 
 fn worker(server: &tiny_http::Server, app: &App, writes: &SyncSender<tiny_http::Request>) {
-    serve_queue(
-        server,
-        app,
-        |s| s.recv_timeout(POLL),
-        |rq| dispatch(app, rq, writes),
-    );
+    // Each pass is stamped: the probes, answered elsewhere, tell from it whether the
+    // workers still answer (lifecycle::WORKERS_STALLED).
+    let recv = |s: &tiny_http::Server| {
+        app.life.worker_pass();
+        s.recv_timeout(POLL)
+    };
+    serve_queue(server, app, recv, |rq| dispatch(app, rq, writes));
 }
 
 fn probe_thread(server: &tiny_http::Server, app: &App) {
