@@ -4,9 +4,10 @@
 //! A run deletes finished tasks past `TASK_RETENTION` (with their events and labels),
 //! events past `EVENT_RETENTION` and expired idempotency records, in small steps
 //! (`Retention::prune_step`): one short transaction each, on SQLite one job of the
-//! writer's group commit. The step size adapts so a step stays near `STEP_TARGET`,
-//! and after each step the thread rests `REST_FACTOR` times as long as the step took,
-//! so pruning never takes more than about a quarter of the writer even with a
+//! writer's group commit. The step size adapts so a step stays near the engine's
+//! `Pacing::step_target`, and after each step the thread rests `rest_factor` times as
+//! long as the step took (SQLite: 1 ms and three times, so pruning never takes more
+//! than about a quarter of the writer; PostgreSQL: 4 ms and as long), even with a
 //! backlog of millions of rows.
 //! A run is logged once with its counts and moves `tasks_pruned_total`,
 //! `events_pruned_total` and the space gauges in /metrics. On PostgreSQL, when
@@ -19,14 +20,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::store::{PruneCount, PruneStep, Store, StoreError};
+use crate::store::{Pacing, PruneCount, PruneStep, Store, StoreError};
 
-/// A step should take about this long inside its transaction. On SQLite a step is a
-/// job of the writer, and every write queued behind it waits that long: at 4 ms the
-/// claim and create p99 under a constant load rose 60 % (issue #20 allows 20 %).
-const STEP_TARGET: Duration = Duration::from_millis(1);
-/// After a step the thread rests this many times as long as the step took.
-const REST_FACTOR: u32 = 3;
 /// Step sizes: starting point and bounds (rows a step). A task costs more than an
 /// event (its labels, events, index entries and count triggers go with it), so tasks
 /// start small and the step grows while it stays under half the target.
@@ -173,6 +168,7 @@ fn prune_once(
     total: &mut Totals,
 ) -> Result<(), StoreError> {
     let now = crate::clock::now_ms();
+    let pace = store.pacing();
     let cutoff = |w: Option<Duration>| w.map(|d| now - d.as_millis() as i64);
     let flow = (|| -> Result<Flow, StoreError> {
         if let Some(before) = cutoff(windows.tasks) {
@@ -187,7 +183,7 @@ fn prune_once(
                         project: p.id,
                         before,
                     };
-                    let f = drain(store, step, &mut sizes.task, TASK_STEP, stop, total)?;
+                    let f = drain(store, pace, step, &mut sizes.task, TASK_STEP, stop, total)?;
                     if f != Flow::Done {
                         return Ok(f);
                     }
@@ -200,7 +196,7 @@ fn prune_once(
         }
         if let Some(before) = cutoff(windows.events) {
             let step = PruneStep::Events { before };
-            let f = drain(store, step, &mut sizes.event, EVENT_STEP, stop, total)?;
+            let f = drain(store, pace, step, &mut sizes.event, EVENT_STEP, stop, total)?;
             if f != Flow::Done {
                 return Ok(f);
             }
@@ -208,6 +204,7 @@ fn prune_once(
         let mut n = EVENT_STEP.0;
         drain(
             store,
+            pace,
             PruneStep::Idempotency { now },
             &mut n,
             EVENT_STEP,
@@ -222,6 +219,7 @@ fn prune_once(
 /// Repeats `step` until it reports no more (or a stop is asked), adapting its size.
 fn drain(
     store: &dyn Store,
+    pace: Pacing,
     step: PruneStep,
     size: &mut usize,
     bounds: (usize, usize, usize),
@@ -239,17 +237,20 @@ fn drain(
         total.idempotency += n.idempotency;
         total.steps += 1;
         total.max_step = total.max_step.max(took);
-        if took > STEP_TARGET {
+        if took > pace.step_target {
             *size = (*size / 2).max(bounds.1);
-        } else if took < STEP_TARGET / 2 && n.more {
+        } else if took < pace.step_target / 2 && n.more {
             *size = (*size + *size / 4 + 1).min(bounds.2);
         }
         if !n.more {
             return Ok(Flow::Done);
         }
-        // Rest a few times as long as the step took (at least 2 ms): other writers
-        // get the writer at least three quarters of the time whatever the backlog.
-        if rest(stop, (took * REST_FACTOR).max(Duration::from_millis(2))) {
+        // Rest in proportion to the step (at least 1 ms): on SQLite other writers get
+        // the writer at least three quarters of the time whatever the backlog.
+        if rest(
+            stop,
+            (took * pace.rest_factor).max(Duration::from_millis(1)),
+        ) {
             return Ok(Flow::Stopped);
         }
     }

@@ -299,6 +299,16 @@ pub trait Retention {
     /// Space figures for /metrics and the run's log line: SQLite's free pages,
     /// PostgreSQL's dead tuples of the hot tables.
     fn space(&self) -> Result<Space>;
+    /// How the pruner paces its steps on this engine.
+    fn pacing(&self) -> Pacing;
+}
+
+/// The pruner's pace: steps sized to take about `step_target` inside their
+/// transaction, each followed by a rest of `rest_factor` times what it took.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub step_target: std::time::Duration,
+    pub rest_factor: u32,
 }
 
 /// Reusable and reclaimable space (it lives with the gauges that show it).

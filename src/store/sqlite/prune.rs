@@ -15,7 +15,7 @@ use std::time::Instant;
 use rusqlite::{params, Connection};
 
 use super::{Result, SqliteStore};
-use crate::store::{PruneCount, PruneStep, Retention, Space};
+use crate::store::{Pacing, PruneCount, PruneStep, Retention, Space};
 
 /// Statuses that may be pruned; written out in every DELETE as a second guard.
 const FINISHED: &str = "status IN ('completed', 'failed', 'cancelled')";
@@ -34,6 +34,17 @@ impl Retention for SqliteStore {
             n.micros = t.elapsed().as_micros() as u64;
             Ok(n)
         })
+    }
+
+    /// A step is a job of the one writer, and every create or claim queued behind it
+    /// waits it out: about 1 ms, and rests three times as long. (At 4 ms and equal
+    /// rests each run's slowest step was 2.3 ms at the median, 4.5 ms at worst, under
+    /// 150 tasks/s; at 1 ms, 0.8 and 1.8.)
+    fn pacing(&self) -> Pacing {
+        Pacing {
+            step_target: std::time::Duration::from_millis(1),
+            rest_factor: 3,
+        }
     }
 
     fn space(&self) -> Result<Space> {
