@@ -206,6 +206,18 @@ fn clients_dribbling_bodies_do_not_hold_the_read_workers() {
     drop(stuck);
 }
 
+/// `n` clients each holding a worker for `ms` (the sleep test hook); joined for
+/// their statuses.
+fn hold_workers(s: &TestServer, n: usize, ms: u64) -> Vec<std::thread::JoinHandle<u16>> {
+    (0..n)
+        .map(|_| {
+            let addr = s.addr;
+            let req = format!("GET /_test/sleep?ms={ms} HTTP/1.0\r\n\r\n");
+            std::thread::spawn(move || raw(addr, req.as_bytes()).status)
+        })
+        .collect()
+}
+
 #[test]
 fn health_probes_do_not_queue_behind_requests_that_hold_every_worker() {
     // Issue #19: eight clients scraping /metrics kept every read worker busy, and
@@ -213,14 +225,7 @@ fn health_probes_do_not_queue_behind_requests_that_hold_every_worker() {
     // Here two slow reads hold both workers for 4 s; the probes a load balancer and
     // systemd send must still answer at once.
     let s = TestServer::start_with(&[("WORKERS", "2"), ("DASHBOARD_BACKEND_TEST_HOOKS", "1")]);
-    let hogs: Vec<_> = (0..4)
-        .map(|_| {
-            let addr = s.addr;
-            std::thread::spawn(move || {
-                raw(addr, b"GET /_test/sleep?ms=4000 HTTP/1.0\r\n\r\n").status
-            })
-        })
-        .collect();
+    let hogs = hold_workers(&s, 4, 4000);
     // Probes whose bodies never end are the connection threads' to wait on (the
     // body is read before any thread sees the request), never the probe threads'.
     let dribblers: Vec<TcpStream> = (0..4)
@@ -254,14 +259,7 @@ fn probes_report_workers_that_stop_coming_back_and_recover_with_them() {
     // held, a load balancer's readiness check must still see it, as it did when it
     // queued behind them; answered at once, with a 503 that says why.
     let s = TestServer::start_with(&[("WORKERS", "2"), ("DASHBOARD_BACKEND_TEST_HOOKS", "1")]);
-    let hogs: Vec<_> = (0..2)
-        .map(|_| {
-            let addr = s.addr;
-            std::thread::spawn(move || {
-                raw(addr, b"GET /_test/sleep?ms=9000 HTTP/1.0\r\n\r\n").status
-            })
-        })
-        .collect();
+    let hogs = hold_workers(&s, 2, 9000);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         raw(s.addr, b"GET /health/ready HTTP/1.0\r\n\r\n").status,

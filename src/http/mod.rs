@@ -92,23 +92,26 @@ pub(crate) fn spawn_workers(
                 .spawn(move || worker(&server, &app, &tx))?,
         );
     }
+    // Probe and write threads run short handlers: 256 KiB of stack keeps 64 cheap.
+    let small = |name: String, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name)
+            .stack_size(256 * 1024)
+            .spawn(f)
+    };
     for i in 0..PROBE_THREADS {
         let (server, app) = (server.clone(), app.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("probe-{i}"))
-                .stack_size(256 * 1024)
-                .spawn(move || probe_thread(&server, &app))?,
-        );
+        handles.push(small(
+            format!("probe-{i}"),
+            Box::new(move || probe_thread(&server, &app)),
+        )?);
     }
     for i in 0..WRITE_THREADS {
         let (app, rx) = (app.clone(), rx.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("write-{i}"))
-                .stack_size(256 * 1024)
-                .spawn(move || write_thread(&app, &rx))?,
-        );
+        handles.push(small(
+            format!("write-{i}"),
+            Box::new(move || write_thread(&app, &rx)),
+        )?);
     }
     Ok(handles)
 }
