@@ -356,11 +356,22 @@ fn dependency_state(tx: &mut Tx<'_>, deps: &[i64], lock: bool) -> Result<(i64, O
 
 /// Carries a status change of task `id` to its dependents (see SQLite's `ripple`);
 /// their events go to `evs`.
+///
+/// Lock order: the caller holds `id`; the dependents are locked in id order, all of
+/// them before any is changed. A creation or a re-arm reads its dependencies
+/// `FOR SHARE` in id order too (`dependency_state`), and a dependent is made after
+/// what it depends on, so both walk ids upwards. A plain `UPDATE … WHERE id IN (…)`
+/// locks rows in whatever order its plan meets them, and a block that went level by
+/// level locked a second level after the first whatever their ids: each deadlocked
+/// with a creation that held one of those rows `FOR SHARE` and waited for another
+/// (`the_counters_never_drift_under_the_queues_writes`, 40P01).
 fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pending) -> Result<()> {
     if r.delta != 0 {
         tx.execute(
-            "UPDATE tasks SET deps_waiting = deps_waiting + $2
-             WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)",
+            "WITH l AS (SELECT id FROM tasks
+                 WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)
+                 ORDER BY id FOR NO KEY UPDATE)
+             UPDATE tasks t SET deps_waiting = t.deps_waiting + $2 FROM l WHERE t.id = l.id",
             &[&id, &r.delta],
         )?;
     }
@@ -369,21 +380,27 @@ fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pendin
     }
     let error = queue::blocked_error(id);
     let changes = queue::blocked_changes(id);
-    let mut todo = vec![id];
-    while let Some(x) = todo.pop() {
-        let rows = tx.query(
-            "UPDATE tasks SET status = 'blocked', error = $2, updated_at = $3,
-               version = version + 1
-             WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = $1)
-               AND status = 'pending'
-             RETURNING id",
-            &[&x, &error, &now],
-        )?;
-        for r in rows {
-            let d: i64 = r.get(0);
-            evs.push((Some(d), EventKind::Blocked, None, changes.clone()));
-            todo.push(d);
-        }
+    // Every pending task that waits on `id`, directly or through pending tasks, as the
+    // level-by-level walk found them; then locked in id order and blocked at once.
+    let rows = tx.query(
+        "WITH RECURSIVE c(id) AS (
+             SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id
+              WHERE d.dep_id = $1 AND t.status = 'pending'
+             UNION
+             SELECT d.task_id FROM c JOIN task_deps d ON d.dep_id = c.id
+               JOIN tasks t ON t.id = d.task_id WHERE t.status = 'pending'),
+         l AS (SELECT id FROM tasks WHERE id IN (SELECT id FROM c) AND status = 'pending'
+                ORDER BY id FOR NO KEY UPDATE)
+         UPDATE tasks t SET status = 'blocked', error = $2, updated_at = $3,
+           version = t.version + 1
+         FROM l WHERE t.id = l.id
+         RETURNING t.id",
+        &[&id, &error, &now],
+    )?;
+    let mut blocked: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    blocked.sort_unstable();
+    for d in blocked {
+        evs.push((Some(d), EventKind::Blocked, None, changes.clone()));
     }
     Ok(())
 }
