@@ -159,6 +159,50 @@ mod tests {
     use super::*;
     use postgres::types::ToSql;
 
+    /// As on SQLite: expired idempotency records go in steps of at most `limit`, with
+    /// `more` while there may be others; fresh ones stay.
+    #[test]
+    fn expired_idempotency_records_are_purged_in_steps_and_fresh_ones_stay() {
+        let Some(c) = Cluster::start() else { return };
+        let store = PgStore::open(&c.database("idem_purge"), 1).expect("open");
+        let now = 1_700_000_000_000i64;
+        let ttl = crate::store::IDEMPOTENCY_TTL_MS;
+        store
+            .run(|tx| {
+                tx.execute(
+                    "INSERT INTO idempotency_keys (scope, key, fingerprint, status, headers,
+                                                   body, created_at)
+                       SELECT 1, 'k' || i, '\\x00', 201, '{}', '\\x00',
+                              CASE WHEN i < 25 THEN $1::bigint - $2::bigint - i * 25000000
+                                   ELSE $1::bigint - $2::bigint + 1000 END
+                         FROM generate_series(0, 34) AS i",
+                    &[&now, &ttl],
+                )?;
+                Ok(())
+            })
+            .expect("seed");
+        let mut steps = Vec::new();
+        loop {
+            let n = store.run(|tx| idempotency(tx, now, 10)).expect("purge");
+            steps.push((n.idempotency, n.more));
+            if !n.more {
+                break;
+            }
+        }
+        assert_eq!(steps, [(10, true), (10, true), (5, false)]);
+        let (left, oldest): (i64, i64) = store
+            .run(|tx| {
+                let r = tx.query_one(
+                    "SELECT count(*), min(created_at) FROM idempotency_keys",
+                    &[],
+                )?;
+                Ok((r.get(0), r.get(1)))
+            })
+            .expect("count");
+        assert_eq!(left, 10);
+        assert!(oldest > now - ttl, "an expired record stayed: {oldest}");
+    }
+
     #[test]
     fn each_prune_statement_reads_its_index_not_the_table() {
         // Issue #20: each step stays short however big the tables are, so every

@@ -140,6 +140,51 @@ fn idempotency(c: &Connection, now: i64, limit: i64) -> Result<PruneCount> {
 mod tests {
     use rusqlite::Connection;
 
+    /// Idempotency records live 24 h (SPEC §5a): the purge takes the expired ones in
+    /// steps of at most `limit`, says when there may be more, and leaves fresh ones.
+    #[test]
+    fn expired_idempotency_records_are_purged_in_steps_and_fresh_ones_stay() {
+        let c = Connection::open_in_memory().expect("open");
+        super::super::migrate::apply(&c).expect("migrate");
+        let now = 1_700_000_000_000i64;
+        let ttl = crate::store::IDEMPOTENCY_TTL_MS;
+        // 25 past their 24 h (the oldest a week old), 10 younger than 24 h by a second.
+        for i in 0..35i64 {
+            let at = if i < 25 {
+                now - ttl - i * 25_000_000
+            } else {
+                now - ttl + 1000
+            };
+            c.execute(
+                "INSERT INTO idempotency_keys (scope, key, fingerprint, status, headers,
+                                               body, created_at)
+                 VALUES (1, ?1, x'00', 201, '{}', x'00', ?2)",
+                rusqlite::params![format!("k{i}"), at],
+            )
+            .expect("insert");
+        }
+        let left = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM idempotency_keys", [], |r| r.get(0))
+                .expect("count")
+        };
+        let mut steps = Vec::new();
+        loop {
+            let n = super::idempotency(&c, now, 10).expect("purge");
+            steps.push((n.idempotency, n.more));
+            if !n.more {
+                break;
+            }
+        }
+        assert_eq!(steps, [(10, true), (10, true), (5, false)]);
+        assert_eq!(left(&c), 10);
+        let oldest: i64 = c
+            .query_row("SELECT min(created_at) FROM idempotency_keys", [], |r| {
+                r.get(0)
+            })
+            .expect("min");
+        assert!(oldest > now - ttl, "an expired record stayed: {oldest}");
+    }
+
     /// The pruner's lookups use their indexes, never a scan of tasks or events. (The
     /// old-events step reads the head of the primary key, `LIMIT`ed: a bounded scan.)
     #[test]
