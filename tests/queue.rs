@@ -580,3 +580,76 @@ fn pruned_dependencies_are_satisfied_and_deleted_ones_block() {
     assert_eq!(now["status"], "blocked", "{now}");
     assert_eq!(now["error"]["reason"], "dependency_failed");
 }
+
+/// The last attempt's `fail` with retry is the dead letter (`max_attempts`, one
+/// `failed` event); a PATCH may not point `depends_on` at another project's task;
+/// a task an operator sets `in_progress` gets a lease, so the sweeper can take it back.
+#[test]
+fn the_last_attempt_dead_letters_and_operator_changes_keep_the_rules() {
+    let s = TestServer::start();
+    let pid = project(
+        &s,
+        json!({"name": "last", "default_max_attempts": 2, "retry_backoff_seconds": 0}),
+    );
+    let t = task(&s, pid, json!({"title": "flaky"}));
+    let id = &t["id"];
+    for attempt in 1..=2 {
+        let c = claim(&s, pid, json!({"agent": "a"})).json();
+        assert_eq!(
+            (c["id"].clone(), c["attempt"].clone()),
+            (id.clone(), json!(attempt))
+        );
+        let token = c["lease_token"].as_str().expect("token");
+        let r = s.post(
+            &format!("/tasks/{id}/fail"),
+            &json!({"lease_token": token, "error": {"try": attempt}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let f = r.json();
+        if attempt == 1 {
+            assert_eq!(f["status"], "pending", "{f}");
+            assert_eq!(f["error"]["reason"], "failed");
+        } else {
+            assert_eq!(f["status"], "failed", "{f}");
+            assert_eq!(f["error"]["reason"], "max_attempts");
+            assert_eq!(f["error"]["detail"], json!({"try": 2}));
+            assert!(f["lease_expires_at"].is_null());
+        }
+    }
+    let types = event_types(&s, pid, id);
+    let count = |kind: &str| types.iter().filter(|t| *t == kind).count();
+    assert_eq!((count("retried"), count("failed")), (1, 1), "{types:?}");
+    let stats = s.get(&format!("/projects/{pid}/stats")).json();
+    assert_eq!(
+        (stats["dead"].clone(), stats["retrying"].clone()),
+        (json!(1), json!(0))
+    );
+    // depends_on at PATCH: another project's task is refused and nothing changes.
+    let other = s.project("elsewhere");
+    let foreign = task(&s, other, json!({"title": "theirs"}));
+    let mine = task(&s, pid, json!({"title": "mine"}));
+    let before = get(&s, &mine["id"]);
+    let r = s.patch(
+        &format!("/tasks/{}", mine["id"]),
+        &json!({"depends_on": [foreign["id"]]}),
+    );
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "validation_failed".into()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["error"]["details"][0]["field"], "depends_on");
+    assert_eq!(get(&s, &mine["id"]), before, "nothing changed");
+    // An operator's in_progress: a lease of PATCH_LEASE (300 s) the sweeper honours,
+    // and no claim takes the task meanwhile.
+    let started = dashboard_backend::clock::now_ms();
+    let r = s.patch(
+        &format!("/tasks/{}", mine["id"]),
+        &json!({"status": "in_progress"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lease = ms(&r.json()["lease_expires_at"]) - started;
+    assert!((299_000..=301_000).contains(&lease), "lease of {lease} ms");
+    assert_eq!(claim(&s, pid, json!({"agent": "a"})).status, 204);
+}
