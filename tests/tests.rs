@@ -54,6 +54,8 @@ mod retention;
 mod tasks;
 /// The dashboard page: embedded files, security headers, `GET /` for browsers.
 mod ui;
+/// A database made before the work queue migrates in place and keeps every row.
+mod upgrade;
 /// The watchdog: what counts as progress, which requests it leaves out of metrics
 /// and logs, and the start timeout it extends during migrations.
 mod watchdog;
