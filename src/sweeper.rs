@@ -13,7 +13,7 @@ use crate::store::Store;
 
 /// How often expired leases are looked for: well inside the 1 s of SPEC §5a.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
-/// Rows per step: each step is one short write.
+/// Rows per step: each step is one short write; full steps follow each other at once.
 const BATCH: usize = 500;
 
 /// The running thread; `stop` ends it.
@@ -50,17 +50,24 @@ fn run(store: &dyn Store, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         // Each swept lease records an event; its commit wakes the project's waiters
         // (src/changes), so the projects that got work need no more here.
-        let step = store.sweep_leases(BATCH).map(|_| ());
-        match step {
-            Ok(()) if failing => {
-                failing = false;
-                log::info!(target: "sweeper", "lease sweeps work again");
+        // A full step may have left more behind (a burst of expiries): the next
+        // step goes at once, or a burst of N would take N / BATCH pauses.
+        match store.sweep_leases(BATCH) {
+            Ok(swept) => {
+                if failing {
+                    failing = false;
+                    log::info!(target: "sweeper", "lease sweeps work again");
+                }
+                if swept >= BATCH {
+                    continue;
+                }
             }
-            Err(e) if !failing => {
-                failing = true;
-                log::warn!(target: "sweeper", error:% = e; "cannot sweep expired leases; retrying");
+            Err(e) => {
+                if !failing {
+                    failing = true;
+                    log::warn!(target: "sweeper", error:% = e; "cannot sweep expired leases; retrying");
+                }
             }
-            _ => {}
         }
         std::thread::sleep(SWEEP_EVERY);
     }

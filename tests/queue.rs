@@ -653,3 +653,75 @@ fn the_last_attempt_dead_letters_and_operator_changes_keep_the_rules() {
     assert!((299_000..=301_000).contains(&lease), "lease of {lease} ms");
     assert_eq!(claim(&s, pid, json!({"agent": "a"})).status, 204);
 }
+
+/// A burst of expiries larger than one sweep step: 6 000 leases claimed together,
+/// nobody heartbeating or claiming after; each must be swept within 1 s of its
+/// expiry (SPEC §5a), not one step of 500 per pause.
+#[test]
+fn a_burst_of_expired_leases_is_swept_within_a_second() {
+    let s = TestServer::start();
+    let pid = s.project("burst");
+    for chunk in 0..6 {
+        let tasks: Vec<Value> = (0..1000)
+            .map(|i| json!({"title": format!("t{chunk}-{i}")}))
+            .collect();
+        let r = s.post(&format!("/projects/{pid}/tasks"), &json!(tasks));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let mut expiry = std::collections::HashMap::new();
+    loop {
+        let r = claim(
+            &s,
+            pid,
+            json!({"agent": "burst", "limit": 100, "lease_seconds": 8}),
+        );
+        if r.status == 204 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        for t in r.json()["items"].as_array().expect("items") {
+            // Every lease is still live while the rest are claimed (else the burst
+            // is not one, and a re-claim muddles the figures).
+            assert_eq!(t["attempt"], 1, "claiming took longer than a lease: {t}");
+            expiry.insert(t["id"].as_i64().expect("id"), ms(&t["lease_expires_at"]));
+        }
+    }
+    assert_eq!(expiry.len(), 6000);
+    let last = *expiry.values().max().expect("leases");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = s.get(&format!("/projects/{pid}/stats")).json();
+        if stats["by_status"]["in_progress"].as_i64().unwrap_or(0) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never swept: {stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut late = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/projects/{pid}/tasks?limit=500&cursor={c}"),
+            None => format!("/projects/{pid}/tasks?limit=500"),
+        };
+        let page = s.get(&path).json();
+        for t in page["items"].as_array().expect("items") {
+            assert_eq!(t["status"], "pending", "{t}");
+            let lag = ms(&t["updated_at"]) - expiry[&t["id"].as_i64().expect("id")];
+            if !(0..=1000).contains(&lag) {
+                late.push(lag);
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    late.sort_unstable();
+    assert!(
+        late.is_empty(),
+        "{} of 6000 swept outside [0, 1000] ms of expiry (last lease {last}); worst {:?}",
+        late.len(),
+        late.last()
+    );
+}

@@ -237,8 +237,9 @@ pub trait TaskStore {
         idem: Option<Idem<Task>>,
     ) -> Result<Outcome<Task>>;
     /// Returns tasks whose lease ran out to pending (or fails them at their last
-    /// attempt), up to `limit`; the projects that got claimable work, for wake-ups.
-    fn sweep_leases(&self, limit: usize) -> Result<Vec<i64>>;
+    /// attempt), up to `limit`; how many (at `limit` there may be more). Waiters
+    /// wake on the events' commit, not on this answer.
+    fn sweep_leases(&self, limit: usize) -> Result<usize>;
 
     fn stats(&self, pid: i64) -> Result<Stats>;
     /// Stats of these projects, by id; a project that does not exist (deleted since

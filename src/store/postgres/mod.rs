@@ -477,24 +477,21 @@ impl TaskStore for PgStore {
 
     /// One short transaction per project with expired leases; rows another instance
     /// is sweeping are skipped (`SKIP LOCKED`), so instances never sweep one twice.
-    fn sweep_leases(&self, limit: usize) -> Result<Vec<i64>> {
-        let mut woke = Vec::new();
-        let mut left = limit as i64;
-        while left > 0 {
+    fn sweep_leases(&self, limit: usize) -> Result<usize> {
+        let mut swept = 0;
+        while swept < limit {
             let now = crate::clock::now_ms();
+            let left = (limit - swept).min(100) as i64;
             let step = self.run(|tx| match tasks::next_expired(tx, now)? {
-                Some(pid) => tasks::sweep_project(tx, pid, now, left.min(100)).map(Some),
+                Some(pid) => tasks::sweep_project(tx, pid, now, left).map(Some),
                 None => Ok(None),
             })?;
-            let Some(pids) = step else { break };
-            left -= 100;
-            for p in pids {
-                if !woke.contains(&p) {
-                    woke.push(p);
-                }
+            match step {
+                Some(n) if n > 0 => swept += n,
+                _ => break,
             }
         }
-        Ok(woke)
+        Ok(swept)
     }
 
     fn stats(&self, pid: i64) -> Result<Stats> {

@@ -819,40 +819,114 @@ fn end_attempt(
     now: i64,
     evs: &mut Pending,
 ) -> Result<()> {
+    let r = end_in_memory(tx, t, end, actor, now, evs)?;
+    write_back(tx, t)?;
+    ripple(tx, t.id, r, now, evs)
+}
+
+/// The part of an attempt's end before the row is written: `t` changed, its event
+/// (and a re-arm's) in `evs`; the ripple still to carry to its dependents.
+fn end_in_memory(
+    tx: &mut Tx<'_>,
+    t: &mut Task,
+    end: &queue::End,
+    actor: Option<String>,
+    now: i64,
+    evs: &mut Pending,
+) -> Result<queue::Ripple> {
     let (changes, r) = queue::apply_end(t, end, now)?;
     evs.push((Some(t.id), end.event.clone(), actor, changes));
     if t.status == TaskStatus::Pending {
         rearm(tx, t, false, now, evs)?;
     }
-    write_back(tx, t)?;
-    ripple(tx, t.id, r, now, evs)
+    Ok(r)
+}
+
+/// Writes the columns an attempt's end (and a re-arm) can change, for many tasks in
+/// one statement: a burst of expired leases costs one round trip, not one a task.
+fn write_back_ended(tx: &mut Tx<'_>, ts: &[Task]) -> Result<()> {
+    let col = |f: fn(&Task) -> Option<i64>| ts.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<i64> = ts.iter().map(|t| t.id).collect();
+    let status: Vec<&str> = ts.iter().map(|t| t.status.as_str()).collect();
+    let assignee: Vec<Option<&str>> = ts.iter().map(|t| t.assignee.as_deref()).collect();
+    let version = col(|t| Some(t.version));
+    let lease = col(|t| t.lease_expires_at);
+    let updated = col(|t| Some(t.updated_at));
+    let started = col(|t| t.started_at);
+    let completed = col(|t| t.completed_at);
+    let error: Vec<Option<&str>> = ts
+        .iter()
+        .map(|t| t.error.as_ref().map(|e| e.get()))
+        .collect();
+    let attempt = col(|t| Some(t.attempt));
+    let not_before = col(|t| t.not_before);
+    let token: Vec<Option<&[u8]>> = ts.iter().map(|t| t.lease_hash.as_deref()).collect();
+    let dead: Vec<bool> = ts.iter().map(|t| t.dead).collect();
+    let waiting = col(|t| Some(t.deps_waiting));
+    tx.execute(
+        "UPDATE tasks t SET status = u.status, assignee = u.assignee, version = u.version,
+           lease_expires_at = u.lease, updated_at = u.updated, started_at = u.started,
+           completed_at = u.completed, error = u.error, attempt = u.attempt,
+           not_before = u.not_before, lease_token = u.token, dead = u.dead,
+           deps_waiting = u.waiting
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[],
+                     $11::bigint[], $12::bytea[], $13::boolean[], $14::bigint[])
+           AS u(id, status, assignee, version, lease, updated, started, completed, error,
+                attempt, not_before, token, dead, waiting)
+         WHERE t.id = u.id",
+        &[
+            &ids,
+            &status,
+            &assignee,
+            &version,
+            &lease,
+            &updated,
+            &started,
+            &completed,
+            &error,
+            &attempt,
+            &not_before,
+            &token,
+            &dead,
+            &waiting,
+        ],
+    )?;
+    Ok(())
 }
 
 /// Returns up to `limit` expired leases of project `pid` to pending (or fails them),
-/// skipping rows another instance is sweeping; events go to `evs`.
+/// skipping rows another instance is sweeping; events go to `evs`; how many.
 fn sweep_in(
     tx: &mut Tx<'_>,
     pid: Option<i64>,
     now: i64,
     limit: i64,
     evs: &mut Pending,
-) -> Result<Vec<i64>> {
+) -> Result<usize> {
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks WHERE status = 'in_progress' AND lease_expires_at <= $1
            AND ($2::bigint IS NULL OR project_id = $2)
          ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
     );
     let rows = tx.query(&sql, &[&now, &pid, &limit])?;
-    let mut woke = Vec::new();
-    for r in rows {
-        let mut t = from_row(&r)?;
+    let mut ended = Vec::with_capacity(rows.len());
+    let mut ripples = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut t = from_row(r)?;
         let end = queue::after_expiry(&t);
-        end_attempt(tx, &mut t, &end, None, now, evs)?;
-        if end.status == TaskStatus::Pending && !woke.contains(&t.project_id) {
-            woke.push(t.project_id);
-        }
+        ripples.push((t.id, end_in_memory(tx, &mut t, &end, None, now, evs)?));
+        ended.push(t);
     }
-    Ok(woke)
+    // All rows in one statement, then the ripples (a dead letter blocks its
+    // dependents), as end_attempt does for one.
+    if !ended.is_empty() {
+        write_back_ended(tx, &ended)?;
+    }
+    for (id, r) in ripples {
+        ripple(tx, id, r, now, evs)?;
+    }
+    Ok(rows.len())
 }
 
 /// The project of one expired lease nobody else is sweeping, if any.
@@ -867,14 +941,14 @@ pub fn next_expired(tx: &mut Tx<'_>, now: i64) -> Result<Option<i64>> {
 }
 
 /// Sweeps up to `limit` expired leases of project `pid` in this transaction, with
-/// their events under the project's event lock; the projects that got work.
-pub fn sweep_project(tx: &mut Tx<'_>, pid: i64, now: i64, limit: i64) -> Result<Vec<i64>> {
+/// their events under the project's event lock; how many.
+pub fn sweep_project(tx: &mut Tx<'_>, pid: i64, now: i64, limit: i64) -> Result<usize> {
     let mut evs = Pending::new();
-    let woke = sweep_in(tx, Some(pid), now, limit, &mut evs)?;
+    let swept = sweep_in(tx, Some(pid), now, limit, &mut evs)?;
     if !evs.is_empty() {
         record_all(tx, pid, evs, now)?;
     }
-    Ok(woke)
+    Ok(swept)
 }
 
 /// Stats of the projects in $3 (an array of ids), one row each, in one statement

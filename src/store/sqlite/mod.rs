@@ -335,10 +335,10 @@ impl TaskStore for SqliteStore {
         self.write(move |c| idempotency::run(c, idem, |c| tasks::fail(c, id, pid, &failure)))
     }
 
-    fn sweep_leases(&self, limit: usize) -> Result<Vec<i64>> {
+    fn sweep_leases(&self, limit: usize) -> Result<usize> {
         let now = crate::clock::now_ms();
         if !self.read(|c| tasks::any_expired(c, now))? {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         self.write(move |c| tasks::sweep(c, None, crate::clock::now_ms(), limit))
     }
