@@ -181,3 +181,75 @@ fn server_exits_zero_on_sigterm_and_leaves_a_checkpointed_database() {
         .expect("q");
     assert_eq!(n, 1);
 }
+
+/// SPEC §7, §10: with DATABASE_URL set, `restore` and `db` refuse with EX_USAGE and
+/// name the PostgreSQL tool to use instead, before connecting; and no command that
+/// fails to reach the database prints its password (issue #14).
+#[test]
+fn postgres_refuses_sqlite_maintenance_and_never_prints_the_password() {
+    let secret = "s3cret-Pa55word";
+    // Port 1 on loopback: nothing listens, so every connection attempt fails fast.
+    let url = format!("postgres://app:{secret}@127.0.0.1:1/dashboard?connect_timeout=2");
+    let dir = temp_dir("pgrefuse");
+    let backups = dir.join("backups");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("BACKUP_DIR", backups.to_str().expect("utf-8")),
+    ];
+    for (args, tool) in [
+        (&["restore", "some.db"][..], "pg_restore"),
+        (&["restore", "some.db", "--force"][..], "pg_restore"),
+        (&["db", "integrity"][..], "amcheck"),
+        (&["db", "vacuum"][..], "vacuumdb"),
+        (&["db", "analyze"][..], "ANALYZE"),
+    ] {
+        let out = cli_env(args, &env);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(
+            err.contains("SQLite database only") && err.contains(tool),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains(secret) && !text(&out.stdout).contains(secret),
+            "{args:?}: {err}"
+        );
+    }
+    for args in [
+        &["migrate", "status"][..],
+        &["migrate"][..],
+        &["backup"][..],
+    ] {
+        let out = cli_env(args, &env);
+        let (o, e) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            !out.status.success(),
+            "{args:?} reached no database: {o}{e}"
+        );
+        assert!(!e.is_empty(), "{args:?} says why it failed");
+        assert!(
+            !o.contains(secret) && !e.contains(secret),
+            "{args:?}: {o}{e}"
+        );
+    }
+    // A server whose database is down keeps retrying and logs why, without it.
+    let child = std::process::Command::new(harness::BIN)
+        .env_clear()
+        .envs(env)
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    harness::signal(child.id(), "KILL");
+    let out = child.wait_with_output().expect("output");
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        e.contains("cannot connect to PostgreSQL"),
+        "the server says why: {e}"
+    );
+    assert!(!o.contains(secret) && !e.contains(secret), "serve: {o}{e}");
+}
