@@ -131,94 +131,11 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class StreamShim:
-    """For a server without the event stream yet: a proxy on its own port that serves
-    `GET /projects/{id}/events/stream` as SPEC §9 describes it (id/event/data lines,
-    comments, resume after Last-Event-ID or ?after=), made from the polled feed, and
-    passes everything else through. It lets the page's stream reader be checked in
-    the browser before the server has the real thing; it refuses a stream request
-    whose key is not in the Authorization header."""
-
-    def __init__(self, upstream, key):
-        import http.server
-        import threading
-        shim = self
-        self.upstream, self.key, self.streams = upstream, key, 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                m = re.match(r"^/projects/(\d+)/events/stream(?:\?after=(\d+))?$", self.path)
-                if m:
-                    return self.stream(int(m.group(1)), int(self.headers.get("Last-Event-ID") or m.group(2) or 0))
-                req = urllib.request.Request(shim.upstream + self.path, headers={
-                    k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept", "if-none-match")})
-                try:
-                    with urllib.request.urlopen(req, timeout=10) as r:
-                        code, headers, body = r.status, r.headers, r.read()
-                except urllib.error.HTTPError as e:
-                    code, headers, body = e.code, e.headers, e.read()
-                self.send_response(code)
-                for k, v in headers.items():
-                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def stream(self, pid, after):
-                if self.headers.get("Authorization") != "Bearer " + shim.key:
-                    self.send_response(401)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                shim.streams += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                try:
-                    self.wfile.write(b": stream opened\n\n")
-                    self.wfile.flush()
-                    while True:
-                        req = urllib.request.Request(f"{shim.upstream}/projects/{pid}/events?after={after}&limit=500",
-                                                     headers={"Authorization": "Bearer " + shim.key})
-                        with urllib.request.urlopen(req, timeout=10) as r:
-                            page = json.loads(r.read())
-                        for ev in page["items"]:
-                            data = json.dumps(ev)
-                            self.wfile.write(f"id: {ev['id']}\r\nevent: {ev['type']}\r\ndata: {data}\r\n\r\n".encode())
-                            after = ev["id"]
-                        self.wfile.write(b": keep-alive\n\n")
-                        self.wfile.flush()
-                        time.sleep(0.1)
-                except (BrokenPipeError, ConnectionResetError, OSError):
-                    pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.httpd.shutdown()
-
-
-def check_console(logs, stream_absent):
+def check_console(logs):
     """No error in the console. Chrome itself reports every non-2xx answer as a
-    "network" error; two of those are the page working as designed and are allowed,
-    by exact shape: the first keyless probe of /stats that tells whether auth is on
-    (401), and the stream's 404 on a server without it (the page then polls)."""
+    "network" error; one of those is the page working as designed and is allowed, by
+    exact shape: the first keyless probe of /stats that tells whether auth is on (401)."""
     expected = [r"/stats - Failed to load resource: the server responded with a status of 401"]
-    if stream_absent:
-        expected.append(r"/projects/\d+/events/stream\?after=\d+ - Failed to load resource: "
-                        r"the server responded with a status of 404")
     errors, allowed = [], []
     for e in logs:
         if e.get("level") != "SEVERE":
@@ -368,9 +285,10 @@ def main():
     try:
         ids, notable = seed(s)
         read_key, write_key = s.keys["read"], s.keys["write"]
-        # Until the server has the event stream (SPEC §9), the page polls instead.
-        stream_absent = s.status_only(f"/projects/{ids['ml-retraining']}/events/stream") == 404
-        print(f"     the event stream is {'absent (the page polls)' if stream_absent else 'served'}")
+        # The live feed reads the server's event stream (SPEC §9); a 404 here means
+        # the page would fall back to polling, and the stream checks below prove nothing.
+        stream = s.status_only(f"/projects/{ids['ml-retraining']}/events/stream")
+        check(stream != 404, f"the server serves the event stream ({stream})")
         d = browser()
 
         # GET / in a browser lands on the page, which asks for a key.
@@ -487,7 +405,7 @@ def main():
         d.set_window_size(1600, 1000)
 
         # The console: nothing logged at error level.
-        check_console(d.get_log("browser"), stream_absent)
+        check_console(d.get_log("browser"))
 
         # No request carried a key in its URL; the API calls carried it in the header.
         urls, with_header = [], 0
@@ -502,36 +420,20 @@ def main():
         leaked = [u for u in urls if read_key in u or write_key in u or "key=" in u.lower()]
         check(not leaked, f"no request URL carries a key ({leaked[:3]})")
         check(with_header > 5, f"{with_header} API requests carried the key in Authorization")
-        # The stream path of the live feed (the server's own stream when it has one,
-        # else the shim above): the page reads it, without polling.
-        if stream_absent:
-            shim = StreamShim(s.url, read_key)
-            base = shim.url
-        else:
-            shim, base = None, s.url
-        try:
-            d.get(base + f"/ui/#/projects/{pid}")
-            if shim:  # another origin: another sessionStorage, so log in again
-                wait("the login form shows on the shim", lambda: d.find_element(By.ID, "key").is_displayed())
-                d.find_element(By.ID, "key").send_keys(read_key)
-                click(By.CSS_SELECTOR, "#login-form button")
-            wait("the feed reads the event stream", lambda: d.find_element(By.CSS_SELECTOR, ".activity .live").text == "live")
-            title = f"stream check {time.time():.3f}"
-            t0 = time.time()
-            code, t = s.api("POST", f"/projects/{pid}/tasks", {"title": title})
-            found = wait("a task created through the API arrives over the stream",
-                         lambda: in_feed(t["id"]), timeout=2.0, step=0.02)
-            dt = time.time() - t0
-            check(bool(found) and dt <= 2.0, f"over the event stream the new task is in the feed after {dt:.2f} s")
-            polled = [e for e in d.get_log("performance") if e["timestamp"] >= t0 * 1000 and
-                      "/events?after=" in json.loads(e["message"])["message"]["params"].get("request", {}).get("url", "")]
-            check(not polled, f"the stream path does not poll ({len(polled)} polls since the task was created)")
-            if shim:
-                check(shim.streams >= 1, f"the shim served {shim.streams} stream(s) with the key in the header")
-            check_console(d.get_log("browser"), False)
-        finally:
-            if shim:
-                shim.stop()
+        # The live feed over the server's event stream: the page reads it, without polling.
+        d.get(s.url + f"/ui/#/projects/{pid}")
+        wait("the feed reads the event stream", lambda: d.find_element(By.CSS_SELECTOR, ".activity .live").text == "live")
+        title = f"stream check {time.time():.3f}"
+        t0 = time.time()
+        code, t = s.api("POST", f"/projects/{pid}/tasks", {"title": title})
+        found = wait("a task created through the API arrives over the stream",
+                     lambda: in_feed(t["id"]), timeout=2.0, step=0.02)
+        dt = time.time() - t0
+        check(bool(found) and dt <= 2.0, f"over the event stream the new task is in the feed after {dt:.2f} s")
+        polled = [e for e in d.get_log("performance") if e["timestamp"] >= t0 * 1000 and
+                  "/events?after=" in json.loads(e["message"])["message"]["params"].get("request", {}).get("url", "")]
+        check(not polled, f"the stream path does not poll ({len(polled)} polls since the task was created)")
+        check_console(d.get_log("browser"))
         d.quit()
         d = None
         s.stop()
@@ -549,7 +451,7 @@ def main():
             wait("with AUTH_DISABLED=true the overview opens without a key",
                  lambda: len(d.find_elements(By.CSS_SELECTOR, "#projects .card")) == 1)
             check(not d.find_element(By.ID, "login").is_displayed(), "no login form with AUTH_DISABLED=true")
-            check_console(d.get_log("browser"), stream_absent)
+            check_console(d.get_log("browser"))
             d.quit()
             d = None
         finally:
