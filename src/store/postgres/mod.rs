@@ -36,6 +36,8 @@ pub mod url;
 mod count_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -121,6 +121,64 @@ impl Cluster {
         }
     }
 
+    /// The cluster's directory (the data directory is `data/` in it).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Turns TLS on with this certificate and key (copied into the data directory,
+    /// the key readable by the server only) and waits until new sessions see it.
+    pub fn enable_ssl(&self, cert: &std::path::Path, key: &std::path::Path) {
+        let data = self.dir.join("data");
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            std::fs::copy(from, data.join(to)).expect("copy");
+            assert!(Command::new("chown")
+                .arg("postgres")
+                .arg(data.join(to))
+                .status()
+                .expect("chown")
+                .success());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        let admin = PgUrl::parse(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        ))
+        .expect("url");
+        let connector = Connector::new(&admin).expect("connector");
+        let mut admin = connector.connect().expect("connect");
+        for sql in ["ALTER SYSTEM SET ssl = on", "SELECT pg_reload_conf()"] {
+            admin.batch_execute(sql).expect(sql);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let on: String = connector
+                .connect()
+                .expect("connect")
+                .query_one("SHOW ssl", &[])
+                .expect("show ssl")
+                .get(0);
+            if on == "on" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssl never came on (see {}/log)",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A new, empty database and its URL.
     pub fn database(&self, name: &str) -> PgUrl {
         let admin = PgUrl::parse(&format!(
