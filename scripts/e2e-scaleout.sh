@@ -5,7 +5,7 @@
 # front with the health check, retries and redispatch of packaging/examples/haproxy.cfg
 # (check interval 500 ms). Then scripts/e2e_scaleout.py drives everything through
 # HAProxy: 30 agents claim 3 000 tasks while one instance is killed with SIGKILL, a
-# rolling restart under a client loop, `pg_ctl restart -m fast` under it, and an events
+# rolling restart under a client loop, PostgreSQL stopped for 2 s under it, and an events
 # follower across all of it. Prints a transcript with the figures; exits non-zero on
 # any violation. Everything it starts is stopped on exit (trap). About a minute.
 # BIN picks the binary (default: the release build, built if missing); PG_BINDIR the
@@ -61,8 +61,8 @@ print(*[s.getsockname()[1] for s in ss])')
 t=$(date +%s%N)
 as_pg "$PG_BINDIR/initdb" -D "$work/pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
   --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
-as_pg "$PG_BINDIR/pg_ctl" -D "$work/pg/data" -l "$work/pg/postgres.log" -w \
-  -o "-k $work/pg -c listen_addresses=127.0.0.1 -p $pg_port" start >/dev/null
+pg_opts="-k $work/pg -c listen_addresses=127.0.0.1 -p $pg_port"
+as_pg "$PG_BINDIR/pg_ctl" -D "$work/pg/data" -l "$work/pg/postgres.log" -w -o "$pg_opts" start >/dev/null
 # What README "Scale out" tells an operator to run: a login role that is no superuser
 # and owns one database (and, on PostgreSQL 15, that database's public schema).
 as_pg "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p "$pg_port" -d postgres <<'SQL'
@@ -109,7 +109,7 @@ echo "scaleout: HAProxy $(haproxy -v | awk 'NR==1{print $3}') on 127.0.0.1:$hap_
 
 export BIN WORK=$work APP_PORTS="$p1 $p2 $p3" HAPROXY_PORT=$hap_port HAPROXY_SOCK=$work/haproxy.sock \
   DATABASE_URL="postgres://dashboard:e2e-secret@127.0.0.1:$pg_port/dashboard?sslmode=disable" \
-  PG_CTL=$PG_BINDIR/pg_ctl PGDATA=$work/pg/data PG_LOG=$work/pg/postgres.log
+  PG_CTL=$PG_BINDIR/pg_ctl PGDATA=$work/pg/data PG_LOG=$work/pg/postgres.log PG_OPTS="$pg_opts"
 python3 scripts/e2e_scaleout.py
 
 # ---- backup on PostgreSQL (README "Scale out"): pg_dump by `backup`, then the README's
