@@ -725,3 +725,43 @@ fn a_burst_of_expired_leases_is_swept_within_a_second() {
         late.last()
     );
 }
+
+/// A task whose failed attempt re-arms it into `blocked` (a dependency of its own
+/// was cancelled while it ran) blocks its pending dependents, as a failure would:
+/// they can no more run than it can.
+#[test]
+fn a_task_re_armed_into_blocked_blocks_its_dependents() {
+    let s = TestServer::start();
+    let pid = s.project("rearm-blocked");
+    let d = task(&s, pid, json!({"title": "d"}));
+    let sd = task(&s, pid, json!({"title": "s", "depends_on": [d["id"]]}));
+    let t = task(&s, pid, json!({"title": "t", "depends_on": [sd["id"]]}));
+    let c = claim(&s, pid, json!({"agent": "a"})).json();
+    assert_eq!(c["id"], d["id"]);
+    let done = s.post(
+        &format!("/tasks/{}/complete", d["id"]),
+        &json!({"lease_token": c["lease_token"]}),
+    );
+    assert_eq!(done.status, 200, "{}", done.text());
+    let c = claim(&s, pid, json!({"agent": "a"})).json();
+    assert_eq!(c["id"], sd["id"]);
+    // While s runs, an operator cancels d; then s's attempt fails with a retry.
+    let r = s.patch(
+        &format!("/tasks/{}", d["id"]),
+        &json!({"status": "cancelled"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let f = s.post(
+        &format!("/tasks/{}/fail", sd["id"]),
+        &json!({"lease_token": c["lease_token"], "retry": true}),
+    );
+    assert_eq!(f.status, 200, "{}", f.text());
+    assert_eq!(f.json()["status"], "blocked", "{}", f.text());
+    let now = get(&s, &t["id"]);
+    assert_eq!(now["status"], "blocked", "t waits on a blocked task: {now}");
+    assert_eq!(now["error"]["reason"], "dependency_failed");
+    assert_eq!(now["error"]["dependency"], sd["id"]);
+    let stats = s.get(&format!("/projects/{pid}/stats")).json();
+    assert_eq!(stats["by_status"]["blocked"], 2, "{stats}");
+    assert_eq!(stats["waiting"], 0, "{stats}");
+}

@@ -81,7 +81,7 @@ pub struct Idem<T> {
     /// SHA-256 of method, path and body: the same key with another request is refused.
     pub fingerprint: [u8; 32],
     /// The answer the request gets, stored for replays.
-    pub render: Box<dyn FnOnce(&T) -> Reply + Send>,
+    pub render: Box<dyn Fn(&T) -> Reply + Send>,
 }
 
 /// What an idempotent write did: ran now, or an earlier run's answer.

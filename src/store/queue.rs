@@ -394,6 +394,17 @@ impl Ripple {
         delta: 0,
         block: true,
     };
+
+    /// This ripple, blocking too when the task's re-arm left it `blocked` (one of
+    /// its own dependencies failed): its pending dependents can no more run than
+    /// had it failed, and are blocked as they would have been had it been pending
+    /// when that dependency failed.
+    pub fn blocking_if(self, rearm_blocked: bool) -> Ripple {
+        Ripple {
+            block: self.block || rearm_blocked,
+            ..self
+        }
+    }
 }
 
 /// The ripple of moving a task from `from` to `to`.

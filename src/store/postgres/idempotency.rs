@@ -14,7 +14,7 @@ const IDEM_LOCK: i32 = 0x6964_656d;
 /// Runs `op` unless `idem`'s key already has a live answer (see the SQLite twin).
 pub fn run<T>(
     tx: &mut Tx<'_>,
-    idem: Option<Idem<T>>,
+    idem: Option<&Idem<T>>,
     op: impl FnOnce(&mut Tx<'_>) -> Result<T>,
 ) -> Result<Outcome<T>> {
     let Some(idem) = idem else {

@@ -35,6 +35,8 @@ pub mod url;
 #[cfg(test)]
 mod count_tests;
 #[cfg(test)]
+mod ripple_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;
@@ -59,6 +61,16 @@ const MIGRATE_TRIES: u32 = 5;
 /// Prepared statements kept per connection before the cache starts over.
 const MAX_STATEMENTS: usize = 256;
 
+/// Times `PgStore::run` repeats a transaction PostgreSQL aborted to resolve a
+/// deadlock or a serialization failure.
+const CONFLICT_RETRIES: u32 = 3;
+
+thread_local! {
+    /// Set when a statement on this thread failed with 40P01 or 40001 (the error
+    /// becomes `Busy`, which a lock timeout also is): `run` repeats only those.
+    static CONFLICT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         if let Some(code) = e.code() {
@@ -69,7 +81,11 @@ impl From<postgres::Error> for StoreError {
             return match code.code() {
                 // serialization failure, deadlock, lock_timeout, statement_timeout,
                 // too many connections: try again later.
-                "40001" | "40P01" | "55P03" | "57014" | "53300" => StoreError::Busy,
+                "40001" | "40P01" => {
+                    CONFLICT.with(|c| c.set(true));
+                    StoreError::Busy
+                }
+                "55P03" | "57014" | "53300" => StoreError::Busy,
                 "53100" => StoreError::Full,
                 c if c.starts_with("08")
                     || c.starts_with("57P")
@@ -195,11 +211,17 @@ impl PgStore {
 
     /// Runs `f` in one transaction and commits it. A connection found dead at BEGIN
     /// (the server restarted while it sat idle) is replaced once: nothing was sent
-    /// yet, so that retry cannot repeat a write.
-    pub fn run<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+    /// yet, so that retry cannot repeat a write. A transaction PostgreSQL aborted as a
+    /// deadlock victim or a serialization failure (40P01, 40001) changed nothing and
+    /// runs again, up to `CONFLICT_RETRIES` times, before the caller sees `Busy`: two
+    /// writers that lock the same tasks in different orders (a ripple through the
+    /// dependents, a creation reading its dependencies) cost the loser a repeat, not
+    /// its request. So `f` may run more than once, each time on a fresh transaction.
+    pub fn run<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         crate::metrics::db_query();
-        let mut f = Some(f);
-        for attempt in 0..2 {
+        let (mut lost, mut conflicts) = (0, 0);
+        loop {
+            CONFLICT.with(|c| c.set(false));
             let out = self.pool.with(|conn| {
                 let t = match conn.client.transaction() {
                     Ok(t) => t,
@@ -207,15 +229,12 @@ impl PgStore {
                         let e = StoreError::from(e);
                         if matches!(e, StoreError::Unavailable(_)) {
                             conn.broken = true;
-                            if attempt == 0 {
+                            if lost == 0 {
                                 return Ok(None);
                             }
                         }
                         return Err(e);
                     }
-                };
-                let Some(f) = f.take() else {
-                    return Err(StoreError::Other("transaction body already ran".into()));
                 };
                 let mut tx = Tx {
                     c: Conn::Tx(t),
@@ -231,14 +250,24 @@ impl PgStore {
                     conn.broken = true;
                 }
                 result.map(Some)
-            })?;
-            if let Some(v) = out {
-                return Ok(v);
+            });
+            match out {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => lost += 1,
+                Err(StoreError::Busy)
+                    if conflicts < CONFLICT_RETRIES && CONFLICT.with(|c| c.get()) =>
+                {
+                    conflicts += 1;
+                    log::debug!(target: "store", attempt = conflicts; "transaction aborted by a deadlock or serialization failure; running it again");
+                }
+                Err(e) => return Err(e),
+            }
+            if lost > 1 {
+                return Err(StoreError::Unavailable(
+                    "the database connection was lost".into(),
+                ));
             }
         }
-        Err(StoreError::Unavailable(
-            "the database connection was lost".into(),
-        ))
     }
 
     /// Runs `f`, which only reads, without a transaction: each statement sees what
@@ -358,7 +387,11 @@ impl ProjectStore for PgStore {
         actor: Option<String>,
         idem: Option<Idem<Project>>,
     ) -> Result<Outcome<Project>> {
-        self.run(|tx| idempotency::run(tx, idem, |tx| projects::insert(tx, &p, actor.as_deref())))
+        self.run(|tx| {
+            idempotency::run(tx, idem.as_ref(), |tx| {
+                projects::insert(tx, &p, actor.as_deref())
+            })
+        })
     }
 
     fn update_project(
@@ -385,8 +418,8 @@ impl TaskStore for PgStore {
         idem: Option<Idem<Vec<Task>>>,
     ) -> Result<Outcome<Vec<Task>>> {
         self.run(|tx| {
-            idempotency::run(tx, idem, |tx| {
-                tasks::insert_many(tx, pid, new, actor.as_deref())
+            idempotency::run(tx, idem.as_ref(), |tx| {
+                tasks::insert_many(tx, pid, new.clone(), actor.as_deref())
             })
         })
     }
@@ -438,7 +471,7 @@ impl TaskStore for PgStore {
         claim: Claim,
         idem: Option<Idem<Vec<Task>>>,
     ) -> Result<Outcome<Vec<Task>>> {
-        self.run(|tx| idempotency::run(tx, idem, |tx| tasks::claim_next(tx, pid, &claim)))
+        self.run(|tx| idempotency::run(tx, idem.as_ref(), |tx| tasks::claim_next(tx, pid, &claim)))
     }
 
     fn heartbeat(
@@ -450,7 +483,7 @@ impl TaskStore for PgStore {
         idem: Option<Idem<Task>>,
     ) -> Result<Outcome<Task>> {
         self.run(|tx| {
-            idempotency::run(tx, idem, |tx| {
+            idempotency::run(tx, idem.as_ref(), |tx| {
                 tasks::heartbeat(tx, id, pid, &proof, lease_seconds)
             })
         })
@@ -464,7 +497,11 @@ impl TaskStore for PgStore {
         result: Option<String>,
         idem: Option<Idem<Task>>,
     ) -> Result<Outcome<Task>> {
-        self.run(|tx| idempotency::run(tx, idem, |tx| tasks::complete(tx, id, pid, &token, result)))
+        self.run(|tx| {
+            idempotency::run(tx, idem.as_ref(), |tx| {
+                tasks::complete(tx, id, pid, &token, result.clone())
+            })
+        })
     }
 
     fn fail(
@@ -474,7 +511,7 @@ impl TaskStore for PgStore {
         failure: Failure,
         idem: Option<Idem<Task>>,
     ) -> Result<Outcome<Task>> {
-        self.run(|tx| idempotency::run(tx, idem, |tx| tasks::fail(tx, id, pid, &failure)))
+        self.run(|tx| idempotency::run(tx, idem.as_ref(), |tx| tasks::fail(tx, id, pid, &failure)))
     }
 
     /// One short transaction per project with expired leases; rows another instance

@@ -357,14 +357,15 @@ fn dependency_state(tx: &mut Tx<'_>, deps: &[i64], lock: bool) -> Result<(i64, O
 /// Carries a status change of task `id` to its dependents (see SQLite's `ripple`);
 /// their events go to `evs`.
 ///
-/// Lock order: the caller holds `id`; the dependents are locked in id order, all of
-/// them before any is changed. A creation or a re-arm reads its dependencies
-/// `FOR SHARE` in id order too (`dependency_state`), and a dependent is made after
-/// what it depends on, so both walk ids upwards. A plain `UPDATE … WHERE id IN (…)`
-/// locks rows in whatever order its plan meets them, and a block that went level by
-/// level locked a second level after the first whatever their ids: each deadlocked
-/// with a creation that held one of those rows `FOR SHARE` and waited for another
-/// (`the_counters_never_drift_under_the_queues_writes`, 40P01).
+/// The block walks level by level, each level one statement: a statement sees what
+/// committed before it began, so a dependent created (or re-wired) while this
+/// transaction waited for a lock is found at the next level, and a task that
+/// completed meanwhile is re-checked under its lock and spared, with what hangs from
+/// it. (One recursive statement from a single snapshot missed the first and blocked
+/// the second.) Each statement locks its rows in id order, as `dependency_state`
+/// reads dependencies, which makes deadlocks with creations and re-arms rare; they
+/// remain possible (ids across levels, re-wired dependencies, several ripples in one
+/// sweep step), and `PgStore::run` repeats the transaction PostgreSQL aborts.
 fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pending) -> Result<()> {
     if r.delta != 0 {
         tx.execute(
@@ -380,46 +381,45 @@ fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pendin
     }
     let error = queue::blocked_error(id);
     let changes = queue::blocked_changes(id);
-    // Every pending task that waits on `id`, directly or through pending tasks, as the
-    // level-by-level walk found them; then locked in id order and blocked at once.
-    let rows = tx.query(
-        "WITH RECURSIVE c(id) AS (
-             SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id
-              WHERE d.dep_id = $1 AND t.status = 'pending'
-             UNION
-             SELECT d.task_id FROM c JOIN task_deps d ON d.dep_id = c.id
-               JOIN tasks t ON t.id = d.task_id WHERE t.status = 'pending'),
-         l AS (SELECT id FROM tasks WHERE id IN (SELECT id FROM c) AND status = 'pending'
-                ORDER BY id FOR NO KEY UPDATE)
-         UPDATE tasks t SET status = 'blocked', error = $2, updated_at = $3,
-           version = t.version + 1
-         FROM l WHERE t.id = l.id
-         RETURNING t.id",
-        &[&id, &error, &now],
-    )?;
-    let mut blocked: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    blocked.sort_unstable();
-    for d in blocked {
-        evs.push((Some(d), EventKind::Blocked, None, changes.clone()));
+    let mut level = vec![id];
+    while !level.is_empty() {
+        let rows = tx.query(
+            "WITH l AS (SELECT id FROM tasks
+                 WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = ANY($1))
+                   AND status = 'pending'
+                 ORDER BY id FOR NO KEY UPDATE)
+             UPDATE tasks t SET status = 'blocked', error = $2, updated_at = $3,
+               version = t.version + 1
+             FROM l WHERE t.id = l.id
+             RETURNING t.id",
+            &[&level, &error, &now],
+        )?;
+        level = rows.iter().map(|r| r.get(0)).collect();
+        level.sort_unstable();
+        for d in &level {
+            evs.push((Some(*d), EventKind::Blocked, None, changes.clone()));
+        }
     }
     Ok(())
 }
 
 /// A task back in `pending`: counts what it waits for again, or blocks it (see
 /// SQLite's `rearm`); its event goes to `evs`. `lock`: see `dependency_state`.
-fn rearm(tx: &mut Tx<'_>, t: &mut Task, lock: bool, now: i64, evs: &mut Pending) -> Result<()> {
+/// Whether it blocked the task.
+fn rearm(tx: &mut Tx<'_>, t: &mut Task, lock: bool, now: i64, evs: &mut Pending) -> Result<bool> {
     let deps: Vec<i64> = serde_json::from_str(t.depends_on.get()).unwrap_or_default();
     let (waiting, failed) = dependency_state(tx, &deps, lock)?;
-    if let Some(dep) = queue::rearm(t, waiting, failed)? {
-        let _ = now;
-        evs.push((
-            Some(t.id),
-            EventKind::Blocked,
-            None,
-            queue::blocked_changes(dep),
-        ));
-    }
-    Ok(())
+    let Some(dep) = queue::rearm(t, waiting, failed)? else {
+        return Ok(false);
+    };
+    let _ = now;
+    evs.push((
+        Some(t.id),
+        EventKind::Blocked,
+        None,
+        queue::blocked_changes(dep),
+    ));
+    Ok(true)
 }
 
 /// The SQL of a task listing with this shape of filters.
@@ -591,11 +591,11 @@ pub fn update(
         actor.map(String::from),
         Json::Object(changes).to_string(),
     )];
-    if patch.depends_on.is_some() || (t.status == TaskStatus::Pending && from != t.status) {
-        // Its dependencies are locked already (above): reading them again waits for
-        // nothing.
-        rearm(tx, &mut t, false, now, &mut evs)?;
-    }
+    // Its dependencies are locked already (above): reading them again waits for
+    // nothing.
+    let blocked = (patch.depends_on.is_some()
+        || (t.status == TaskStatus::Pending && from != t.status))
+        && rearm(tx, &mut t, false, now, &mut evs)?;
     t.version += 1;
     t.updated_at = now;
     write_back(tx, &t)?;
@@ -607,7 +607,8 @@ pub fn update(
         tx.execute("DELETE FROM task_deps WHERE task_id = $1", &[&id])?;
         insert_deps(tx, id, deps)?;
     }
-    ripple(tx, id, queue::ripple(from, t.status), now, &mut evs)?;
+    let r = queue::ripple(from, t.status).blocking_if(blocked);
+    ripple(tx, id, r, now, &mut evs)?;
     record_all(tx, t.project_id, evs, now)?;
     Ok(t)
 }
@@ -836,10 +837,8 @@ fn end_in_memory(
 ) -> Result<queue::Ripple> {
     let (changes, r) = queue::apply_end(t, end, now)?;
     evs.push((Some(t.id), end.event.clone(), actor, changes));
-    if t.status == TaskStatus::Pending {
-        rearm(tx, t, false, now, evs)?;
-    }
-    Ok(r)
+    let blocked = t.status == TaskStatus::Pending && rearm(tx, t, false, now, evs)?;
+    Ok(r.blocking_if(blocked))
 }
 
 /// Writes the columns an attempt's end (and a re-arm) can change, for many tasks in

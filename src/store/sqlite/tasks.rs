@@ -419,7 +419,8 @@ pub fn update(
             now,
         )?;
     }
-    ripple(c, id, t.project_id, queue::ripple(from, t.status), now)?;
+    let r = queue::ripple(from, t.status).blocking_if(blocked_by.is_some());
+    ripple(c, id, t.project_id, r, now)?;
     Ok(t)
 }
 
@@ -646,7 +647,13 @@ fn end_attempt(
             now,
         )?;
     }
-    ripple(c, t.id, t.project_id, r, now)
+    ripple(
+        c,
+        t.id,
+        t.project_id,
+        r.blocking_if(blocked_by.is_some()),
+        now,
+    )
 }
 
 /// Whether any lease has run out (a cheap read, so an idle sweeper never takes the
