@@ -174,3 +174,71 @@ fn a_completion_caught_in_a_deadlock_is_repeated_not_refused() {
         "{t:?}"
     );
 }
+
+/// T depends on S and both run (S was re-armed by an operator after T started). T's
+/// attempt ends with a retry while S fails for good: T's re-arm reads S without a
+/// lock (T holds its own row) and sees it running, so T goes back to pending, and
+/// S's block must still reach T once that commits. (The walk took only dependents
+/// pending in its snapshot, saw T running, and left it pending for good on a
+/// failed S.)
+#[test]
+fn a_dependent_re_armed_beside_its_dependencys_failure_is_blocked() {
+    let Some(c) = Cluster::start() else { return };
+    let (store, mut raw, pid) = setup(&c, "rearmrace");
+    let s_task = ran(store.create_tasks(pid, vec![task("S", vec![])], None, None)).remove(0);
+    let t_task =
+        ran(store.create_tasks(pid, vec![task("T", vec![s_task.id])], None, None)).remove(0);
+    let s1 = claim_one(&store, pid);
+    assert_eq!(s1.id, s_task.id);
+    ran(store.complete(
+        s1.id,
+        None,
+        s1.lease_token.clone().expect("token"),
+        None,
+        None,
+    ));
+    let t1 = claim_one(&store, pid);
+    assert_eq!(t1.id, t_task.id);
+    let again = TaskPatch {
+        status: Some(TaskStatus::Pending),
+        ..TaskPatch::default()
+    };
+    store
+        .update_task(s_task.id, None, again, None, None, None)
+        .expect("S re-armed");
+    let s2 = claim_one(&store, pid);
+    assert_eq!(s2.id, s_task.id);
+    // T's attempt ending, caught before its commit: re-armed from S seen running.
+    let mut tx = raw.transaction().expect("begin");
+    tx.execute(
+        "UPDATE tasks SET status = 'pending', deps_waiting = 1, assignee = NULL,
+                          lease_expires_at = NULL, lease_token = NULL
+         WHERE id = $1",
+        &[&t_task.id],
+    )
+    .expect("T re-armed");
+    let failing = std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            store.fail(
+                s2.id,
+                None,
+                Failure {
+                    token: s2.lease_token.clone().expect("token"),
+                    error: None,
+                    retry: false,
+                },
+                None,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        tx.commit().expect("commit T");
+        h.join().expect("fail S")
+    });
+    assert_eq!(ran(failing).status, TaskStatus::Failed);
+    let t = store.get_task(t_task.id, None).expect("get T");
+    assert_eq!(
+        t.status,
+        TaskStatus::Blocked,
+        "T waits on a failed S: {t:?}"
+    );
+}

@@ -383,14 +383,21 @@ fn ripple(tx: &mut Tx<'_>, id: i64, r: queue::Ripple, now: i64, evs: &mut Pendin
     let changes = queue::blocked_changes(id);
     let mut level = vec![id];
     while !level.is_empty() {
+        // In-progress dependents are locked too, and blocked if they turn out
+        // pending: an attempt ending beside this one re-arms its task from
+        // dependencies it reads without a lock (it holds its own row), so it may
+        // have read this level's task as still running; once it commits, its task
+        // is pending here and is blocked like the rest. The status that counts is
+        // the one the lock returns (the newest version), not this statement's
+        // snapshot.
         let rows = tx.query(
-            "WITH l AS (SELECT id FROM tasks
+            "WITH l AS (SELECT id, status FROM tasks
                  WHERE id IN (SELECT task_id FROM task_deps WHERE dep_id = ANY($1))
-                   AND status = 'pending'
+                   AND status IN ('pending', 'in_progress')
                  ORDER BY id FOR NO KEY UPDATE)
              UPDATE tasks t SET status = 'blocked', error = $2, updated_at = $3,
                version = t.version + 1
-             FROM l WHERE t.id = l.id
+             FROM l WHERE t.id = l.id AND l.status = 'pending'
              RETURNING t.id",
             &[&level, &error, &now],
         )?;
