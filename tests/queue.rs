@@ -698,23 +698,11 @@ fn a_burst_of_expired_leases_is_swept_within_a_second() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut late = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/projects/{pid}/tasks?limit=500&cursor={c}"),
-            None => format!("/projects/{pid}/tasks?limit=500"),
-        };
-        let page = s.get(&path).json();
-        for t in page["items"].as_array().expect("items") {
-            assert_eq!(t["status"], "pending", "{t}");
-            let lag = ms(&t["updated_at"]) - expiry[&t["id"].as_i64().expect("id")];
-            if !(0..=1000).contains(&lag) {
-                late.push(lag);
-            }
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
+    for t in harness::all_tasks(&s, pid) {
+        assert_eq!(t["status"], "pending", "{t}");
+        let lag = ms(&t["updated_at"]) - expiry[&t["id"].as_i64().expect("id")];
+        if !(0..=1000).contains(&lag) {
+            late.push(lag);
         }
     }
     late.sort_unstable();

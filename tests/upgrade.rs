@@ -179,22 +179,10 @@ fn make_old_database(db: &std::path::Path, now: i64) {
 
 /// Every task of `pid` through the list, by id.
 fn all_tasks(s: &TestServer, pid: i64) -> HashMap<i64, Value> {
-    let mut out = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/projects/{pid}/tasks?limit=500&cursor={c}"),
-            None => format!("/projects/{pid}/tasks?limit=500"),
-        };
-        let page = s.get(&path).json();
-        for t in page["items"].as_array().expect("items") {
-            out.insert(t["id"].as_i64().expect("id"), t.clone());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
-    }
+    harness::all_tasks(s, pid)
+        .into_iter()
+        .map(|t| (t["id"].as_i64().expect("id"), t))
+        .collect()
 }
 
 #[test]

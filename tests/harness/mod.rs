@@ -461,10 +461,9 @@ pub fn create_key(db: &std::path::Path, name: &str, role: &str) -> String {
         .to_string()
 }
 
-/// Every task of `pid` counted by status, paging through the list (the stats'
-/// reference count in the drift and retention tests).
-pub fn full_count(s: &TestServer, pid: i64) -> std::collections::HashMap<String, i64> {
-    let mut out = std::collections::HashMap::new();
+/// Every task of `pid`, paging through the list with its cursors.
+pub fn all_tasks(s: &TestServer, pid: i64) -> Vec<Value> {
+    let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
@@ -472,15 +471,23 @@ pub fn full_count(s: &TestServer, pid: i64) -> std::collections::HashMap<String,
             None => format!("/projects/{pid}/tasks?limit=500"),
         };
         let page = s.get(&path).json();
-        for t in page["items"].as_array().expect("items") {
-            *out.entry(t["status"].as_str().expect("status").to_string())
-                .or_insert(0) += 1;
-        }
+        out.extend(page["items"].as_array().expect("items").iter().cloned());
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => return out,
         }
     }
+}
+
+/// Every task of `pid` counted by status (the stats' reference count in the drift
+/// and retention tests).
+pub fn full_count(s: &TestServer, pid: i64) -> std::collections::HashMap<String, i64> {
+    let mut out = std::collections::HashMap::new();
+    for t in all_tasks(s, pid) {
+        *out.entry(t["status"].as_str().expect("status").to_string())
+            .or_insert(0) += 1;
+    }
+    out
 }
 
 /// `POST /projects/{pid}/tasks/claim` with `body`.
