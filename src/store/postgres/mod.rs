@@ -63,7 +63,7 @@ const MAX_STATEMENTS: usize = 256;
 
 /// Times `PgStore::run` repeats a transaction PostgreSQL aborted to resolve a
 /// deadlock or a serialization failure.
-const CONFLICT_RETRIES: u32 = 3;
+const CONFLICT_RETRIES: u32 = 5;
 
 thread_local! {
     /// Set when a statement on this thread failed with 40P01 or 40001 (the error
@@ -213,10 +213,12 @@ impl PgStore {
     /// (the server restarted while it sat idle) is replaced once: nothing was sent
     /// yet, so that retry cannot repeat a write. A transaction PostgreSQL aborted as a
     /// deadlock victim or a serialization failure (40P01, 40001) changed nothing and
-    /// runs again, up to `CONFLICT_RETRIES` times, before the caller sees `Busy`: two
-    /// writers that lock the same tasks in different orders (a ripple through the
-    /// dependents, a creation reading its dependencies) cost the loser a repeat, not
-    /// its request. So `f` may run more than once, each time on a fresh transaction.
+    /// runs again after a short random wait, up to `CONFLICT_RETRIES` times, before
+    /// the caller sees `Busy`: two writers that lock the same rows in different
+    /// orders (a ripple through the dependents, a creation reading its dependencies,
+    /// an ending attempt and a block walk on one count shard) cost the loser a
+    /// repeat, not its request. So `f` may run more than once, each time on a fresh
+    /// transaction.
     pub fn run<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         crate::metrics::db_query();
         let (mut lost, mut conflicts) = (0, 0);
@@ -259,6 +261,15 @@ impl PgStore {
                 {
                     conflicts += 1;
                     log::debug!(target: "store", attempt = conflicts; "transaction aborted by a deadlock or serialization failure; running it again");
+                    // Started again at once, the loser often reaches the contested row
+                    // before the winner and the same cycle forms again: wait first, a
+                    // random part of 4, 8, 16, 32, 64 ms (the connection is back in
+                    // the pool meanwhile).
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos()));
+                    let window_us = (2_000u64 << conflicts).max(1);
+                    std::thread::sleep(Duration::from_micros(nanos % window_us));
                 }
                 Err(e) => return Err(e),
             }
