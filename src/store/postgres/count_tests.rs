@@ -335,7 +335,7 @@ fn the_count_triggers_never_drift_from_the_rows() {
     assert_eq!(left, 0, "a deleted project keeps no counts");
 }
 
-fn new_task(status: TaskStatus) -> NewTask {
+pub(super) fn new_task(status: TaskStatus) -> NewTask {
     NewTask {
         title: "t".into(),
         description: String::new(),

@@ -5,31 +5,17 @@
 use std::time::Duration;
 
 use super::connect::Connector;
-use super::tests::Cluster;
+use super::count_tests::new_task;
+use super::tests::{ran, Cluster};
 use super::PgStore;
 use crate::model::*;
-use crate::store::{Outcome, ProjectStore, TaskStore};
-
-fn ran<T>(o: crate::store::Result<Outcome<T>>) -> T {
-    match o.expect("write") {
-        Outcome::Done(v) => v,
-        Outcome::Replay(_) => panic!("a replay without a key"),
-    }
-}
+use crate::store::{ProjectStore, TaskStore};
 
 fn task(title: &str, depends_on: Vec<i64>) -> NewTask {
     NewTask {
         title: title.into(),
-        description: String::new(),
-        status: TaskStatus::Pending,
-        priority: 0,
-        assignee: None,
-        labels: vec![],
-        metadata: "{}".into(),
-        result: None,
-        max_attempts: None,
-        not_before: None,
         depends_on,
+        ..new_task(TaskStatus::Pending)
     }
 }
 

@@ -233,7 +233,7 @@ fn project(name: &str, description: &str) -> NewProject {
 }
 
 /// The value of a write made without an idempotency key.
-fn ran<T>(o: Result<Outcome<T>>) -> T {
+pub(super) fn ran<T>(o: Result<Outcome<T>>) -> T {
     match o.expect("write") {
         Outcome::Done(v) => v,
         Outcome::Replay(_) => panic!("a replay without a key"),
