@@ -19,16 +19,21 @@ use crate::store::{Pacing, PruneCount, PruneStep, Retention, Space};
 const PRUNE_LOCK: i64 = 0x6461_7368_7072_756e;
 
 impl Retention for PgStore {
+    /// A step is `BEGIN`, one statement that sets the step up and takes the lock,
+    /// one that does the work, and `COMMIT`: four round trips, each of which can
+    /// wait for a CPU on a busy machine. Its commit does not wait for the WAL to
+    /// reach the disk (`synchronous_commit = off` for this transaction only): a
+    /// deletion lost in a crash is made again by the next run, and a step that
+    /// waited on fsync would hold the count rows every completion updates that
+    /// much longer. `micros` runs from `BEGIN` to the end of `COMMIT`.
     fn prune_step(&self, step: PruneStep, limit: usize) -> Result<PruneCount> {
         let limit = limit.max(1) as i64;
-        self.run(|tx| {
-            let t = Instant::now();
+        let began = std::cell::Cell::new(Instant::now());
+        let mut n = self.run(|tx| {
+            began.set(Instant::now());
             // Short waits only: a step that would queue behind a long lock gives up
             // (Busy) and the next run tries again.
-            tx.batch("SET LOCAL lock_timeout = '1s'")?;
-            let got: bool = tx
-                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])?
-                .get(0);
+            let got: bool = tx.query_one(BEGIN_STEP_SQL, &[&PRUNE_LOCK])?.get(0);
             if !got {
                 return Ok(PruneCount::default());
             }
@@ -38,9 +43,10 @@ impl Retention for PgStore {
                 PruneStep::Idempotency { now } => idempotency(tx, now, limit)?,
             };
             n.ran = true;
-            n.micros = t.elapsed().as_micros() as u64;
             Ok(n)
-        })
+        })?;
+        n.micros = began.get().elapsed().as_micros() as u64;
+        Ok(n)
     }
 
     /// A step is a transaction of its own beside the writers (it holds no single
@@ -79,21 +85,34 @@ impl Retention for PgStore {
     }
 }
 
-/// Completed tasks of a project finished before $2 (`tasks_completed` of 0001).
-pub(super) const PICK_COMPLETED_SQL: &str = "SELECT id FROM tasks
-  WHERE project_id = $1 AND status = 'completed' AND completed_at < $2
-  LIMIT $3 FOR UPDATE SKIP LOCKED";
-/// Failed and cancelled tasks of a project aged past $2 (`tasks_finished` of 0004).
-pub(super) const PICK_FINISHED_SQL: &str = "SELECT id FROM tasks
-  WHERE project_id = $1 AND status IN ('failed', 'cancelled')
-    AND (CASE WHEN status = 'cancelled' THEN updated_at
-         ELSE coalesce(completed_at, updated_at) END) < $2
-  LIMIT $3 FOR UPDATE SKIP LOCKED";
-/// The events of the picked tasks (`events_task` of 0004).
-pub(super) const DELETE_TASK_EVENTS_SQL: &str = "DELETE FROM events WHERE task_id = ANY($1)";
-/// The picked tasks, if still finished (the primary key).
-pub(super) const DELETE_TASKS_SQL: &str = "DELETE FROM tasks WHERE id = ANY($1)
-  AND status IN ('completed', 'failed', 'cancelled')";
+/// The step's settings, for this transaction only, and the pruners' lock: `true`
+/// when this instance has it.
+const BEGIN_STEP_SQL: &str = "SELECT pg_try_advisory_xact_lock($1),
+    set_config('lock_timeout', '1s', true), set_config('synchronous_commit', 'off', true)";
+/// Up to $3 finished tasks of project $1 aged past $2, completed ones first (from
+/// `tasks_completed` of 0001; failed and cancelled ones from `tasks_finished` of
+/// 0004, read only when the completed ones run short: a limit of 0 reads nothing),
+/// locked `FOR UPDATE SKIP
+/// LOCKED`; their events; the tasks themselves if still finished (the primary key;
+/// labels go by the cascade). One statement, one round trip: the picked rows are
+/// read once (a CTE used twice is materialized) and both deletes take their ids.
+/// Returns the tasks picked, the events and the tasks deleted.
+pub(super) const PRUNE_TASKS_SQL: &str = "WITH done AS (
+    SELECT id FROM tasks
+     WHERE project_id = $1 AND status = 'completed' AND completed_at < $2
+     LIMIT $3 FOR UPDATE SKIP LOCKED),
+  ended AS (
+    SELECT id FROM tasks
+     WHERE project_id = $1 AND status IN ('failed', 'cancelled')
+       AND (CASE WHEN status = 'cancelled' THEN updated_at
+            ELSE coalesce(completed_at, updated_at) END) < $2
+     LIMIT $3 - (SELECT count(*) FROM done) FOR UPDATE SKIP LOCKED),
+  picked AS (SELECT id FROM done UNION ALL SELECT id FROM ended),
+  ev AS (DELETE FROM events WHERE task_id = ANY(ARRAY(SELECT id FROM picked)) RETURNING 1),
+  gone AS (DELETE FROM tasks WHERE id = ANY(ARRAY(SELECT id FROM picked))
+    AND status IN ('completed', 'failed', 'cancelled') RETURNING 1)
+  SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM ev),
+         (SELECT count(*) FROM gone)";
 /// Of the $2 oldest events, those created before $1 (the head of the primary key).
 /// `= ANY(ARRAY(…))`, not `IN (…)`: the ids are fetched first and looked up by key;
 /// as a join the planner may scan the whole table when it guesses few old rows.
@@ -102,32 +121,20 @@ pub(super) const DELETE_OLD_EVENTS_SQL: &str = "DELETE FROM events WHERE id = AN
   AND created_at < $1";
 
 /// Deletes up to `limit` finished tasks of `project` with their events (labels by
-/// the cascade). The rows are locked first (`FOR UPDATE SKIP LOCKED`: in READ
-/// COMMITTED the lock re-checks the condition on the row's newest version, and while
-/// it is held nobody can change the status), their events go next, and the tasks
-/// last, in one statement: the count triggers lock the project's count rows, which
-/// every completion also updates, only for that statement and the commit.
+/// the cascade), in one statement (`PRUNE_TASKS_SQL`). The rows are locked first
+/// (`FOR UPDATE SKIP LOCKED`: in READ COMMITTED the lock re-checks the condition on
+/// the row's newest version, and while it is held nobody can change the status);
+/// the count triggers lock the project's count rows, which every completion also
+/// updates, only from that statement to the commit.
 fn tasks(tx: &mut Tx<'_>, project: i64, before: i64, limit: i64) -> Result<PruneCount> {
-    let mut ids: Vec<i64> = tx
-        .query(PICK_COMPLETED_SQL, &[&project, &before, &limit])?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let left = limit - ids.len() as i64;
-    if left > 0 {
-        let more = tx.query(PICK_FINISHED_SQL, &[&project, &before, &left])?;
-        ids.extend(more.iter().map(|r| r.get::<_, i64>(0)));
-    }
-    let mut n = PruneCount {
-        more: ids.len() as i64 >= limit,
+    let r = tx.query_one(PRUNE_TASKS_SQL, &[&project, &before, &limit])?;
+    let (picked, events, tasks): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    Ok(PruneCount {
+        more: picked >= limit,
+        events: events as u64,
+        tasks: tasks as u64,
         ..PruneCount::default()
-    };
-    if ids.is_empty() {
-        return Ok(n);
-    }
-    n.events = tx.execute(DELETE_TASK_EVENTS_SQL, &[&ids])?;
-    n.tasks = tx.execute(DELETE_TASKS_SQL, &[&ids])?;
-    Ok(n)
+    })
 }
 
 /// Deletes the events created before `before` among the `limit` oldest (ids follow
@@ -246,21 +253,19 @@ mod tests {
             .expect("seed");
         let before = now - 60_000;
         let limit = 200i64;
-        let ids: Vec<i64> = (1..=200).collect();
         let project = 1i64;
         // 100 of the 10 000 keys are past their 24 h.
         let expired = now - 9_900_000;
         let plans = store
             .run(|tx| {
                 let pick: [&(dyn ToSql + Sync); 3] = [&project, &before, &limit];
+                // The tasks step is one statement: its plan must use all four.
+                let step = plan_with(tx, PRUNE_TASKS_SQL, &pick)?;
                 Ok([
-                    ("tasks_completed", plan_with(tx, PICK_COMPLETED_SQL, &pick)?),
-                    ("tasks_finished", plan_with(tx, PICK_FINISHED_SQL, &pick)?),
-                    (
-                        "events_task",
-                        plan_with(tx, DELETE_TASK_EVENTS_SQL, &[&ids])?,
-                    ),
-                    ("tasks_pkey", plan_with(tx, DELETE_TASKS_SQL, &[&ids])?),
+                    ("tasks_completed", step.clone()),
+                    ("tasks_finished", step.clone()),
+                    ("events_task", step.clone()),
+                    ("tasks_pkey", step),
                     (
                         "events_pkey",
                         plan_with(tx, DELETE_OLD_EVENTS_SQL, &[&before, &limit])?,
