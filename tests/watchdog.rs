@@ -1,7 +1,8 @@
 //! The watchdog from the outside (SPEC §6, issue #13): only its own probe is left out
 //! of metrics and logs, a long write that makes progress keeps the pings going, a
-//! writer stuck without progress stops them, and a migration before READY=1 extends
-//! the start timeout.
+//! writer stuck without progress stops them, a PostgreSQL database that is away does
+//! not stop them (issue #14), and a migration before READY=1 extends the start
+//! timeout.
 
 use std::time::{Duration, Instant};
 
@@ -128,6 +129,82 @@ fn pings_go_on_during_a_long_write_and_stop_when_the_writer_is_stuck() {
     assert!(
         notify.count("WATCHDOG=1", back, Instant::now()) >= 2,
         "pings resume"
+    );
+}
+
+/// SPEC §10, issue #14: while only the database is away the process itself is fine
+/// (a restart would not bring the database back), so the watchdog keeps pinging;
+/// readiness and writes answer 503 meanwhile, and all comes back with the database.
+/// The outage is real: the test's database refuses connections and its sessions are
+/// ended (`ALLOW_CONNECTIONS false`, `pg_terminate_backend`), as when PostgreSQL
+/// restarts, without stopping the cluster the other tests share.
+#[test]
+fn pings_go_on_while_the_database_is_away() {
+    if !crate::harness::postgres() {
+        eprintln!("SKIPPED on sqlite: the database is a file of the process (TEST_BACKEND=postgres runs it)");
+        return;
+    }
+    use crate::harness::pg;
+    let dir = temp_dir("wd-db-away");
+    let notify = Notify::bind(&dir);
+    let s = watchdog_server(&dir, &notify);
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    let name = pg::database_name(&s.db);
+    assert_eq!(
+        s.post("/projects", &serde_json::json!({"name": "before"}))
+            .status,
+        201
+    );
+
+    pg::admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    pg::admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get("/health/ready").status != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "readiness never noticed the outage"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_millis(3000));
+    let during = notify.count("WATCHDOG=1", from, Instant::now());
+    let write = s.post("/projects", &serde_json::json!({"name": "during"}));
+    let ready = s.get("/health/ready").status;
+    pg::admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    assert!(
+        during >= 4,
+        "{during} pings in 3 s while only the database was away (twice a second expected)"
+    );
+    assert_eq!(ready, 503, "readiness while the database is away");
+    assert_eq!(
+        write.status,
+        503,
+        "a write while the database is away: {}",
+        write.text()
+    );
+    assert!(
+        write.header("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.get("/health/ready").status != 200 {
+        assert!(Instant::now() < deadline, "readiness never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.post("/projects", &serde_json::json!({"name": "after"}))
+            .status,
+        201
+    );
+    let back = Instant::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        notify.count("WATCHDOG=1", back, Instant::now()) >= 2,
+        "pings after"
     );
 }
 

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-mod pg;
+pub mod pg;
 pub mod sse;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -66,17 +66,39 @@ pub fn database_url(db: &Path) -> String {
 }
 
 fn create_database(port: u16, name: &str) {
+    psql(port, &format!("CREATE DATABASE {name}"));
+}
+
+/// The name of the PostgreSQL database standing in for the test database at `db`
+/// (created on first use, as `database_url`).
+pub fn database_name(db: &Path) -> String {
+    let url = database_url(db);
+    let tail = url.rsplit('/').next().unwrap_or_default();
+    tail.split('?').next().unwrap_or_default().to_string()
+}
+
+/// Runs `sql` as the superuser on the cluster's `postgres` database (the tests'
+/// administration: take a database away, give it back).
+pub fn admin(sql: &str) {
+    let c = match CLUSTER.get_or_init(start) {
+        Ok(c) => c,
+        Err(e) => panic!("TEST_BACKEND=postgres: {e}"),
+    };
+    psql(c.port, sql);
+}
+
+fn psql(port: u16, sql: &str) {
     let out = Command::new(bindir().join("psql"))
         .env_clear()
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
         .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
-        .args(["-c", &format!("CREATE DATABASE {name}")])
+        .args(["-c", sql])
         .stdin(Stdio::null())
         .output()
         .expect("run psql");
     assert!(
         out.status.success(),
-        "CREATE DATABASE {name}: {}",
+        "{sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
