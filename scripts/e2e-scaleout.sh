@@ -2,8 +2,8 @@
 # e2e-scaleout.sh — scale-out on PostgreSQL end to end (SPEC §10, issue #14): a
 # throwaway PostgreSQL 15 cluster (../shared/TESTING.md §g) with a least-privilege role
 # that owns its database, three instances of the release binary on it, HAProxy in
-# front with the health check, retries and redispatch of packaging/examples/haproxy.cfg
-# (check interval 500 ms). Then scripts/e2e_scaleout.py drives everything through
+# front: packaging/examples/haproxy.cfg itself, its three-instance backend (check
+# interval 500 ms; the edits are printed). Then scripts/e2e_scaleout.py drives everything through
 # HAProxy: 30 agents claim 3 000 tasks while one instance is killed with SIGKILL, a
 # rolling restart under a client loop, PostgreSQL stopped for 2 s under it, and an events
 # follower across all of it. Prints a transcript with the figures; exits non-zero on
@@ -73,33 +73,28 @@ SQL
 echo "scaleout: PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port," \
   "role dashboard (no superuser) owns database dashboard ($((($(date +%s%N) - t) / 1000000)) ms)"
 
-# ---- HAProxy: the backend of packaging/examples/haproxy.cfg, three local servers ----
-cat >"$work/haproxy.cfg" <<EOF
-global
-    stats socket $work/haproxy.sock mode 600 level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 10s
-frontend api
-    bind 127.0.0.1:$hap_port
-    default_backend be
-backend be
-    option httpchk GET /health/ready
-    http-check expect status 200
-    default-server inter 500ms fall 2 rise 1
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response
-    http-request disable-l7-retry if METH_POST
-    # Which instance answered, for the transcript.
-    http-response set-header X-Served-By %[srv_name]
-    server app1 127.0.0.1:$p1 check
-    server app2 127.0.0.1:$p2 check
-    server app3 127.0.0.1:$p3 check
-EOF
+# ---- HAProxy: packaging/examples/haproxy.cfg itself, its backend dashboard_cluster ----
+# The file operators copy, with only what this box needs changed: the stats socket
+# for the script instead of syslog, the frontend's port, the cluster backend as the
+# default, its checks every 500 ms instead of 1 s (a shorter run), the three servers
+# here, and a header naming the instance that answered (for the transcript).
+example=packaging/examples/haproxy.cfg
+grep -q '^backend dashboard_cluster' "$example" || fail "$example has no backend dashboard_cluster"
+sed -e "s|^    log /dev/log local0\$|    stats socket $work/haproxy.sock mode 600 level admin|" \
+  -e "s|^    bind :80\$|    bind 127.0.0.1:$hap_port|" \
+  -e 's|^    default_backend dashboard_backend$|    default_backend dashboard_cluster|' \
+  -e '/^backend dashboard_cluster/,$ s|^    default-server inter 1s |    default-server inter 500ms |' \
+  -e '/^backend dashboard_cluster/,$ s|^\(    http-request disable-l7-retry if METH_POST\)$|\1\n    http-response set-header X-Served-By %[srv_name]|' \
+  -e "s|^    server app1 10.0.0.11:3000 check\$|    server app1 127.0.0.1:$p1 check|" \
+  -e "s|^    server app2 10.0.0.12:3000 check\$|    server app2 127.0.0.1:$p2 check|" \
+  -e "s|^    server app3 10.0.0.13:3000 check\$|    server app3 127.0.0.1:$p3 check|" \
+  "$example" >"$work/haproxy.cfg"
+# Every substitution must have hit: a changed example file fails here, not later.
+for want in "stats socket $work/haproxy.sock" "bind 127.0.0.1:$hap_port" "default_backend dashboard_cluster" \
+  "inter 500ms" "X-Served-By" "127.0.0.1:$p1 check" "127.0.0.1:$p2 check" "127.0.0.1:$p3 check"; do
+  grep -qF "$want" "$work/haproxy.cfg" || fail "could not adapt $example: no '$want' after the edits"
+done
+diff -u "$example" "$work/haproxy.cfg" | sed -n 's/^[-+]    /  &/p' || true
 haproxy -c -q -f "$work/haproxy.cfg" || fail "haproxy rejects the test configuration"
 haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
 hap_pid=$!

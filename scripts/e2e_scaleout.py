@@ -29,6 +29,8 @@ WORK = E["WORK"]
 PORTS = [int(p) for p in E["APP_PORTS"].split()]
 HAP_PORT = int(E["HAPROXY_PORT"])
 HAP_SOCK = E["HAPROXY_SOCK"]
+# The backend of packaging/examples/haproxy.cfg that e2e-scaleout.sh runs.
+BACKEND = "dashboard_cluster"
 DATABASE_URL = E["DATABASE_URL"]
 PG_CTL = E["PG_CTL"]
 PGDATA = E["PGDATA"]
@@ -131,11 +133,11 @@ def hap(cmd):
 
 
 def server_states():
-    """{server name: True if UP} of backend `be` (srv_op_state 2 = running)."""
+    """{server name: True if UP} of the backend (srv_op_state 2 = running)."""
     states = {}
-    for line in hap("show servers state be").splitlines():
+    for line in hap(f"show servers state {BACKEND}").splitlines():
         f = line.split()
-        if len(f) > 5 and f[1] == "be":
+        if len(f) > 5 and f[1] == BACKEND:
             states[f[3]] = f[5] == "2"
     return states
 
