@@ -148,6 +148,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Runs the server until SIGTERM/SIGINT.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    // Before any thread exists, where resizing costs nothing (see there).
+    crate::live::widen_futex_hash(config.max_streams);
     crate::sys::tune_allocator();
     if config.auth_disabled {
         log::warn!(target: "server", "AUTH_DISABLED=true: every endpoint is open to anyone who can connect");

@@ -94,8 +94,12 @@ pub fn shutdown() {
 /// with 1 000 waiters (scripts/live-bench.py). A bigger private hash (prctl
 /// PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS) keeps the chains short. Older kernels
 /// refuse the call (EINVAL), harmlessly: they use the global hash.
+///
+/// Call it before the process starts its second thread (`server::serve` does, first
+/// thing): resizing a hash threads already use waits for the kernel to retire the
+/// old one, 33 ms here (strace -T), which delayed readiness from 22 to ~70 ms.
 #[allow(unsafe_code)]
-fn widen_futex_hash(max_streams: usize) {
+pub(crate) fn widen_futex_hash(max_streams: usize) {
     const PR_FUTEX_HASH: libc::c_int = 78;
     const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
     let slots = (2 * max_streams).next_power_of_two().clamp(1024, 1 << 16) as libc::c_ulong;
@@ -141,7 +145,6 @@ pub fn start(
         closing: || hub::hub().closing(),
         gauges: || (streams_open(), claim_waiters()),
     });
-    widen_futex_hash(max_streams);
     hub::hub().set_max(max_streams);
     waiters::waiters().start(host, max_streams);
     if let Some(url) = database_url {
