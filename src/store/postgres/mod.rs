@@ -85,7 +85,12 @@ impl From<postgres::Error> for StoreError {
                     CONFLICT.with(|c| c.set(true));
                     StoreError::Busy
                 }
-                "55P03" | "57014" | "53300" => StoreError::Busy,
+                // A 503 says only "busy": which wait ran out is for the log (a
+                // repeated conflict is logged by `run` when it gives up).
+                "55P03" | "57014" | "53300" => {
+                    log::warn!(target: "store", code = code.code(), error = msg.as_str(); "the database refused or gave up: answering busy");
+                    StoreError::Busy
+                }
                 "53100" => StoreError::Full,
                 c if c.starts_with("08")
                     || c.starts_with("57P")
@@ -270,6 +275,10 @@ impl PgStore {
                         .map_or(0, |d| u64::from(d.subsec_nanos()));
                     let window_us = (2_000u64 << conflicts).max(1);
                     std::thread::sleep(Duration::from_micros(nanos % window_us));
+                }
+                Err(StoreError::Busy) if CONFLICT.with(|c| c.get()) => {
+                    log::warn!(target: "store", attempts = conflicts + 1; "a transaction kept meeting deadlocks or serialization failures: answering busy");
+                    return Err(StoreError::Busy);
                 }
                 Err(e) => return Err(e),
             }

@@ -136,6 +136,7 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
+                log::warn!(target: "store", pool_size = self.size, wait_ms = WAIT.as_millis() as u64; "no database connection came free in time: answering busy");
                 return Err(StoreError::Busy);
             }
             st = self
