@@ -313,6 +313,55 @@ fn a_subscriber_that_never_reads_is_dropped() {
     await_gauge(&s, "http_streams_open", 0, Duration::from_secs(20));
 }
 
+/// SPEC §9: "a comment line every 15 s" on a quiet stream (real time: ~15 s), and
+/// the stream stays open and serving after it.
+#[test]
+fn a_quiet_stream_gets_a_keep_alive_comment_every_15_s() {
+    let s = TestServer::start();
+    let pid = s.project("quiet");
+    // Resumed after the project's only event: nothing to send, so only comments come.
+    let last = *feed_ids(&s, pid).last().expect("the project's event");
+    let mut st = open_stream(&s, pid, "", &[("Last-Event-ID", &last.to_string())]);
+    assert_eq!(st.status, 200);
+    st.reader
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(25)))
+        .expect("timeout");
+    // The opening comment, then silence until the keep-alive.
+    let mut comments = Vec::new();
+    while comments.len() < 2 {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut st.reader, &mut line)
+            .expect("the stream stays open past the keep-alive");
+        assert!(n > 0, "the stream ended; comments so far: {comments:?}");
+        let line = line.trim_end().to_string();
+        if line.starts_with(':') {
+            comments.push((line, Instant::now()));
+        } else {
+            assert!(
+                line.is_empty() || line.starts_with("retry:"),
+                "only comments on a quiet stream, got {line:?}"
+            );
+        }
+    }
+    assert_eq!(comments[0].0, ": open");
+    assert_eq!(comments[1].0, ": keep-alive");
+    let gap = comments[1].1.duration_since(comments[0].1);
+    eprintln!("keep-alive comment {gap:?} after the stream opened");
+    assert!(
+        gap >= Duration::from_secs(14) && gap <= Duration::from_secs(17),
+        "keep-alive after {gap:?}, expected ~15 s"
+    );
+    // Still open, still serving.
+    assert_eq!(gauge(&s, "http_streams_open"), 1);
+    let id = new_task(&s, pid, "after the keep-alive");
+    let e = st.next().expect("an event after the keep-alive");
+    assert_eq!(
+        (e.kind.as_str(), e.data["task_id"].as_i64()),
+        ("created", Some(id))
+    );
+}
+
 #[test]
 fn max_streams_caps_streams_and_waiters() {
     let s = TestServer::start_with(&[("MAX_STREAMS", "2")]);
