@@ -474,6 +474,113 @@ fn instances_wake_each_other_through_postgres() {
     assert_eq!(e.kind, "claimed");
 }
 
+/// Creates a task with its own connection (for writer threads); its id.
+fn create_on(addr: std::net::SocketAddr, key: Option<&str>, pid: i64, title: &str) -> i64 {
+    let body = json!({ "title": title }).to_string();
+    let mut req = format!(
+        "POST /projects/{pid}/tasks HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(k) = key {
+        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let r = crate::harness::raw(addr, req.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_i64().expect("id")
+}
+
+/// SPEC §9/§10: a stream read on one instance, cut, and resumed with Last-Event-ID
+/// on another, while writers on both instances keep committing (concurrently, so
+/// commits land out of id order), sees every event exactly once, in the feed's order.
+#[test]
+fn a_stream_resumed_on_another_instance_sees_every_event_once() {
+    if !crate::harness::postgres() {
+        eprintln!("SKIPPED on sqlite: one instance only (TEST_BACKEND=postgres runs it)");
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let a = TestServer::start();
+    let b = TestServer::spawn(
+        crate::harness::temp_dir("srv-b"),
+        a.db.clone(),
+        a.key.clone(),
+        &[],
+    );
+    let pid = a.project("two instances");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writes per writer: two writers on each instance.
+    let written: Arc<Vec<AtomicUsize>> = Arc::new((0..4).map(|_| AtomicUsize::new(0)).collect());
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let addr = if w % 2 == 0 { a.addr } else { b.addr };
+            let (key, stop, written) = (a.key.clone(), stop.clone(), written.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Acquire) {
+                    create_on(addr, key.as_deref(), pid, &format!("w{w}-{i}"));
+                    written[w].fetch_add(1, Ordering::AcqRel);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let total = |w: &Vec<AtomicUsize>| -> Vec<usize> {
+        w.iter().map(|n| n.load(Ordering::Acquire)).collect()
+    };
+    let mut first = open_stream(&a, pid, "", &[]);
+    assert_eq!(first.status, 200);
+    let mut seen: Vec<i64> = Vec::new();
+    while seen.len() < 60 {
+        seen.push(first.next().expect("an event on a").id);
+    }
+    // Cut mid-stream; the writers go on while nobody listens.
+    drop(first);
+    let at_cut = total(&written);
+    std::thread::sleep(Duration::from_millis(300));
+    let last = *seen.last().expect("one");
+    let mut second = open_stream(&b, pid, "", &[("Last-Event-ID", &last.to_string())]);
+    assert_eq!(second.status, 200);
+    let resumed_at = seen.len();
+    while seen.len() < resumed_at + 60 {
+        seen.push(second.next().expect("an event on b").id);
+    }
+    stop.store(true, Ordering::Release);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let at_end = total(&written);
+    // Both instances wrote during the cut and after the resume.
+    assert!(
+        at_cut.iter().zip(&at_end).all(|(c, e)| e > c),
+        "every writer wrote after the cut: {at_cut:?} -> {at_end:?}"
+    );
+    let all = feed_ids(&a, pid);
+    assert_eq!(all, feed_ids(&b, pid), "both instances' feeds agree");
+    let end = *all.last().expect("events");
+    while seen.last() != Some(&end) {
+        seen.push(
+            second
+                .next()
+                .expect("an event after the writers stopped")
+                .id,
+        );
+    }
+    let unique: HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "an event came twice");
+    assert_eq!(
+        seen, all,
+        "the streams' events are the feed's, in order, none missed"
+    );
+    eprintln!(
+        "{} events; tasks by writer (on a, b, a, b): {:?}; resumed on b after id {last}",
+        seen.len(),
+        at_end
+    );
+}
+
 #[test]
 fn a_waiter_that_hung_up_gets_no_task() {
     let s = TestServer::start();
