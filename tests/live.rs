@@ -255,12 +255,8 @@ fn a_resumed_stream_sees_every_event_exactly_once_under_writes() {
     );
 }
 
-#[test]
-fn a_subscriber_that_never_reads_is_dropped() {
-    let s = TestServer::start_with(&[("READ_TIMEOUT_SECONDS", "2")]);
-    let pid = s.project("slow");
-    let tid = new_task(&s, pid, "big");
-    // A small receive window, and nothing ever read.
+/// A connection with a small receive window, for a subscriber that never reads.
+fn small_window(s: &TestServer) -> TcpStream {
     let sock = TcpStream::connect(s.addr).expect("connect");
     let small: libc::c_int = 4096;
     // SAFETY: setsockopt on a socket we own, with a valid int option.
@@ -274,7 +270,16 @@ fn a_subscriber_that_never_reads_is_dropped() {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-    let slow = open_stream_on(sock, &s, pid, "", &[]);
+    sock
+}
+
+#[test]
+fn a_subscriber_that_never_reads_is_dropped() {
+    let s = TestServer::start_with(&[("READ_TIMEOUT_SECONDS", "2")]);
+    let pid = s.project("slow");
+    let tid = new_task(&s, pid, "big");
+    // A small receive window, and nothing ever read.
+    let slow = open_stream_on(small_window(&s), &s, pid, "", &[]);
     assert_eq!(slow.status, 200);
     let mut fast = open_stream(&s, pid, "", &[]);
     await_gauge(&s, "http_streams_open", 2, Duration::from_secs(5));
@@ -287,19 +292,34 @@ fn a_subscriber_that_never_reads_is_dropped() {
         }
         fast
     });
-    // Events of ~100 KB each: far more than the socket buffers hold.
+    // Events of ~100 KB each: far more than the socket buffers hold. What the
+    // stalled subscriber's connection holds shows in http_streams_buffered_bytes.
     let big = "x".repeat(99_000);
+    let mut held = 0;
     for i in 0..80 {
         let r = s.patch(
             &format!("/tasks/{tid}"),
             &json!({ "description": format!("{i}{big}") }),
         );
         assert_eq!(r.status, 200, "{}", r.text());
+        held = held.max(gauge(&s, "http_streams_buffered_bytes"));
     }
     let fast = reader.join().expect("reader");
+    // A piece of ~100 KB events stalled in front of a socket that takes nothing.
+    assert!(
+        held >= 90_000,
+        "http_streams_buffered_bytes peaked at {held}"
+    );
     // The one that does not read is dropped within the read timeout of its writes
-    // stalling; the server keeps serving.
+    // stalling, and what it held is freed with it (the reader has taken all its
+    // bytes, so nothing is held at all); the server keeps serving.
     await_gauge(&s, "http_streams_open", 1, Duration::from_secs(10));
+    await_gauge(
+        &s,
+        "http_streams_buffered_bytes",
+        0,
+        Duration::from_secs(10),
+    );
     assert_eq!(s.get("/health").status, 200);
     // Its connection was closed for not taking its bytes (what the kernel had
     // already buffered still trickles to it through its tiny window: not read here).
@@ -359,6 +379,70 @@ fn a_quiet_stream_gets_a_keep_alive_comment_every_15_s() {
     assert_eq!(
         (e.kind.as_str(), e.data["task_id"].as_i64()),
         ("created", Some(id))
+    );
+}
+
+/// "…dropped and its memory freed" (issue #16): rounds of subscribers that never
+/// read, each stalled on a piece of ~100 KB events until the read timeout drops it.
+/// After every round nothing is held (`http_streams_buffered_bytes` is 0, the open
+/// streams are back to none), and the server's resident memory stops growing after
+/// the first rounds: a leak of what each dropped stream held (~300 KB) would add
+/// ~4.7 MB a round.
+#[test]
+fn dropped_subscribers_leave_no_memory_behind() {
+    const ROUNDS: usize = 6;
+    const PER_ROUND: usize = 16;
+    let s = TestServer::start_with(&[("READ_TIMEOUT_SECONDS", "1")]);
+    let pid = s.project("dropped");
+    let tid = new_task(&s, pid, "big");
+    // ~5 MB of events: more than the kernel buffers for a socket (tcp_wmem's
+    // maximum, 4 MiB by default), which would otherwise take the whole feed and
+    // leave nothing stalled.
+    let big = "x".repeat(99_000);
+    for i in 0..50 {
+        let r = s.patch(
+            &format!("/tasks/{tid}"),
+            &json!({ "description": format!("{i}{big}") }),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut rss = vec![gauge(&s, "process_resident_memory_bytes")];
+    let mut peaks = Vec::new();
+    for _ in 0..ROUNDS {
+        // Each reads the feed from the start, and stalls.
+        let subs: Vec<Sse> = (0..PER_ROUND)
+            .map(|_| open_stream_on(small_window(&s), &s, pid, "", &[]))
+            .collect();
+        assert!(subs.iter().all(|x| x.status == 200));
+        let mut peak = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while gauge(&s, "http_streams_open") > 0 {
+            peak = peak.max(gauge(&s, "http_streams_buffered_bytes"));
+            assert!(Instant::now() < deadline, "slow subscribers not dropped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(gauge(&s, "http_streams_buffered_bytes"), 0);
+        drop(subs);
+        peaks.push(peak);
+        rss.push(gauge(&s, "process_resident_memory_bytes"));
+    }
+    let mib = |b: i64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "held at the peak of each round: {peaks:?}; RSS before and after each round (MiB): {:?}",
+        rss.iter()
+            .map(|&b| format!("{:.1}", mib(b)))
+            .collect::<Vec<_>>()
+    );
+    // Each round's subscribers really held something before they were dropped.
+    assert!(peaks.iter().all(|&p| p >= 100_000), "{peaks:?}");
+    // After two rounds the allocator has what a round needs; a leak would add
+    // ~4.7 MB a round from there on.
+    let growth = rss[ROUNDS] - rss[2];
+    assert!(
+        growth < 8 << 20,
+        "RSS grew {:.1} MiB over the last {} rounds of {PER_ROUND} dropped subscribers",
+        mib(growth),
+        ROUNDS - 2
     );
 }
 

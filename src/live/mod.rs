@@ -139,7 +139,11 @@ pub fn start(
         },
         everything: || hub::hub().notify_all(),
         closing: || hub::hub().closing(),
-        gauges: || (streams_open(), claim_waiters()),
+        gauges: || crate::changes::LiveGauges {
+            streams_open: streams_open(),
+            claim_waiters: claim_waiters(),
+            stream_buffered_bytes: stream::buffered_bytes(),
+        },
     });
     widen_futex_hash(max_streams);
     hub::hub().set_max(max_streams);

@@ -1,8 +1,16 @@
 //! An event stream: `text/event-stream` of one project's feed, read from the store
 //! after the last id sent (so ordering and exactly-once come from the feed, which on
 //! PostgreSQL never skips across instances), on the connection's own thread.
+//!
+//! Memory: a stream buffers nothing between its reads of the store. Each read becomes
+//! one piece (at most `PIECE_BYTES` plus one event) that the connection thread writes
+//! before it asks for the next; a subscriber that stops taking it is dropped after
+//! the read timeout and the piece freed with the stream. `http_streams_buffered_bytes`
+//! counts the pieces handed out and not yet written (they are given back when the
+//! connection thread asks for more, or when the stream is dropped).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +40,17 @@ pub struct EventStream {
     /// The signal's generation at the last read of the feed (`None`: read again).
     read_gen: Option<u64>,
     opened: bool,
+    /// Bytes of the last piece handed out (in `BUFFERED` until written or dropped).
+    held: usize,
+}
+
+/// Bytes of every stream's piece handed to its connection thread and not yet
+/// written (`http_streams_buffered_bytes`).
+static BUFFERED: AtomicUsize = AtomicUsize::new(0);
+
+/// Stream output held for connections now, not yet written to their sockets.
+pub fn buffered_bytes() -> usize {
+    BUFFERED.load(Ordering::Relaxed)
 }
 
 /// Longest an idle stream goes without a tick (to notice a client that left).
@@ -50,7 +69,27 @@ impl EventStream {
             recheck_at: Instant::now(),
             read_gen: None,
             opened: false,
+            held: 0,
         }
+    }
+
+    /// Counts `piece` as held until the next call (or the drop), and hands it out.
+    fn hand_out(&mut self, piece: Vec<u8>) -> Option<Vec<u8>> {
+        self.held = piece.len();
+        BUFFERED.fetch_add(self.held, Ordering::Relaxed);
+        Some(piece)
+    }
+
+    /// The connection thread asks for more only once it wrote the last piece.
+    fn written(&mut self) {
+        BUFFERED.fetch_sub(std::mem::take(&mut self.held), Ordering::Relaxed);
+    }
+}
+
+impl Drop for EventStream {
+    /// Dropped with its connection (ended, left, or too slow): what it held is freed.
+    fn drop(&mut self) {
+        self.written();
     }
 }
 
@@ -69,11 +108,12 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
 
 impl tiny_http::conn::StreamSource for EventStream {
     fn next_bytes(&mut self) -> Option<Vec<u8>> {
+        self.written();
         if !self.opened {
             // Something at once, so the client sees the stream is live; and how long
             // an EventSource should wait before reconnecting.
             self.opened = true;
-            return Some(b"retry: 1000\n: open\n\n".to_vec());
+            return self.hand_out(b"retry: 1000\n: open\n\n".to_vec());
         }
         if super::hub::hub().closing() {
             return None;
@@ -99,7 +139,7 @@ impl tiny_http::conn::StreamSource for EventStream {
                         self.read_gen = None; // the rest at the next call
                     }
                     self.keepalive_at = now + KEEPALIVE;
-                    return Some(out);
+                    return self.hand_out(out);
                 }
                 Ok(_) => {}
                 // The project was deleted: the stream ends.
@@ -113,7 +153,7 @@ impl tiny_http::conn::StreamSource for EventStream {
         }
         if now >= self.keepalive_at {
             self.keepalive_at = now + KEEPALIVE;
-            return Some(b": keep-alive\n\n".to_vec());
+            return self.hand_out(b": keep-alive\n\n".to_vec());
         }
         let until = self.keepalive_at.min(self.recheck_at).min(now + TICK);
         self.slot
