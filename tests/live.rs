@@ -390,7 +390,7 @@ fn a_quiet_stream_gets_a_keep_alive_comment_every_15_s() {
 /// ~4.7 MB a round. Nor does a stalled stream hold much more than its piece.
 #[test]
 fn dropped_subscribers_leave_no_memory_behind() {
-    const ROUNDS: usize = 6;
+    const ROUNDS: usize = 8;
     const PER_ROUND: usize = 16;
     let s = TestServer::start_with(&[("READ_TIMEOUT_SECONDS", "1")]);
     let pid = s.project("dropped");
@@ -445,14 +445,13 @@ fn dropped_subscribers_leave_no_memory_behind() {
         "RSS rose {:.1} MiB for {PER_ROUND} subscribers stalled at a time",
         mib(most)
     );
-    // After two rounds the allocator has what a round needs; a leak would add
-    // ~4.7 MB a round from there on.
-    let growth = rss[ROUNDS] - rss[2];
+    // The allocator settles within ~4 rounds (RSS plateaus, later when other tests
+    // run beside this one); a leak would add ~4.7 MB a round, 14 MB over the last 3.
+    let growth = rss[ROUNDS] - rss[ROUNDS - 3];
     assert!(
-        growth < 8 << 20,
-        "RSS grew {:.1} MiB over the last {} rounds of {PER_ROUND} dropped subscribers",
-        mib(growth),
-        ROUNDS - 2
+        growth < 6 << 20,
+        "RSS grew {:.1} MiB over the last 3 rounds of {PER_ROUND} dropped subscribers",
+        mib(growth)
     );
 }
 
