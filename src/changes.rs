@@ -19,8 +19,22 @@ pub(crate) struct Listener {
     pub everything: fn(),
     /// The listener is shutting down: background threads serving it may stop.
     pub closing: fn() -> bool,
-    /// Event streams open and long-poll claims parked now, for /metrics.
-    pub gauges: fn() -> (usize, usize),
+    /// Event streams open, long-poll claims parked and stream bytes held now, for
+    /// /metrics.
+    pub gauges: fn() -> LiveGauges,
+}
+
+/// The listener's gauges (`http_streams_open`, `claim_waiters`,
+/// `http_streams_buffered_bytes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LiveGauges {
+    /// Event streams open now.
+    pub streams_open: usize,
+    /// Long-poll claims parked now.
+    pub claim_waiters: usize,
+    /// Bytes of event-stream output read from the store and handed to connection
+    /// threads but not yet written to their sockets.
+    pub stream_buffered_bytes: usize,
 }
 
 static LISTENER: OnceLock<Listener> = OnceLock::new();
@@ -82,7 +96,9 @@ pub(crate) fn closing() -> bool {
     LISTENER.get().is_none_or(|l| (l.closing)())
 }
 
-/// (event streams open, long-poll claims parked) now.
-pub(crate) fn gauges() -> (usize, usize) {
-    LISTENER.get().map_or((0, 0), |l| (l.gauges)())
+/// The listener's gauges now (all zero without one).
+pub(crate) fn gauges() -> LiveGauges {
+    LISTENER
+        .get()
+        .map_or(LiveGauges::default(), |l| (l.gauges)())
 }

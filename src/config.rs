@@ -86,8 +86,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "MAX_CONNECTIONS",
-        "1024",
-        "open client connections; more are answered 503 and closed",
+        "4096",
+        "open client connections (each a thread); more are answered 503 and closed",
     ),
     (
         "MAX_STREAMS",

@@ -259,17 +259,24 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         crate::clock::uptime_secs(),
     );
     // SPEC §9: open event streams and parked long-poll claims (src/live).
+    let live = crate::changes::gauges();
     t.single(
         "http_streams_open",
         "gauge",
         "Event streams open now",
-        crate::changes::gauges().0,
+        live.streams_open,
     );
     t.single(
         "claim_waiters",
         "gauge",
         "Long-poll claims waiting for a task now",
-        crate::changes::gauges().1,
+        live.claim_waiters,
+    );
+    t.single(
+        "http_streams_buffered_bytes",
+        "gauge",
+        "Bytes of event-stream output held for connections, not yet written to their sockets",
+        live.stream_buffered_bytes,
     );
 
     t.head(
@@ -508,6 +515,7 @@ fn for_each_slot(mut f: impl FnMut(&'static str, &'static str, &Slot)) {
 
 /// The same numbers as JSON (`/metrics/json`).
 pub fn render_json(g: &Gauges, p: &Process) -> Value {
+    let live = crate::changes::gauges();
     let mut routes = Vec::new();
     for_each_slot(|route, method, s| {
         let mut codes = Map::new();
@@ -550,8 +558,9 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "db_commits_total": DB_COMMITS.load(Relaxed),
             "db_committed_writes_total": DB_COMMITTED_WRITES.load(Relaxed),
             "http_auth_failures_total": AUTH_FAILURES.load(Relaxed),
-            "http_streams_open": crate::changes::gauges().0,
-            "claim_waiters": crate::changes::gauges().1,
+            "http_streams_open": live.streams_open,
+            "claim_waiters": live.claim_waiters,
+            "http_streams_buffered_bytes": live.stream_buffered_bytes,
             "process_resident_memory_bytes": p.rss_bytes,
             "process_cpu_seconds_total": p.cpu_seconds,
             "process_open_fds": p.open_fds,

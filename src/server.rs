@@ -115,7 +115,10 @@ fn health_dir(config: &Config) -> std::path::PathBuf {
 /// Read/idle timeouts, the connection cap (kept inside the open-files limit) and the
 /// head bound for the connection layer in front of the workers.
 fn connection_limits(config: &Config) -> tiny_http::ConnectionLimits {
-    // Two descriptors a connection, and room for the database, logs and backups.
+    // A connection holds one descriptor (conn.rs keeps no clone of its socket) and one
+    // thread. Two descriptors are budgeted a connection, plus 128, so the cap leaves
+    // as many again for sockets accepted only to be refused, the database, logs and
+    // backups: the default 4096 needs 8320, well inside the unit's LimitNOFILE=65536.
     let max_connections = match crate::sys::raise_nofile_limit() {
         Ok(nofile) => {
             let fit = (nofile.saturating_sub(128) / 2).max(16) as usize;

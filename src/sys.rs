@@ -184,8 +184,8 @@ pub fn tune_allocator() {
 
 /// Raises the soft limit on open files to the hard limit and returns the new soft
 /// limit. systemd starts services with a soft limit of 1024, and every client
-/// connection costs two descriptors (tiny_http keeps a read and a write handle), so
-/// without this a few hundred idle clients would exhaust it.
+/// connection costs a descriptor (`MAX_CONNECTIONS`, default 4096), so without this
+/// a thousand long-poll claims alone would exhaust it.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

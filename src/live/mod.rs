@@ -7,10 +7,12 @@
 //!   sends and what a claim takes always comes from the store.
 //! - `stream`: `GET /projects/{id}/events/stream`. The handler answers with a
 //!   `Body::Stream` whose bytes the connection's own thread pulls (vendor/tiny_http
-//!   conn.rs): the worker returns at once.
+//!   conn.rs): the worker returns at once, and that thread reads the feed from the
+//!   store and writes it.
 //! - `waiters`: parked long-poll claims, a FIFO per project, retried on a few live
 //!   threads when work may have become available (`work_available`), answered 204
-//!   at their deadline by one timer thread.
+//!   at their deadline by one timer thread. Each one's connection thread sleeps
+//!   until its answer is handed over.
 //!
 //! A handler asks for one of these with `defer`; `http::serve_one` sees it after the
 //! pipeline and calls `hand_over` with the tiny_http request instead of answering.
@@ -143,7 +145,11 @@ pub fn start(
         },
         everything: || hub::hub().notify_all(),
         closing: || hub::hub().closing(),
-        gauges: || (streams_open(), claim_waiters()),
+        gauges: || crate::changes::LiveGauges {
+            streams_open: streams_open(),
+            claim_waiters: claim_waiters(),
+            stream_buffered_bytes: stream::buffered_bytes(),
+        },
     });
     hub::hub().set_max(max_streams);
     waiters::waiters().start(host, max_streams);

@@ -1,5 +1,7 @@
 //! Long-poll claims (SPEC §9): a claim with `wait_seconds` that finds nothing is
-//! parked here — the tiny_http request with it, no thread — in its project's FIFO.
+//! parked here, the tiny_http request with it, in its project's FIFO. No worker and
+//! no thread of ours waits for it; its connection's thread (vendor/tiny_http
+//! conn.rs, one per open connection) sleeps until the answer is handed over.
 //!
 //! When work may have become available (`wake`), one pass per project at a time runs
 //! on a live thread: it walks the project's waiters oldest first and lets each try
