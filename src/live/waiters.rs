@@ -64,6 +64,17 @@ struct Waiter {
     _place: Place,
 }
 
+impl Waiter {
+    /// Gives the waiter's place back, then answers: a client that claims again the
+    /// moment it has its answer finds the place free, and `claim_waiters` no longer
+    /// counts it (before, the place went after the answer was sent).
+    fn answer(self, app: &dyn Host, resp: Response) {
+        let Waiter { reply, _place, .. } = self;
+        drop(_place);
+        reply.answer(app, resp);
+    }
+}
+
 /// How to answer a parked request: the request, what the pipeline said about it and
 /// the headers of the answer it would have got at once.
 struct Reply {
@@ -308,7 +319,7 @@ impl Waiters {
     fn answer_none(&self, all: Vec<Waiter>) {
         let Some(app) = self.app() else { return };
         for w in all {
-            w.reply.answer(&**app, Response::empty(204));
+            w.answer(&**app, Response::empty(204));
         }
     }
 
@@ -340,7 +351,7 @@ impl Waiters {
             let mut found_nothing: HashSet<String> = HashSet::new();
             for mut w in batch.drain(..) {
                 if self.closing() || Instant::now() >= w.deadline {
-                    w.reply.answer(&*app, Response::empty(204));
+                    w.answer(&*app, Response::empty(204));
                     continue;
                 }
                 if found_nothing.contains(&w.key) {
@@ -350,7 +361,7 @@ impl Waiters {
                     if now >= w.look_at {
                         w.look_at = now + RECHECK;
                         if w.reply.rq.client_gone() {
-                            w.reply.answer(&*app, Response::empty(204));
+                            w.answer(&*app, Response::empty(204));
                             continue;
                         }
                     }
@@ -359,24 +370,24 @@ impl Waiters {
                 }
                 // A client that hung up must not be given a task nobody will work on.
                 if w.reply.rq.client_gone() {
-                    w.reply.answer(&*app, Response::empty(204));
+                    w.answer(&*app, Response::empty(204));
                     continue;
                 }
                 let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (w.attempt)()));
                 match got {
-                    Ok(Ok(Some(resp))) => w.reply.answer(&*app, resp),
+                    Ok(Ok(Some(resp))) => w.answer(&*app, resp),
                     Ok(Ok(None)) => {
                         found_nothing.insert(w.key.clone());
                         kept.push_back(w);
                     }
                     Ok(Err(e)) => {
                         let resp = Response::error(&e, &w.reply.req.request_id);
-                        w.reply.answer(&*app, resp);
+                        w.answer(&*app, resp);
                     }
                     Err(_) => {
                         log::error!(target: "live", project = pid; "a parked claim panicked");
                         let resp = Response::error(&ApiError::internal(), &w.reply.req.request_id);
-                        w.reply.answer(&*app, resp);
+                        w.answer(&*app, resp);
                     }
                 }
             }
