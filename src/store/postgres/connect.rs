@@ -29,7 +29,7 @@ use crate::store::{Result, StoreError};
 /// crosses `jit_above_cost` (as a claim's can on a table not yet analyzed) spent
 /// 600 ms compiling before it ran.
 const SESSION: &str = "SET lock_timeout = '5s'; SET statement_timeout = '60s'; \
-     SET idle_in_transaction_session_timeout = '60s'; SET TIME ZONE 'UTC'; SET jit = off";
+     SET idle_in_transaction_session_timeout = '5s'; SET TIME ZONE 'UTC'; SET jit = off";
 
 /// What `Pool` opens connections with.
 pub struct Connector {

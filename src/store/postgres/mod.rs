@@ -92,10 +92,13 @@ impl From<postgres::Error> for StoreError {
                     StoreError::Busy
                 }
                 "53100" => StoreError::Full,
+                // 25P03: the server ended the session for idling inside a
+                // transaction (this process stalled): the connection is gone.
                 c if c.starts_with("08")
                     || c.starts_with("57P")
                     || c.starts_with("28")
-                    || c == "3D000" =>
+                    || c == "3D000"
+                    || c == "25P03" =>
                 {
                     StoreError::Unavailable(msg)
                 }

@@ -738,6 +738,73 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
     }
 }
 
+/// A session PostgreSQL ends for idling inside a transaction (this process was
+/// frozen between two statements: SIGSTOP, a paused VM) is a lost connection: 503
+/// with Retry-After, not a 500 (it answered 500 `internal` before).
+#[test]
+fn a_session_ended_for_idling_in_a_transaction_is_unavailable() {
+    let Some(c) = Cluster::start() else { return };
+    let store = PgStore::open(&c.database("idle_tx"), 1).expect("open");
+    let got = store.run(|tx| {
+        tx.batch("SET LOCAL idle_in_transaction_session_timeout = '100ms'")?;
+        std::thread::sleep(Duration::from_millis(400));
+        tx.batch("SELECT 1")
+    });
+    assert!(
+        matches!(got, Err(StoreError::Unavailable(_))),
+        "expected Unavailable: {got:?}"
+    );
+    // The broken connection was dropped: the next operation gets a fresh one.
+    store.run(|tx| tx.batch("SELECT 1")).expect("after");
+}
+
+/// An instance frozen inside a transaction (SIGSTOP, a paused VM) holds what that
+/// transaction locked, here the project's event lock, until PostgreSQL ends its
+/// session: after 5 s idle (connect.rs), not 60, so the project's writers on other
+/// instances are back within seconds.
+#[test]
+fn a_writer_stalled_in_a_transaction_holds_its_project_for_seconds() {
+    let Some(c) = Cluster::start() else { return };
+    let store = Arc::new(PgStore::open(&c.database("stall"), 2).expect("open"));
+    let p = ran(store.create_project(project("p", ""), None, None));
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let stalled = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.run(|tx| {
+                events::record(
+                    tx,
+                    p.id,
+                    &[(None, EventKind::Updated, Some("stalled"), "{}".into())],
+                    1,
+                )?;
+                let _ = locked.send(());
+                std::thread::sleep(Duration::from_secs(9));
+                tx.batch("SELECT 1")
+            })
+        })
+    };
+    is_locked.recv().expect("the stalled writer took the lock");
+    let t = Instant::now();
+    loop {
+        match store.create_tasks(p.id, vec![new_task("t", 0, &[])], None, None) {
+            Ok(_) => break,
+            Err(StoreError::Busy) => assert!(t.elapsed() < Duration::from_secs(8), "still busy"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "the project's writes waited {:?}",
+        t.elapsed()
+    );
+    let ended = stalled.join().expect("stalled thread");
+    assert!(
+        matches!(ended, Err(StoreError::Unavailable(_))),
+        "the stalled session was ended: {ended:?}"
+    );
+}
+
 #[test]
 fn an_outage_answers_unavailable_and_recovers() {
     let Some(c) = Cluster::start() else { return };
