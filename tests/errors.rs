@@ -117,6 +117,43 @@ fn malformed_and_invalid_bodies() {
     assert_eq!(list["items"].as_array().expect("items").len(), 0);
 }
 
+/// PostgreSQL cannot store U+0000 in text; it answered 500 there while SQLite took it
+/// (an outside attack, issue #14). Both engines now refuse it (422 naming the
+/// field in a body, 400 in a query string), and nothing is written.
+#[test]
+fn the_nul_character_is_refused_everywhere_alike() {
+    let s = TestServer::start();
+    let pid = s.project("nul");
+    let field = |r: &crate::harness::Resp| {
+        expect(r, 422, "validation_failed");
+        r.json()["error"]["details"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let tasks = format!("/projects/{pid}/tasks");
+    let r = s.post(&tasks, &json!({"title": "a\u{0}b"}));
+    assert_eq!(field(&r), "title");
+    let r = s.post(
+        &tasks,
+        &json!([{"title": "ok"}, {"title": "ok", "labels": ["x", "\u{0}"]}]),
+    );
+    assert_eq!(field(&r), "[1].labels[1]");
+    let r = s.post(&tasks, &json!({"title": "ok", "metadata": {"k": "v\u{0}"}}));
+    assert_eq!(field(&r), "metadata.k");
+    let r = s.post(&format!("{tasks}/claim"), &json!({"agent": "\u{0}"}));
+    assert_eq!(field(&r), "agent");
+    let r = s.patch(&format!("/projects/{pid}"), &json!({"name": "n\u{0}"}));
+    assert_eq!(field(&r), "name");
+    for q in ["assignee=%00", "label=a%00b"] {
+        let r = s.get(&format!("{tasks}?{q}"));
+        expect(&r, 400, "bad_request");
+    }
+    let listed = s.get(&tasks);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["items"], json!([]), "nothing was written");
+}
+
 #[test]
 fn routing_and_query_errors() {
     let s = TestServer::start();

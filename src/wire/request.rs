@@ -59,6 +59,9 @@ pub enum BodyError {
     Read(std::io::Error),
     Parse(serde_json::Error),
     Empty,
+    /// A string (or key) holds U+0000, at this path: PostgreSQL cannot store it, so
+    /// neither engine takes it (SPEC §10: the same answers on both).
+    Nul(String),
 }
 
 impl std::fmt::Display for BodyError {
@@ -69,6 +72,7 @@ impl std::fmt::Display for BodyError {
             BodyError::Read(e) => write!(f, "could not read the body: {e}"),
             BodyError::Parse(e) => write!(f, "malformed JSON: {e}"),
             BodyError::Empty => write!(f, "a JSON body is required"),
+            BodyError::Nul(at) => write!(f, "{at} holds the NUL character (U+0000)"),
         }
     }
 }
@@ -94,8 +98,42 @@ impl From<BodyError> for ApiError {
                 "request_timeout",
                 "the request body did not arrive within READ_TIMEOUT_SECONDS",
             ),
+            BodyError::Nul(at) => ApiError::validation(vec![crate::error::Detail::new(
+                at,
+                "must not contain the NUL character (U+0000)",
+            )]),
             other => ApiError::bad_request(other.to_string()),
         }
+    }
+}
+
+/// The path of the first string or key in `v` that holds U+0000 (`title`,
+/// `[2].labels[0]`, `metadata.a`), if any.
+fn nul_at(v: &Value, path: &mut String) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = nul_at(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Object(map) => map.iter().any(|(k, item)| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&k.replace('\0', "\\u0000"));
+            let found = k.contains('\0') || nul_at(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        _ => false,
     }
 }
 
@@ -199,7 +237,16 @@ impl Request {
         if self.body.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(BodyError::Empty);
         }
-        serde_json::from_slice(&self.body).map_err(BodyError::Parse)
+        let v: Value = serde_json::from_slice(&self.body).map_err(BodyError::Parse)?;
+        let mut at = String::new();
+        if nul_at(&v, &mut at) {
+            return Err(BodyError::Nul(if at.is_empty() {
+                "body".into()
+            } else {
+                at
+            }));
+        }
+        Ok(v)
     }
 
     /// Decoded query parameters, in order.
@@ -242,6 +289,11 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
                 i += 1;
             }
         }
+    }
+    if out.contains(&0) {
+        return Err(ApiError::bad_request(
+            "the query string holds the NUL character (%00), which no value may contain",
+        ));
     }
     String::from_utf8(out).map_err(|_| ApiError::bad_request("query string is not valid UTF-8"))
 }
