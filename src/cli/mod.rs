@@ -109,6 +109,13 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, CliError> {
                         .ok_or_else(|| CliError::usage(format!("{name} needs a value")))?,
                 };
                 match config::var_for_flag(&name) {
+                    Some("DATABASE_URL") if url_has_password(&value) => {
+                        return Err(CliError::usage(format!(
+                            "{name} must not carry a password: every local user can read a \
+                             command line (ps); set DATABASE_URL in the environment \
+                             (/etc/default/dashboard-backend) instead"
+                        )))
+                    }
                     Some(var) => flags.push((var, value)),
                     None if OPTIONS.iter().any(|(o, _)| *o == name) => opts.push((name, value)),
                     None => return Err(CliError::usage(format!("unknown option {name}"))),
@@ -120,6 +127,12 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, CliError> {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let command = command(&words, &opts, force)?;
     Ok(Args { command, flags })
+}
+
+/// Whether a `DATABASE_URL` value holds a password (an unparseable one is refused
+/// later, without repeating it).
+fn url_has_password(url: &str) -> bool {
+    crate::store::postgres::PgUrl::parse(url).is_ok_and(|u| u.password.is_some())
 }
 
 /// Options that take a value, and the command (first words) each belongs to.
@@ -303,6 +316,23 @@ mod tests {
         assert_eq!(p("--bogus 1").unwrap_err().code, EX_USAGE);
         assert_eq!(p("apikey revoke x").unwrap_err().code, EX_USAGE);
         assert_eq!(p("serve --name x").unwrap_err().code, EX_USAGE);
+    }
+
+    /// A command line is readable by every local user (ps, /proc/PID/cmdline): a
+    /// password there is refused, and the refusal does not repeat it.
+    #[test]
+    fn a_database_url_flag_with_a_password_is_refused() {
+        for args in [
+            "serve --database-url postgres://u:Secret123@h/d",
+            "--database-url=postgres://u:Secret123@h/d migrate",
+        ] {
+            let e = p(args).unwrap_err();
+            assert_eq!(e.code, EX_USAGE, "{args}");
+            assert!(!e.message.contains("Secret123"), "{}", e.message);
+            assert!(e.message.contains("DATABASE_URL"), "{}", e.message);
+        }
+        let ok = p("serve --database-url postgres://u@h/d").expect("no password");
+        assert_eq!(ok.flags[0].0, "DATABASE_URL");
     }
 
     #[test]

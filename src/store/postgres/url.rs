@@ -240,13 +240,43 @@ impl PgUrl {
 
 /// Hides the password of anything that looks like a `DATABASE_URL` (for values that
 /// could not be parsed, so `PgUrl::redacted` is not available).
+/// Of the query, only the parameters this parser knows show their values: libpq also
+/// takes `password=` (and other secrets) as parameters, and such a URL is refused
+/// right here, so an unknown parameter shows as `name=***`.
 pub fn redact_raw(s: &str) -> String {
+    const SHOWN: [&str; 10] = [
+        "sslmode",
+        "sslrootcert",
+        "host",
+        "connect_timeout",
+        "tcp_user_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "application_name",
+    ];
+    let without_query = |part: &str| match part.split_once('?') {
+        Some((before, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) if SHOWN.contains(&k) => format!("{k}={v}"),
+                    Some((k, _)) => format!("{k}=***"),
+                    None if SHOWN.contains(&p) => p.to_string(),
+                    None => "***".to_string(),
+                })
+                .collect();
+            format!("{before}?{}", params.join("&"))
+        }
+        None => part.to_string(),
+    };
     match PgUrl::parse(s) {
         Ok(u) => u.redacted(),
         Err(_) => match s.split_once("://") {
             Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}"),
-                None => s.to_string(),
+                Some((_, host)) => format!("{scheme}://***@{}", without_query(host)),
+                None => format!("{scheme}://{}", without_query(rest)),
             },
             None => "(not a URL)".to_string(),
         },
@@ -330,5 +360,16 @@ mod tests {
             redact_raw("postgres://u:pw@h:1/d?sslmode=x"),
             "postgres://***@h:1/d?sslmode=x"
         );
+        // A password given as a parameter (libpq's form) is refused, and not shown.
+        for url in [
+            "postgres://u@h:1/d?password=QueryPW123",
+            "postgres://u@h:1/d?sslmode=disable&password=QueryPW123",
+            "postgres://h:1/d?password=QueryPW123",
+        ] {
+            assert!(PgUrl::parse(url).is_err(), "{url}");
+            let shown = redact_raw(url);
+            assert!(!shown.contains("QueryPW"), "{shown}");
+            assert!(shown.ends_with("password=***"), "{shown}");
+        }
     }
 }
