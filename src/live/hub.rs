@@ -9,6 +9,22 @@ use std::time::Duration;
 pub struct Signal {
     gen: Mutex<u64>,
     cv: Condvar,
+    /// The page of the feed a stream of the project read last (stream.rs).
+    feed: Mutex<Option<SharedPage>>,
+}
+
+/// A page of a project's feed as one stream read it, for the project's other streams
+/// that ask the same: after a commit every caught-up stream asks for the events after
+/// the same id, and one read of the store serves them all (before, each stream read
+/// for itself, and 500 streams on PostgreSQL turned 220 transactions a second into
+/// 6 800, slowing every other request).
+pub struct SharedPage {
+    /// The signal's generation when it was read.
+    pub gen: u64,
+    pub after: i64,
+    pub limit: usize,
+    pub at: std::time::Instant,
+    pub page: Arc<crate::model::Page<crate::model::Event>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -20,7 +36,14 @@ impl Signal {
         Signal {
             gen: Mutex::new(0),
             cv: Condvar::new(),
+            feed: Mutex::new(None),
         }
+    }
+
+    /// The project's last page read, locked: a stream holds it while it reads the
+    /// store, so the others that want the same page wait for it instead of reading.
+    pub fn feed(&self) -> MutexGuard<'_, Option<SharedPage>> {
+        lock(&self.feed)
     }
 
     pub fn current(&self) -> u64 {

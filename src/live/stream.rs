@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::hub::Slot;
+use super::hub::{SharedPage, Slot};
 use super::{KEEPALIVE, RECHECK};
-use crate::model::Event;
+use crate::model::{Event, Page};
 use crate::store::{Store, StoreError};
 use crate::wire::{Request, Response};
 
@@ -104,6 +104,36 @@ impl Drop for EventStream {
     }
 }
 
+impl EventStream {
+    /// The events after `self.after`: the page another stream of the project read at
+    /// this generation of the signal, if it asked the same (the same `after`, at least
+    /// this stream's batch) less than half a `RECHECK` ago, or else a read of the
+    /// store that the others may share (`hub::SharedPage`). A page of big events is
+    /// not kept for the others: it stays this stream's (see `PIECE_BYTES`).
+    fn read(&self, gen: u64) -> Result<Arc<Page<Event>>, StoreError> {
+        let mut shared = self.slot.signal.feed();
+        if let Some(s) = shared.as_ref() {
+            if s.gen == gen
+                && s.after == self.after
+                && s.limit >= self.batch
+                && s.at.elapsed() < RECHECK / 2
+            {
+                return Ok(s.page.clone());
+            }
+        }
+        let page = Arc::new(self.store.list_events(self.pid, self.after, self.batch)?);
+        let bytes: usize = page.items.iter().map(|e| e.changes.get().len() + 128).sum();
+        *shared = (bytes <= PIECE_BYTES).then(|| SharedPage {
+            gen,
+            after: self.after,
+            limit: self.batch,
+            at: Instant::now(),
+            page: page.clone(),
+        });
+        Ok(page)
+    }
+}
+
 /// One event as SSE: `id`, `event` and `data` (the feed's JSON of the event, which
 /// serde writes on one line).
 pub fn write_event(out: &mut Vec<u8>, e: &Event) {
@@ -134,11 +164,14 @@ impl tiny_http::conn::StreamSource for EventStream {
         if self.read_gen != Some(gen) || now >= self.recheck_at {
             self.read_gen = Some(gen);
             self.recheck_at = now + self.recheck;
-            match self.store.list_events(self.pid, self.after, self.batch) {
+            match self.read(gen) {
                 Ok(page) if !page.items.is_empty() => {
-                    let mut out = Vec::with_capacity(page.items.len() * 256);
+                    // A shared page may hold more than this stream's batch.
+                    let items = &page.items[..page.items.len().min(self.batch)];
+                    let more = page.more || items.len() < page.items.len();
+                    let mut out = Vec::with_capacity(items.len() * 256);
                     let (mut cut, mut used) = (false, 0);
-                    for e in &page.items {
+                    for e in items {
                         write_event(&mut out, e);
                         self.after = e.id;
                         used += 1;
@@ -154,7 +187,7 @@ impl tiny_http::conn::StreamSource for EventStream {
                     } else {
                         self.batch
                     };
-                    if page.more || cut {
+                    if more || cut {
                         self.read_gen = None; // the rest at the next call
                     }
                     self.keepalive_at = now + KEEPALIVE;
