@@ -173,7 +173,12 @@ impl Pool {
                 }
                 st.retry_at = Some(Instant::now() + st.backoff);
                 st.backoff = (st.backoff * 2).min(BACKOFF_MAX);
-                st.last_error = e.to_string();
+                // The message alone: it is handed out again inside `Unavailable`,
+                // whose display adds "database unavailable: " itself.
+                st.last_error = match &e {
+                    StoreError::Unavailable(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 drop(st);
                 self.freed.notify_one();
                 Err(e)
