@@ -321,9 +321,26 @@ fn a_subscriber_that_never_reads_is_dropped() {
         Duration::from_secs(10),
     );
     assert_eq!(s.get("/health").status, 200);
-    // Its connection was closed for not taking its bytes (what the kernel had
-    // already buffered still trickles to it through its tiny window: not read here).
+    // Its connection was closed for not taking its bytes, and reset: the kernel
+    // keeps nothing more for it. (A plain close left ~3 MB queued for it in
+    // FIN-WAIT-1 for as long as it kept the connection: it could read them all.)
     assert!(gauge(&s, "http_connections_timed_out_total") > timed_out_before);
+    let mut sock = slow.into_socket();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let (mut after_drop, mut buf) = (0, vec![0u8; 64 * 1024]);
+    let end = loop {
+        match std::io::Read::read(&mut sock, &mut buf) {
+            Ok(0) => break None,
+            Ok(n) => after_drop += n,
+            Err(e) => break Some(e.kind()),
+        }
+    };
+    assert_eq!(
+        end,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the dropped subscriber could still read {after_drop} bytes, then {end:?}"
+    );
     // The reading one is the one still open.
     let mut fast = fast;
     let id = new_task(&s, pid, "after the drop");

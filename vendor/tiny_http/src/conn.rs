@@ -110,7 +110,7 @@ fn peer_closed(sock: &TcpStream) -> bool {
 
 /// Writes a stream body piece by piece until its source ends, the server stops, or
 /// the client does not take a slice of it within the read timeout (a slow subscriber is
-/// dropped: its connection closes and its source, with its memory, is freed).
+/// dropped: its connection is reset, and its source, with its memory, is freed).
 fn pump(sock: &TcpStream, source: &mut dyn StreamSource, limits: &ConnectionLimits, clock: &Clock) {
     while let Some(piece) = source.next_bytes() {
         if piece.is_empty() {
@@ -127,6 +127,10 @@ fn pump(sock: &TcpStream, source: &mut dyn StreamSource, limits: &ConnectionLimi
             let deadline = Instant::now() + limits.read_timeout;
             if write_all(sock, &[slice], deadline).is_err() {
                 clock.stats().note_timed_out();
+                // Reset, not close: a plain close leaves what the kernel still queues
+                // for the subscriber (up to tcp_wmem's maximum, 4 MiB) in FIN-WAIT-1
+                // for as long as the client holds the connection without reading.
+                let _ = socket2::SockRef::from(sock).set_linger(Some(Duration::ZERO));
                 return;
             }
         }
