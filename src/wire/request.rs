@@ -107,8 +107,13 @@ impl From<BodyError> for ApiError {
     }
 }
 
+/// Free-form JSON members (`metadata`, a task's `result`, a failure's `error`): kept
+/// as JSON text, where U+0000 is the escape `\u0000` and fits any engine.
+const FREE_FORM: [&str; 3] = ["metadata", "result", "error"];
+
 /// The path of the first string or key in `v` that holds U+0000 (`title`,
-/// `[2].labels[0]`, `metadata.a`), if any.
+/// `[2].labels[0]`), if any, outside the free-form members of the body or of its
+/// items.
 fn nul_at(v: &Value, path: &mut String) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
@@ -122,6 +127,11 @@ fn nul_at(v: &Value, path: &mut String) -> bool {
             found
         }),
         Value::Object(map) => map.iter().any(|(k, item)| {
+            // The body itself (path "") or a batch's item (path "[n]").
+            let top = path.is_empty() || path.ends_with(']') && !path.contains('.');
+            if top && FREE_FORM.contains(&k.as_str()) {
+                return false;
+            }
             let len = path.len();
             if !path.is_empty() {
                 path.push('.');
