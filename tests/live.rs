@@ -547,11 +547,11 @@ fn sigterm_answers_waiters_and_ends_streams_within_the_drain() {
     assert!(status.success(), "exit status {status:?}");
 }
 
-#[test]
-fn instances_wake_each_other_through_postgres() {
+/// Two instances on one PostgreSQL database; on SQLite, None (and says it skipped).
+fn two_instances() -> Option<(TestServer, TestServer)> {
     if !crate::harness::postgres() {
         eprintln!("SKIPPED on sqlite: one instance only (TEST_BACKEND=postgres runs it)");
-        return;
+        return None;
     }
     let a = TestServer::start();
     let b = TestServer::spawn(
@@ -560,6 +560,14 @@ fn instances_wake_each_other_through_postgres() {
         a.key.clone(),
         &[],
     );
+    Some((a, b))
+}
+
+#[test]
+fn instances_wake_each_other_through_postgres() {
+    let Some((a, b)) = two_instances() else {
+        return;
+    };
     let pid = a.project("shared");
     let mut stream = open_stream(&a, pid, "", &[]);
     assert_eq!(stream.next().map(|e| e.kind), Some("created".to_string()));
@@ -606,19 +614,11 @@ fn create_on(addr: std::net::SocketAddr, key: Option<&str>, pid: i64, title: &st
 /// commits land out of id order), sees every event exactly once, in the feed's order.
 #[test]
 fn a_stream_resumed_on_another_instance_sees_every_event_once() {
-    if !crate::harness::postgres() {
-        eprintln!("SKIPPED on sqlite: one instance only (TEST_BACKEND=postgres runs it)");
-        return;
-    }
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-    let a = TestServer::start();
-    let b = TestServer::spawn(
-        crate::harness::temp_dir("srv-b"),
-        a.db.clone(),
-        a.key.clone(),
-        &[],
-    );
+    let Some((a, b)) = two_instances() else {
+        return;
+    };
     let pid = a.project("two instances");
     let stop = Arc::new(AtomicBool::new(false));
     // Writes per writer: two writers on each instance.
