@@ -95,16 +95,7 @@ impl EventStream {
     fn written(&mut self) {
         BUFFERED.fetch_sub(std::mem::take(&mut self.held), Ordering::Relaxed);
     }
-}
 
-impl Drop for EventStream {
-    /// Dropped with its connection (ended, left, or too slow): what it held is freed.
-    fn drop(&mut self) {
-        self.written();
-    }
-}
-
-impl EventStream {
     /// The events after `self.after`: the page another stream of the project read at
     /// this generation of the signal, if it asked the same (the same `after`, at least
     /// this stream's batch) less than half a `RECHECK` ago, or else a read of the
@@ -131,6 +122,13 @@ impl EventStream {
             page: page.clone(),
         });
         Ok(page)
+    }
+}
+
+impl Drop for EventStream {
+    /// Dropped with its connection (ended, left, or too slow): what it held is freed.
+    fn drop(&mut self) {
+        self.written();
     }
 }
 

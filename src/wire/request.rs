@@ -112,36 +112,35 @@ impl From<BodyError> for ApiError {
 const FREE_FORM: [&str; 3] = ["metadata", "result", "error"];
 
 /// The path of the first string or key in `v` that holds U+0000 (`title`,
-/// `[2].labels[0]`), if any, outside the free-form members of the body or of its
-/// items.
-fn nul_at(v: &Value, path: &mut String) -> bool {
+/// `[2].labels[0]`), if any, outside the free-form members of `v` when `top` (the
+/// body) or of its items when it is a batch.
+fn nul_at(v: &Value, path: &mut String, top: bool) -> bool {
+    let at = |path: &mut String, step: &str, item: &Value, item_top: bool| {
+        let len = path.len();
+        path.push_str(step);
+        let found = nul_at(item, path, item_top);
+        if !found {
+            path.truncate(len);
+        }
+        found
+    };
     match v {
         Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            let found = nul_at(item, path);
-            if !found {
-                path.truncate(len);
-            }
-            found
-        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .any(|(i, item)| at(path, &format!("[{i}]"), item, top)),
         Value::Object(map) => map.iter().any(|(k, item)| {
-            // The body itself (path "") or a batch's item (path "[n]").
-            let top = path.is_empty() || path.ends_with(']') && !path.contains('.');
             if top && FREE_FORM.contains(&k.as_str()) {
                 return false;
             }
-            let len = path.len();
-            if !path.is_empty() {
-                path.push('.');
+            let dot = if path.is_empty() { "" } else { "." };
+            let step = format!("{dot}{}", k.replace('\0', "\\u0000"));
+            if k.contains('\0') {
+                path.push_str(&step);
+                return true;
             }
-            path.push_str(&k.replace('\0', "\\u0000"));
-            let found = k.contains('\0') || nul_at(item, path);
-            if !found {
-                path.truncate(len);
-            }
-            found
+            at(path, &step, item, false)
         }),
         _ => false,
     }
@@ -249,7 +248,7 @@ impl Request {
         }
         let v: Value = serde_json::from_slice(&self.body).map_err(BodyError::Parse)?;
         let mut at = String::new();
-        if nul_at(&v, &mut at) {
+        if nul_at(&v, &mut at, true) {
             return Err(BodyError::Nul(if at.is_empty() {
                 "body".into()
             } else {

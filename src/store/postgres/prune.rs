@@ -95,9 +95,8 @@ const BEGIN_STEP_SQL: &str = "SELECT pg_try_advisory_xact_lock($1),
 /// Up to $3 finished tasks of project $1 aged past $2, completed ones first (from
 /// `tasks_completed` of 0001; failed and cancelled ones from `tasks_finished` of
 /// 0004, read only when the completed ones run short: a limit of 0 reads nothing),
-/// locked `FOR UPDATE SKIP
-/// LOCKED`; their events; the tasks themselves if still finished (the primary key;
-/// labels go by the cascade). One statement, one round trip: the picked rows are
+/// locked `FOR UPDATE SKIP LOCKED`; their events; the tasks themselves if still
+/// finished (the primary key; labels go by the cascade). One statement, one round trip: the picked rows are
 /// read once (a CTE used twice is materialized) and both deletes take their ids.
 /// Returns the tasks picked, the events and the tasks deleted.
 pub(super) const PRUNE_TASKS_SQL: &str = "WITH done AS (
