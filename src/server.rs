@@ -168,12 +168,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 .map_err(|e| store_error(e, &config.database_path))?,
         ),
     };
-    // Every thread that reads gets a connection without waiting: the workers, the
-    // write threads, which look up API keys before their write, and the probe threads.
-    let store = open_store(
-        &config,
-        config.workers + crate::http::WRITE_THREADS + crate::http::PROBE_THREADS,
-    )?;
+    // Every handler that reads gets a connection without waiting: those on the
+    // workers, on the write threads (which look up API keys before their write), on
+    // the probe threads, and as many again on connections' own threads.
+    let store = open_store(&config, crate::http::max_handlers(config.workers))?;
     let access_log = AccessLog::open(config.access_log.clone()).map_err(|e| {
         ServeError::new(
             EX_CANTCREAT,

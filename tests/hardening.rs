@@ -258,8 +258,10 @@ fn probes_report_workers_that_stop_coming_back_and_recover_with_them() {
     // The other side of the probe lane (attack on it, finding 1): when every worker is
     // held, a load balancer's readiness check must still see it, as it did when it
     // queued behind them; answered at once, with a 503 that says why.
+    // Two workers: two slow reads take the places on connections' own threads, two
+    // more queue for the workers and hold them.
     let s = TestServer::start_with(&[("WORKERS", "2"), ("DASHBOARD_BACKEND_TEST_HOOKS", "1")]);
-    let hogs = hold_workers(&s, 2, 9000);
+    let hogs = hold_workers(&s, 4, 9000);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         raw(s.addr, b"GET /health/ready HTTP/1.0\r\n\r\n").status,
@@ -288,6 +290,37 @@ fn probes_report_workers_that_stop_coming_back_and_recover_with_them() {
     }
     poll(|| (raw(s.addr, b"GET /health/ready HTTP/1.0\r\n\r\n").status == 200).then_some(()));
     assert_eq!(raw(s.addr, b"GET /health HTTP/1.0\r\n\r\n").status, 200);
+}
+
+#[test]
+fn requests_are_answered_on_their_own_connections_up_to_a_bound() {
+    // Issue #17: each connection's thread answers its own request while one of
+    // WORKERS places is free, instead of handing it to a worker and back. So two slow
+    // reads leave both workers free (before, a third request waited for them), and
+    // the number running at once stays bounded: past the places, requests queue for
+    // the workers as they always did.
+    let s = TestServer::start_with(&[("WORKERS", "2"), ("DASHBOARD_BACKEND_TEST_HOOKS", "1")]);
+    let first = hold_workers(&s, 2, 3000);
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    assert_eq!(s.get("/projects").status, 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "a read waited {:?} behind two slow ones with two workers free",
+        t.elapsed()
+    );
+    let second = hold_workers(&s, 2, 3000);
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    assert_eq!(s.get("/projects").status, 200);
+    assert!(
+        t.elapsed() > Duration::from_millis(1000),
+        "with every place and worker held a read was answered after {:?}: unbounded",
+        t.elapsed()
+    );
+    for h in first.into_iter().chain(second) {
+        assert_eq!(h.join().expect("hog"), 200);
+    }
 }
 
 #[test]

@@ -151,7 +151,15 @@ pub struct Server {
 
     // dashboard-backend patch: counters of the connection layer
     stats: Arc<ConnectionStats>,
+
+    // dashboard-backend patch: what `serve_inline` installed
+    inline: Arc<std::sync::OnceLock<InlineHook>>,
 }
+
+/// dashboard-backend patch: `Server::serve_inline`'s hook. It gets every request on
+/// its connection's own thread and either answers it there (returns `None`) or
+/// gives it back (`Some`) to be queued for `recv` as without a hook.
+pub type InlineHook = Box<dyn Fn(Request) -> Option<Request> + Send + Sync>;
 
 enum Message {
     Error(IoError),
@@ -321,9 +329,18 @@ impl Server {
         let inside_stats = stats.clone();
         // dashboard-backend patch: with limits, the connection layer of `conn.rs`.
         let priority = MessagesQueue::with_capacity(8);
+        let inline: Arc<std::sync::OnceLock<InlineHook>> = Arc::default();
         if let Some(limits) = limits {
             let (queue, urgent, pick) = (messages.clone(), priority.clone(), limits.priority);
+            let hook = inline.clone();
             let dispatch: Arc<dyn Fn(Request) + Send + Sync> = Arc::new(move |rq: Request| {
+                let rq = match hook.get() {
+                    Some(serve) => match serve(rq) {
+                        Some(rq) => rq,
+                        None => return,
+                    },
+                    None => rq,
+                };
                 if pick(&rq) {
                     urgent.push(rq.into())
                 } else {
@@ -340,6 +357,7 @@ impl Server {
                 close: close_trigger,
                 listening_addr: local_addr,
                 stats: inside_stats,
+                inline,
             });
         }
         thread::spawn(move || {
@@ -456,6 +474,7 @@ impl Server {
             close: close_trigger,
             listening_addr: local_addr,
             stats,
+            inline,
         })
     }
 
@@ -505,6 +524,14 @@ impl Server {
             Some(Message::NewRequest(rq)) => Ok(Some(rq)),
             None => Ok(None),
         }
+    }
+
+    /// dashboard-backend patch: with limits, `hook` sees each request first, on the
+    /// thread of its connection, before it is queued: a request answered there skips
+    /// two thread hand-overs (to a worker and back). Set once; later calls are
+    /// ignored and return false. Without limits the hook is never called.
+    pub fn serve_inline(&self, hook: InlineHook) -> bool {
+        self.inline.set(hook).is_ok()
     }
 
     /// Same as `recv()` but doesn't block.
