@@ -68,8 +68,8 @@ mkdir -p target/bench
 for sc in claim batch_claim cycle; do
   pid=$(project "$sc")
   case $sc in
-    claim) fill "$pid" $((pool[claim] * 6000)) ;;         # claims ≤ 6 000/s
-    batch_claim) fill "$pid" $((pool[batch_claim] * 30000)) ;; # ≤ 30 000 tasks/s
+    claim) fill "$pid" $((pool[claim] * 25000)) ;;         # claims ≤ 25 000/s
+    batch_claim) fill "$pid" $((pool[batch_claim] * 50000)) ;; # ≤ 50 000 tasks/s
   esac
   case $sc in
     claim) line=$(run claim "$pid") ;;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench.sh — build the release binary and run ../shared/bench/compare.sh against it:
 # the Node peer, this binary and nginx, one after another in one run, side by side.
-# The table (with date, commit and machine) is left in target/bench/<time>/table.md.
+# Then the queue's own scenarios (scripts/bench-queue.sh: claim, batch_claim, cycle) on
+# the same backend. The table (with date, commit and machine) is left in
+# target/bench/<time>/table.md.
 #   scripts/bench.sh                 # default settings (10 s scenarios), SQLite
 #   scripts/bench.sh --postgres      # the same, this binary on PostgreSQL: a throwaway
 #                                    # cluster (synchronous_commit=on, fsync on) on this box
@@ -45,6 +47,15 @@ BIN=$PWD/target/release/dashboard-backend OUT=$PWD/$out "$shared/bench/compare.s
   echo "bench: compare.sh failed; see $out/run.log" >&2
   exit 1
 }
-cat "$out/header.md" "$out/compare.md" >"$out/table.md"
+# The queue's own scenarios (claim, batch claim, cycles): the peer has no leases to
+# complete with, so they run on this binary alone, on the same backend.
+queue=()
+[[ $postgres == yes ]] && { stop_pg; unset DATABASE_URL; queue=(--postgres); }
+BIN=$PWD/target/release/dashboard-backend scripts/bench-queue.sh "${queue[@]}" >"$out/queue.log" 2>&1 || {
+  tail -30 "$out/queue.log" >&2
+  echo "bench: bench-queue.sh failed; see $out/queue.log" >&2
+  exit 1
+}
+{ cat "$out/header.md" "$out/compare.md"; echo; grep -v '^bench-queue:' "$out/queue.log"; } >"$out/table.md"
 cat "$out/table.md"
 echo "bench: $out/table.md"
