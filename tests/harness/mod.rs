@@ -39,6 +39,16 @@ pub fn postgres() -> bool {
     pg::enabled()
 }
 
+/// How many slow requests hold every one of `workers` workers: on SQLite the
+/// connections' own threads answer as many first (src/http/mod.rs, `Inline`).
+pub fn to_hold_workers(workers: usize) -> usize {
+    if postgres() {
+        workers
+    } else {
+        2 * workers
+    }
+}
+
 /// For a test that cannot apply to PostgreSQL (it works on the SQLite file itself):
 /// on that backend, says so and returns true, and the test returns.
 /// `if harness::sqlite_only("why") { return; }`
