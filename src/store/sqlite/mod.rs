@@ -472,7 +472,7 @@ fn open_reader_conn(path: &Path) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.execute_batch("PRAGMA cache_size=-4000;")?;
+    conn.execute_batch("PRAGMA cache_size=-1000;")?;
     stable_plans(&conn)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
