@@ -28,13 +28,19 @@ trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do curl -fsS -o /dev/null "$url/health/ready" 2>/dev/null && break; sleep 0.1; done
 eval "export $("$shared/bench/seed.sh" "$url" 10000 20000 | tail -1)"
 rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status"; }
+# What of the RSS is SQLite's heap (its page caches fill as the database grows), and
+# how many threads hold stacks: "-" where the engine runs elsewhere (PostgreSQL).
+dbmem() {
+  curl -fsS "$url/metrics" | awk '/^db_memory_bytes/ { m = $2 } END { if (m) printf "%.1f", m / 1048576; else printf "-" }'
+}
+threads() { awk '/^Threads/ { print $2 }' "/proc/$pid/status"; }
 mkdir -p target/bench
 out=target/bench/soak-$(date -u +%Y%m%d-%H%M%S).txt
 {
   backend=sqlite; [[ ${DATABASE_URL:-} == postgres* ]] && backend=postgres
   echo "soak: mixed on $backend for $((slices * slice)) s in ${slice} s slices, commit $(git rev-parse --short HEAD), $(nproc) cores"
-  printf '%6s %9s %9s %8s %7s %9s\n' t_s req/s p99_ms non2xx errors rss_mib
-  printf '%6d %9s %9s %8s %7s %9s\n' 0 - - - - "$(rss)"
+  printf '%6s %9s %9s %8s %7s %9s %9s %8s\n' t_s req/s p99_ms non2xx errors rss_mib db_mib threads
+  printf '%6d %9s %9s %8s %7s %9s %9s %8s\n' 0 - - - - "$(rss)" "$(dbmem)" "$(threads)"
 } | tee "$out"
 errors=0 warm="" last=""
 for i in $(seq "$slices"); do
@@ -43,7 +49,8 @@ for i in $(seq "$slices"); do
   errors=$((errors + non2xx + errs))
   last=$(rss)
   ((i == 60 / slice)) && warm=$last
-  printf '%6d %9s %9s %8s %7s %9s\n' $((i * slice)) "$rps" "$p99" "$non2xx" "$errs" "$last" | tee -a "$out"
+  printf '%6d %9s %9s %8s %7s %9s %9s %8s\n' $((i * slice)) "$rps" "$p99" "$non2xx" "$errs" "$last" \
+    "$(dbmem)" "$(threads)" | tee -a "$out"
 done
 peak=$(awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")
 verdict=$(awk -v w="$warm" -v l="$last" 'BEGIN { g = (l - w) / w * 100; printf "%+.1f", g; exit (g > 10) }') && flat=1 || flat=0

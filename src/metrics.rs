@@ -181,6 +181,7 @@ pub fn tasks_by_status(count: impl FnOnce() -> TaskCounts) -> std::sync::Arc<Tas
 #[derive(Debug, Default)]
 pub struct Gauges {
     pub db_size_bytes: u64,
+    pub db_memory_bytes: Option<u64>,
     pub tasks_by_status: std::sync::Arc<TaskCounts>,
     pub backup_last_success_timestamp: Option<f64>,
     pub backup_last_duration: Option<f64>,
@@ -398,6 +399,14 @@ pub fn render_text(g: &Gauges, p: &Process) -> String {
         "Database size in bytes (main file and WAL)",
         g.db_size_bytes,
     );
+    if let Some(n) = g.db_memory_bytes {
+        t.single(
+            "db_memory_bytes",
+            "gauge",
+            "Heap the embedded database holds in this process (SQLite page caches, statements)",
+            n,
+        );
+    }
     render_retention(&mut t);
     t.head("tasks", "gauge", "Tasks by status");
     for (status, n) in g.tasks_by_status.iter() {
@@ -566,6 +575,7 @@ pub fn render_json(g: &Gauges, p: &Process) -> Value {
             "process_open_fds": p.open_fds,
             "process_start_time_seconds": p.start_time,
             "db_size_bytes": g.db_size_bytes,
+            "db_memory_bytes": g.db_memory_bytes,
             "tasks_pruned_total": TASKS_PRUNED.load(Relaxed),
             "events_pruned_total": EVENTS_PRUNED.load(Relaxed),
             "tasks": tasks,

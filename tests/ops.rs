@@ -248,3 +248,71 @@ fn health_answers_while_a_slow_database_probe_runs() {
     );
     assert_eq!(slow.join().expect("slow probe"), 200);
 }
+
+/// `db_memory_bytes` as `/metrics` shows it, in MiB; None when the line is absent.
+fn db_memory_mib(s: &TestServer) -> Option<f64> {
+    let text = s.send("GET", "/metrics", &[], None).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("db_memory_bytes{service=\"dashboard-backend\"} "))
+        .map(|v| v.parse::<f64>().expect("a number") / 1048576.0)
+}
+
+/// SQLite's heap in the process stops at its soft limit (10 MiB) however much the
+/// database and its readers touch: before the limit, every connection's page cache
+/// grew to its own size and the RSS of a 30-minute soak followed the work done. Failed
+/// before: about 16 MiB here (the writer's 8 MiB cache and 1 MiB per reader).
+#[test]
+fn sqlite_heap_stays_under_its_limit_however_much_is_read() {
+    if crate::harness::postgres() {
+        let s = TestServer::start_with(&[("AUTH_DISABLED", "true")]);
+        assert_eq!(
+            db_memory_mib(&s),
+            None,
+            "the engine's heap is not ours here"
+        );
+        return;
+    }
+    let s = std::sync::Arc::new(TestServer::start_with(&[
+        ("AUTH_DISABLED", "true"),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ]));
+    let pid = s.project("heavy");
+    // 6 000 tasks of 1.5 kB: 9 MB of rows, more than every cache together would hold.
+    let description = "d".repeat(1500);
+    let batch: Vec<serde_json::Value> = (0..250)
+        .map(|i| serde_json::json!({"title": format!("t{i}"), "description": description}))
+        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..24 {
+        let r = s.post(
+            &format!("/projects/{pid}/tasks"),
+            &serde_json::Value::Array(batch.clone()),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let created = r.json();
+        let items = created["items"].as_array().expect("items").clone();
+        ids.extend(items.iter().map(|t| t["id"].as_i64().expect("id")));
+    }
+    // Eight readers at once, each over half the tasks: eight read connections, each
+    // filling its cache (nothing is written meanwhile, so none is emptied).
+    let ids = std::sync::Arc::new(ids);
+    let readers: Vec<_> = (0..8)
+        .map(|k| {
+            let (s, ids) = (s.clone(), ids.clone());
+            std::thread::spawn(move || {
+                for id in ids.iter().cycle().skip(k * 750).take(ids.len() / 2) {
+                    assert_eq!(s.get(&format!("/tasks/{id}")).status, 200);
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().expect("reader");
+    }
+    let mib = db_memory_mib(&s).expect("db_memory_bytes on SQLite");
+    assert!(mib > 4.0, "the caches hold the pages read: {mib:.1} MiB");
+    assert!(
+        mib < 11.0,
+        "SQLite's heap passed its 10 MiB limit: {mib:.1} MiB"
+    );
+}

@@ -119,6 +119,7 @@ fn gauges(c: &Call<'_>) -> Gauges {
     let secs = |ms: Option<i64>| ms.map(|ms| ms as f64 / 1000.0);
     Gauges {
         db_size_bytes: c.app.store.size_bytes().unwrap_or(0),
+        db_memory_bytes: c.app.store.memory_bytes(),
         backup_last_success_timestamp: secs(backup.last_success_ms),
         backup_last_duration: backup.last_duration_seconds,
         backup_last_size: backup.last_size_bytes,

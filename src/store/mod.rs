@@ -285,6 +285,11 @@ pub trait Probe {
     fn writer_alive(&self, budget: Duration) -> Result<()>;
     /// Bytes the database takes on disk (`db_size_bytes`), if the engine can tell cheaply.
     fn size_bytes(&self) -> Option<u64>;
+    /// Heap the engine holds inside this process (`db_memory_bytes`): SQLite's page
+    /// caches and statements. None where the database runs in its own server.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Finishes queued writes and closes (shutdown).
     fn close(&self) -> Result<()>;
     /// Test hook: occupies the writer for `hold`, computing or stuck.
